@@ -1,0 +1,379 @@
+"""Everything that flows between processes besides the history itself.
+
+- Inbox messages (``<ns>.inbox``, keyed by workflow id): what clients, activity workers,
+  the timer service and other workflows ask of a workflow.
+- Outbound records the workflow owner writes: activity tasks and their cancellations
+  (``<ns>.tasks.<queue>``), durable timers (``<ns>.timers``), status (``<ns>.status``) and
+  replies to clients (``<ns>.replies``).
+
+The pure engine consumes inbox messages and produces outbound records as *effects*; the
+Kafka worker and the in-memory test environment only carry them. Each class is one Avro
+record of the same name in ``avro/`` (a test keeps them in step).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from runtime.events import HistoryEvent, ParentRef
+from runtime.payloads import Failure, Payload
+
+
+class IdReusePolicy(StrEnum):
+    """What a start does when the workflow id already has a run (Temporal's names)."""
+
+    ALLOW_DUPLICATE = "allow_duplicate"
+    ALLOW_DUPLICATE_FAILED_ONLY = "allow_duplicate_failed_only"
+    REJECT_DUPLICATE = "reject_duplicate"
+    TERMINATE_IF_RUNNING = "terminate_if_running"
+
+
+class WorkflowStatus(StrEnum):
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    TERMINATED = "terminated"
+    CONTINUED_AS_NEW = "continued_as_new"
+    TIMED_OUT = "timed_out"
+
+
+# --- inbox: to a workflow ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StartWorkflow:
+    workflow_id: str
+    workflow_type: str
+    task_queue: str
+    input: tuple[Payload, ...]
+    request_id: str
+    id_reuse_policy: IdReusePolicy = IdReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY
+    #: Client id to answer with a `StartAccepted`/`RequestFailed` reply; None: no answer.
+    reply_to: str | None = None
+    parent: ParentRef | None = None
+    execution_timeout_ms: int = 0
+    run_timeout_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SignalWorkflow:
+    workflow_id: str
+    run_id: str | None
+    signal_name: str
+    input: tuple[Payload, ...]
+    request_id: str
+    reply_to: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CancelWorkflow:
+    workflow_id: str
+    run_id: str | None
+    reason: str
+    request_id: str
+    reply_to: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TerminateWorkflow:
+    workflow_id: str
+    run_id: str | None
+    reason: str
+    request_id: str
+    reply_to: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class QueryWorkflow:
+    workflow_id: str
+    run_id: str | None
+    query_name: str
+    input: tuple[Payload, ...]
+    request_id: str
+    reply_to: str
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateWorkflow:
+    workflow_id: str
+    run_id: str | None
+    update_id: str
+    update_name: str
+    input: tuple[Payload, ...]
+    request_id: str
+    reply_to: str
+
+
+@dataclass(frozen=True, slots=True)
+class GetWorkflowResult:
+    """Answer with the result once the run closes (at once if it already has).
+
+    With ``follow_runs``, a run that continued-as-new is followed to the newest run.
+    """
+
+    workflow_id: str
+    run_id: str | None
+    request_id: str
+    reply_to: str
+    follow_runs: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class DescribeWorkflow:
+    workflow_id: str
+    run_id: str | None
+    request_id: str
+    reply_to: str
+
+
+@dataclass(frozen=True, slots=True)
+class FetchHistory:
+    workflow_id: str
+    run_id: str | None
+    request_id: str
+    reply_to: str
+
+
+@dataclass(frozen=True, slots=True)
+class ActivityStartedReport:
+    workflow_id: str
+    run_id: str
+    seq: int
+    attempt: int
+    identity: str
+
+
+@dataclass(frozen=True, slots=True)
+class ActivityHeartbeat:
+    workflow_id: str
+    run_id: str
+    seq: int
+    attempt: int
+    details: tuple[Payload, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ActivityCompletedReport:
+    workflow_id: str
+    run_id: str
+    seq: int
+    attempt: int
+    result: Payload | None
+
+
+@dataclass(frozen=True, slots=True)
+class ActivityFailedReport:
+    workflow_id: str
+    run_id: str
+    seq: int
+    attempt: int
+    failure: Failure
+
+
+@dataclass(frozen=True, slots=True)
+class TimerFiredReport:
+    workflow_id: str
+    run_id: str
+    timer_id: str
+    fire_at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class ChildStartedReport:
+    """To the parent: its child's start was accepted."""
+
+    workflow_id: str
+    run_id: str
+    seq: int
+    child_workflow_id: str
+    child_run_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChildStartFailedReport:
+    workflow_id: str
+    run_id: str
+    seq: int
+    child_workflow_id: str
+    failure: Failure
+
+
+@dataclass(frozen=True, slots=True)
+class ChildClosedReport:
+    """To the parent: its child closed. ``failure`` is None exactly when it completed."""
+
+    workflow_id: str
+    run_id: str
+    seq: int
+    child_workflow_id: str
+    child_run_id: str
+    result: Payload | None
+    failure: Failure | None
+
+
+InboxMessage = (
+    StartWorkflow
+    | SignalWorkflow
+    | CancelWorkflow
+    | TerminateWorkflow
+    | QueryWorkflow
+    | UpdateWorkflow
+    | GetWorkflowResult
+    | DescribeWorkflow
+    | FetchHistory
+    | ActivityStartedReport
+    | ActivityHeartbeat
+    | ActivityCompletedReport
+    | ActivityFailedReport
+    | TimerFiredReport
+    | ChildStartedReport
+    | ChildStartFailedReport
+    | ChildClosedReport
+)
+
+
+# --- tasks: to activity workers --------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ActivityTask:
+    workflow_id: str
+    run_id: str
+    workflow_type: str
+    seq: int
+    attempt: int
+    activity_type: str
+    task_queue: str
+    input: tuple[Payload, ...]
+    scheduled_time_ms: int
+    start_to_close_timeout_ms: int
+    heartbeat_timeout_ms: int
+    #: The last heartbeat details of the previous attempt, so an attempt can resume.
+    heartbeat_details: tuple[Payload, ...] = ()
+
+    @property
+    def idempotency_key(self) -> str:
+        """Same for every delivery of one attempt; side effects dedupe on it."""
+        return f"{self.workflow_id}/{self.run_id}/{self.seq}/{self.attempt}"
+
+
+@dataclass(frozen=True, slots=True)
+class CancelActivityTask:
+    """Written with the same key as the task, so it reaches the worker that holds the task."""
+
+    workflow_id: str
+    run_id: str
+    seq: int
+    attempt: int
+
+
+TaskRecord = ActivityTask | CancelActivityTask
+
+
+# --- timers: to the timer service ----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DurableTimer:
+    """One pending timer; key ``{workflow_id, timer_id}``, tombstoned when fired or cancelled.
+
+    ``timer_id`` is chosen by the engine and names what the timer is for (a user sleep,
+    an activity timeout, a retry backoff), so a fire is routed without a lookup.
+    """
+
+    workflow_id: str
+    run_id: str
+    timer_id: str
+    fire_at_ms: int
+
+
+# --- status and replies --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StatusRecord:
+    """The latest state of a workflow id; compacted, so a reader sees one per id."""
+
+    workflow_id: str
+    run_id: str
+    workflow_type: str
+    task_queue: str
+    status: WorkflowStatus
+    start_time_ms: int
+    close_time_ms: int | None
+    history_length: int
+    failure: Failure | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StartAccepted:
+    run_id: str
+    #: False when the start was a duplicate of an earlier request (same request id).
+    created: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class RequestFailed:
+    """A request could not be served: unknown workflow, id already running, bad argument."""
+
+    failure: Failure
+
+
+@dataclass(frozen=True, slots=True)
+class RequestAccepted:
+    """Signal, cancel or terminate reached the run."""
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowOutcome:
+    run_id: str
+    status: WorkflowStatus
+    result: Payload | None
+    failure: Failure | None
+
+
+@dataclass(frozen=True, slots=True)
+class QueryAnswer:
+    result: Payload | None
+    failure: Failure | None
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateOutcome:
+    update_id: str
+    result: Payload | None
+    failure: Failure | None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowDescription:
+    status: StatusRecord
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryPage:
+    events: tuple[HistoryEvent, ...]
+
+
+ReplyBody = (
+    StartAccepted
+    | RequestFailed
+    | RequestAccepted
+    | WorkflowOutcome
+    | QueryAnswer
+    | UpdateOutcome
+    | WorkflowDescription
+    | HistoryPage
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """One record of ``<ns>.replies``, keyed by the client id that asked."""
+
+    client_id: str
+    request_id: str
+    workflow_id: str
+    body: ReplyBody
