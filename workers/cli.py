@@ -1,0 +1,81 @@
+"""The `chronik` command: global options, then the command groups of each component.
+
+This file only assembles. Each component owns its group (`workers/kafka_cli.py`, ...), reads
+the global options through `workers.cli_context.pass_cli`, and is added below with
+`cli.add_command(...)`. Errors every command can meet (Kafka unreachable) are rendered here
+as one line and exit code 2, never as a stack trace.
+"""
+
+from __future__ import annotations
+
+import click
+
+from runtime.logging import configure_logging
+from workers.cli_context import CliContext
+from workers.cli_topics import topics
+from workers.kafka_check import KafkaUnreachableError, client_config_from_env
+from workers.kafka_cli import kafka
+
+EXIT_KAFKA_UNREACHABLE = 2
+
+
+class KafkaUnreachableExit(click.ClickException):
+    """`KafkaUnreachableError` as click renders it: ``Error: <one line>`` and exit code 2."""
+
+    exit_code = EXIT_KAFKA_UNREACHABLE
+
+
+class ChronikGroup(click.Group):
+    """The root group: turns the errors any subcommand can meet into one-line messages."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except KafkaUnreachableError as exc:
+            raise KafkaUnreachableExit(str(exc)) from None
+
+
+def _parse_settings(
+    _ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]
+) -> dict[str, str]:
+    settings = {}
+    for value in values:
+        key, sep, setting = value.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"{value!r} is not KEY=VALUE")
+        settings[key.strip()] = setting
+    return settings
+
+
+@click.group(cls=ChronikGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--bootstrap-servers", envvar="CHRONIK_BOOTSTRAP_SERVERS", default="127.0.0.1:9092",
+              show_default=True, show_envvar=True, help="Kafka bootstrap servers.")  # fmt: skip
+@click.option("--namespace", envvar="CHRONIK_NAMESPACE", default="chronik", show_default=True,
+              show_envvar=True, help="Topic prefix of this Chronik installation.")  # fmt: skip
+@click.option("-X", "--kafka-config", "kafka_config", multiple=True, callback=_parse_settings,
+              metavar="KEY=VALUE", help="librdkafka setting (SASL/SSL, ...); repeatable. Also "
+              "from CHRONIK_RDKAFKA_<KEY> variables, dots as underscores.")  # fmt: skip
+@click.pass_context
+def cli(
+    ctx: click.Context, bootstrap_servers: str, namespace: str, kafka_config: dict[str, str]
+) -> None:
+    """Chronik: durable-execution workflows in plain async Python, on Apache Kafka."""
+    configure_logging()
+    ctx.obj = CliContext(
+        bootstrap_servers=bootstrap_servers,
+        namespace=namespace,
+        kafka_config={**client_config_from_env(), **kafka_config},
+    )
+
+
+cli.add_command(kafka)
+cli.add_command(topics)
+
+
+def main() -> None:
+    """Console-script entry point (``chronik``)."""
+    cli()
+
+
+if __name__ == "__main__":
+    main()

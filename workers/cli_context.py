@@ -1,0 +1,34 @@
+"""What every `chronik` subcommand receives from the global options.
+
+Kept apart from `workers/cli.py` so that a command group (topics, worker, history, ...) can
+import it without importing the assembler that imports that group.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import click
+
+from workers.kafka_check import DEFAULT_TIMEOUT_S, ensure_reachable
+
+
+@dataclass(frozen=True)
+class CliContext:
+    """The global options: where Kafka is, which namespace, extra librdkafka settings."""
+
+    bootstrap_servers: str
+    namespace: str
+    kafka_config: dict[str, str] = field(default_factory=dict)
+
+    def client_config(self, **overrides: str) -> dict[str, str]:
+        """librdkafka configuration for a producer, consumer or admin client of this run."""
+        return {**self.kafka_config, "bootstrap.servers": self.bootstrap_servers, **overrides}
+
+    def ensure_kafka(self, timeout: float = DEFAULT_TIMEOUT_S) -> None:
+        """Fail fast (`KafkaUnreachableError`, rendered by the CLI) when Kafka is not there."""
+        ensure_reachable(self.bootstrap_servers, timeout, self.kafka_config)
+
+
+pass_cli = click.make_pass_decorator(CliContext)
+"""Decorator giving a command the `CliContext` as its first argument."""

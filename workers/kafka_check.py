@@ -1,0 +1,112 @@
+"""Fail fast, and readably, when Kafka is not where the user said it is.
+
+librdkafka never gives up on a bootstrap address: a client pointed at a wrong host retries
+forever and logs every attempt. Every command that needs Kafka therefore calls
+`ensure_reachable` first, which turns "nothing there" into one typed error within a few
+seconds. The CLI renders that error as a single line and exit code 2.
+
+The check has two steps: a plain TCP connect to each bootstrap address (answers "connection
+refused" or "unknown host" in milliseconds), then a metadata request through librdkafka with
+the caller's full client configuration, so that SASL/SSL settings are exercised too.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Mapping
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
+
+DEFAULT_TIMEOUT_S = 5.0
+
+# librdkafka settings come from the environment as CHRONIK_RDKAFKA_<NAME>, with the dots of
+# the property name written as underscores: CHRONIK_RDKAFKA_SECURITY_PROTOCOL=SASL_SSL.
+ENV_CONFIG_PREFIX = "CHRONIK_RDKAFKA_"
+
+
+class KafkaUnreachableError(RuntimeError):
+    """No Kafka broker answered at the given bootstrap address within the timeout."""
+
+    def __init__(self, bootstrap: str, reason: str) -> None:
+        super().__init__(f"Kafka is not reachable at {bootstrap}: {reason}")
+        self.bootstrap = bootstrap
+        self.reason = reason
+
+
+def client_config_from_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """librdkafka properties given as ``CHRONIK_RDKAFKA_*`` variables (SASL, SSL, ...)."""
+    env = os.environ if environ is None else environ
+    return {
+        key[len(ENV_CONFIG_PREFIX) :].lower().replace("_", "."): value
+        for key, value in env.items()
+        if key.startswith(ENV_CONFIG_PREFIX)
+    }
+
+
+QUIET: dict[str, str | int | float | bool] = {"log_level": 0}
+"""Client settings that silence librdkafka's own log lines (its retries while probing)."""
+
+
+def _parse_addresses(bootstrap: str) -> list[tuple[str, int]]:
+    addresses = []
+    for raw in bootstrap.split(","):
+        entry = raw.strip()
+        if "://" in entry:
+            entry = entry.split("://", 1)[1]
+        if not entry:
+            continue
+        host, sep, port = entry.rpartition(":")
+        if not sep:
+            host, port = entry, "9092"
+        host = host.strip("[]")
+        if not port.isdigit() or not host:
+            raise KafkaUnreachableError(bootstrap, f"{raw.strip()!r} is not host:port")
+        addresses.append((host, int(port)))
+    if not addresses:
+        raise KafkaUnreachableError(bootstrap, "no bootstrap address given")
+    return addresses
+
+
+def _tcp_probe(addresses: list[tuple[str, int]], timeout: float) -> str | None:
+    """None when one address accepts a TCP connection, else the last failure, readable."""
+    failure = "no address answered"
+    for host, port in addresses:
+        where = f" ({host}:{port})" if len(addresses) > 1 else ""
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                return None
+        except socket.gaierror:
+            failure = f"unknown host {host!r}"
+        except TimeoutError:
+            failure = f"connection timed out{where}"
+        except OSError as exc:
+            failure = f"{(exc.strerror or str(exc)).lower()}{where}"
+    return failure
+
+
+def ensure_reachable(
+    bootstrap: str,
+    timeout: float = DEFAULT_TIMEOUT_S,
+    config: Mapping[str, str] | None = None,
+) -> None:
+    """Return when a broker answers a metadata request, else raise `KafkaUnreachableError`.
+
+    ``config`` is extra librdkafka configuration (security settings); it defaults to the
+    ``CHRONIK_RDKAFKA_*`` environment variables.
+    """
+    deadline = time.monotonic() + timeout
+    failure = _tcp_probe(_parse_addresses(bootstrap), timeout)
+    if failure is not None:
+        raise KafkaUnreachableError(bootstrap, failure)
+    settings: dict[str, str | int | float | bool] = {**QUIET, "bootstrap.servers": bootstrap}
+    settings.update(client_config_from_env() if config is None else config)
+    admin = AdminClient(settings)
+    try:
+        admin.list_topics(timeout=max(0.5, deadline - time.monotonic()))
+    except KafkaException as exc:
+        error = exc.args[0]
+        detail = error.str() if hasattr(error, "str") else str(error)
+        raise KafkaUnreachableError(bootstrap, f"no metadata answer: {detail}") from None
