@@ -252,6 +252,9 @@ class ActivityTask:
     heartbeat_timeout_ms: int
     #: The last heartbeat details of the previous attempt, so an attempt can resume.
     heartbeat_details: tuple[Payload, ...] = ()
+    #: The engine waits for an `ActivityStartedReport` (a schedule-to-start timeout is
+    #: set); otherwise workers skip that message and its cost.
+    report_start: bool = False
 
     @property
     def idempotency_key(self) -> str:
@@ -267,6 +270,7 @@ class CancelActivityTask:
     run_id: str
     seq: int
     attempt: int
+    task_queue: str
 
 
 TaskRecord = ActivityTask | CancelActivityTask

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 import pytest
 
 from workers import local_kafka
-from workers.kafka_check import client_config_from_env, ensure_reachable
+from topics.reachability import client_config_from_env, ensure_reachable
 
 KAFKA_FIXTURES = frozenset({"kafka_bootstrap", "kafka_config"})
 

@@ -13,7 +13,7 @@ import click
 from runtime.logging import configure_logging
 from workers.cli_context import CliContext
 from workers.cli_topics import topics
-from workers.kafka_check import KafkaUnreachableError, client_config_from_env
+from topics.reachability import KafkaUnreachableError, client_config_from_env
 from workers.kafka_cli import kafka
 
 EXIT_KAFKA_UNREACHABLE = 2

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import click
 
-from workers.kafka_check import DEFAULT_TIMEOUT_S, ensure_reachable
+from topics.reachability import DEFAULT_TIMEOUT_S, ensure_reachable
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import click
 
 from workers import compose_kafka, local_kafka
 from workers.cli_context import CliContext, pass_cli
-from workers.kafka_check import KafkaUnreachableError, ensure_reachable
+from topics.reachability import KafkaUnreachableError, ensure_reachable
 
 _LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 

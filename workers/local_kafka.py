@@ -31,7 +31,7 @@ from pathlib import Path
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
-from workers.kafka_check import QUIET
+from topics.reachability import QUIET
 
 KAFKA_VERSION = "4.1.1"
 SCALA_VERSION = "2.13"

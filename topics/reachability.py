@@ -20,6 +20,8 @@ from collections.abc import Mapping
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
+from topics.errors import KafkaUnavailableError
+
 DEFAULT_TIMEOUT_S = 5.0
 
 # librdkafka settings come from the environment as CHRONIK_RDKAFKA_<NAME>, with the dots of
@@ -27,7 +29,7 @@ DEFAULT_TIMEOUT_S = 5.0
 ENV_CONFIG_PREFIX = "CHRONIK_RDKAFKA_"
 
 
-class KafkaUnreachableError(RuntimeError):
+class KafkaUnreachableError(KafkaUnavailableError):
     """No Kafka broker answered at the given bootstrap address within the timeout."""
 
     def __init__(self, bootstrap: str, reason: str) -> None:
