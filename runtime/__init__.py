@@ -1,1 +1,55 @@
 """Chronik's user-facing library: workflows, activities, the client and the replay engine."""
+
+from runtime import activity, workflow
+from runtime.client import Client, Transport, WorkflowHandle
+from runtime.converter import DataConverter, JsonPayloadConverter, ZlibCodec
+from runtime.errors import (
+    ActivityError,
+    ApplicationError,
+    CancelledError,
+    ChildWorkflowError,
+    ChronikError,
+    FailureError,
+    NonDeterminismError,
+    RPCError,
+    RPCTimeoutError,
+    TerminatedError,
+    TimeoutError,
+    WorkflowAlreadyStartedError,
+    WorkflowFailureError,
+    WorkflowNotFoundError,
+    WorkflowQueryFailedError,
+    WorkflowUpdateFailedError,
+)
+from runtime.messages import IdReusePolicy, WorkflowStatus
+from runtime.retry import RetryPolicy
+
+__all__ = [
+    "ActivityError",
+    "ApplicationError",
+    "CancelledError",
+    "ChildWorkflowError",
+    "ChronikError",
+    "Client",
+    "DataConverter",
+    "FailureError",
+    "IdReusePolicy",
+    "JsonPayloadConverter",
+    "NonDeterminismError",
+    "RPCError",
+    "RPCTimeoutError",
+    "RetryPolicy",
+    "TerminatedError",
+    "TimeoutError",
+    "Transport",
+    "WorkflowAlreadyStartedError",
+    "WorkflowFailureError",
+    "WorkflowHandle",
+    "WorkflowNotFoundError",
+    "WorkflowQueryFailedError",
+    "WorkflowStatus",
+    "WorkflowUpdateFailedError",
+    "ZlibCodec",
+    "activity",
+    "workflow",
+]

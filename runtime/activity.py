@@ -1,0 +1,86 @@
+"""The API activity code uses: `from runtime import activity`.
+
+Activities are ordinary functions (async, or plain and run in a thread pool). Inside one,
+`activity.info()`, `activity.heartbeat()` and `activity.is_cancelled()` read a context the
+executor (`runtime.engine.activity_executor.run_activity`) sets up for each attempt.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar, overload
+
+from runtime.definitions import define_activity
+
+__all__ = ["ActivityInfo", "defn", "heartbeat", "info", "is_cancelled"]
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+@overload
+def defn(fn: _F, /) -> _F: ...
+@overload
+def defn(*, name: str | None = None) -> Callable[[_F], _F]: ...
+def defn(fn: Any = None, /, *, name: str | None = None) -> Any:
+    """Declare an activity; `name` lets a mock replace the real one in tests."""
+
+    def wrap(f: Any) -> Any:
+        define_activity(f, name)
+        return f
+
+    return wrap(fn) if fn is not None else wrap
+
+
+@dataclass(frozen=True)
+class ActivityInfo:
+    workflow_id: str
+    run_id: str
+    workflow_type: str
+    activity_type: str
+    task_queue: str
+    seq: int
+    attempt: int
+    scheduled_time: datetime
+    #: Same for every delivery of one attempt: dedupe side effects on it.
+    idempotency_key: str
+    #: The last details the previous attempt heartbeated (decoded), to resume from.
+    heartbeat_details: Sequence[Any]
+
+
+@dataclass
+class ActivityContext:
+    info: ActivityInfo
+    heartbeat: Callable[[tuple[Any, ...]], None]
+    cancelled: threading.Event
+
+
+_current: contextvars.ContextVar[ActivityContext] = contextvars.ContextVar("chronik_activity")
+
+
+def _context() -> ActivityContext:
+    try:
+        return _current.get()
+    except LookupError:
+        raise RuntimeError("not in an activity") from None
+
+
+def set_context(ctx: ActivityContext) -> contextvars.Token[ActivityContext]:
+    return _current.set(ctx)
+
+
+def info() -> ActivityInfo:
+    return _context().info
+
+
+def heartbeat(*details: Any) -> None:
+    """Report liveness (and progress to resume from); needed when `heartbeat_timeout` is set."""
+    _context().heartbeat(details)
+
+
+def is_cancelled() -> bool:
+    """True once the workflow cancelled this activity or its attempt timed out."""
+    return _context().cancelled.is_set()

@@ -1,0 +1,300 @@
+"""The client: start workflows and talk to them, over a pluggable transport.
+
+The client only builds inbox messages and reads replies; how they travel is the
+`Transport`'s job (Kafka in production, in memory in `runtime.testing`). So both
+environments expose the very same `Client`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any, Protocol, runtime_checkable
+
+from runtime.converter import DataConverter
+from runtime.definitions import (
+    QUERY_ATTR,
+    SIGNAL_ATTR,
+    UPDATE_ATTR,
+    handler_name,
+    workflow_definition,
+    workflow_name,
+)
+from runtime.errors import (
+    RPCError,
+    WorkflowFailureError,
+    WorkflowQueryFailedError,
+    WorkflowUpdateFailedError,
+    exception_from_failure,
+)
+from runtime.events import HistoryEvent
+from runtime.messages import (
+    CancelWorkflow,
+    DescribeWorkflow,
+    FetchHistory,
+    GetWorkflowResult,
+    HistoryPage,
+    IdReusePolicy,
+    InboxMessage,
+    QueryAnswer,
+    QueryWorkflow,
+    ReplyBody,
+    RequestAccepted,
+    RequestFailed,
+    SignalWorkflow,
+    StartAccepted,
+    StartWorkflow,
+    StatusRecord,
+    TerminateWorkflow,
+    UpdateOutcome,
+    UpdateWorkflow,
+    WorkflowDescription,
+    WorkflowOutcome,
+    WorkflowStatus,
+)
+
+
+@runtime_checkable
+class Transport(Protocol):
+    """Carries inbox messages and resolves replies addressed to `client_id`."""
+
+    client_id: str
+
+    async def send(self, message: InboxMessage) -> None:
+        """Fire and forget."""
+
+    async def request(self, message: InboxMessage, timeout: float | None) -> ReplyBody:
+        """Send a message carrying reply_to=client_id and a request_id; await its reply.
+
+        Raises `RPCTimeoutError` when no reply arrives within `timeout` seconds.
+        """
+        ...
+
+    async def close(self) -> None: ...
+
+
+def _ms(value: timedelta | None) -> int:
+    return round(value.total_seconds() * 1000) if value else 0
+
+
+def _request_id() -> str:
+    return str(uuid.uuid4())
+
+
+class Client:
+    def __init__(
+        self,
+        transport: Transport,
+        *,
+        namespace: str = "chronik",
+        data_converter: DataConverter | None = None,
+        rpc_timeout: float = 30.0,
+    ) -> None:
+        self.transport = transport
+        self.namespace = namespace
+        self.data_converter = data_converter or DataConverter()
+        self.rpc_timeout = rpc_timeout
+
+    @classmethod
+    async def connect(
+        cls,
+        bootstrap_servers: str,
+        *,
+        namespace: str = "chronik",
+        data_converter: DataConverter | None = None,
+        **librdkafka_config: Any,
+    ) -> Client:
+        from runtime.kafka_transport import KafkaTransport  # noqa: PLC0415 - Kafka is optional here
+
+        transport = await KafkaTransport.connect(
+            bootstrap_servers, namespace=namespace, **librdkafka_config
+        )
+        return cls(transport, namespace=namespace, data_converter=data_converter)
+
+    async def close(self) -> None:
+        await self.transport.close()
+
+    async def start_workflow(
+        self,
+        workflow: Any,
+        *args: Any,
+        id: str,
+        task_queue: str,
+        id_reuse_policy: IdReusePolicy = IdReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
+        execution_timeout: timedelta | None = None,
+        request_id: str | None = None,
+        result_type: Any = None,
+    ) -> WorkflowHandle:
+        """Start a run; a repeated `request_id` returns the run it started (idempotent)."""
+        name = workflow_name(workflow)
+        defn = None if isinstance(workflow, str) else workflow_definition(workflow)
+        message = StartWorkflow(
+            workflow_id=id,
+            workflow_type=name,
+            task_queue=task_queue,
+            input=self.data_converter.encode(args),
+            request_id=request_id or _request_id(),
+            id_reuse_policy=id_reuse_policy,
+            reply_to=self.transport.client_id,
+            execution_timeout_ms=_ms(execution_timeout),
+        )
+        body = await self.transport.request(message, self.rpc_timeout)
+        if isinstance(body, RequestFailed):
+            raise exception_from_failure(body.failure, self.data_converter.decode)
+        if not isinstance(body, StartAccepted):
+            raise RPCError(f"unexpected reply to a start: {body!r}")
+        rtype = result_type if result_type is not None else (defn.return_type if defn else None)
+        return WorkflowHandle(
+            self, id, run_id=body.run_id, first_run_id=body.run_id, result_type=rtype
+        )
+
+    async def execute_workflow(self, workflow: Any, *args: Any, **kwargs: Any) -> Any:
+        """Start a run and wait for its result."""
+        handle = await self.start_workflow(workflow, *args, **kwargs)
+        return await handle.result()
+
+    def get_workflow_handle(
+        self, workflow_id: str, *, run_id: str | None = None, result_type: Any = None
+    ) -> WorkflowHandle:
+        return WorkflowHandle(self, workflow_id, run_id=run_id, result_type=result_type)
+
+    async def _request(self, message: InboxMessage, timeout: float | None = -1.0) -> ReplyBody:
+        t = self.rpc_timeout if timeout == -1.0 else timeout
+        body = await self.transport.request(message, t)
+        if isinstance(body, RequestFailed):
+            raise exception_from_failure(body.failure, self.data_converter.decode)
+        return body
+
+
+class WorkflowHandle:
+    """A workflow id (and optionally one run of it) to talk to."""
+
+    def __init__(
+        self,
+        client: Client,
+        workflow_id: str,
+        *,
+        run_id: str | None = None,
+        first_run_id: str | None = None,
+        result_type: Any = None,
+    ) -> None:
+        self.client = client
+        self.id = workflow_id
+        self.run_id = run_id
+        self.first_execution_run_id = first_run_id
+        self.result_type = result_type
+
+    @property
+    def _transport(self) -> Transport:
+        return self.client.transport
+
+    @property
+    def _conv(self) -> DataConverter:
+        return self.client.data_converter
+
+    async def result(self, *, follow_runs: bool = True, timeout: float | None = None) -> Any:
+        """Wait for the run to close; raise `WorkflowFailureError` unless it completed."""
+        message = GetWorkflowResult(
+            self.id, self.run_id, _request_id(), self._transport.client_id, follow_runs
+        )
+        body = await self.client._request(message, timeout)
+        if not isinstance(body, WorkflowOutcome):
+            raise RPCError(f"unexpected reply to a result request: {body!r}")
+        if body.status is WorkflowStatus.COMPLETED:
+            return self._conv.decode_one(body.result, self.result_type)
+        if body.failure is None:
+            raise WorkflowFailureError(cause=RPCError(f"workflow run ended as {body.status}"))
+        raise WorkflowFailureError(cause=exception_from_failure(body.failure, self._conv.decode))
+
+    async def signal(self, signal: Any, *args: Any) -> None:
+        message = SignalWorkflow(
+            self.id,
+            self.run_id,
+            handler_name(signal, SIGNAL_ATTR),
+            self._conv.encode(args),
+            _request_id(),
+            self._transport.client_id,
+        )
+        await self._accepted(message)
+
+    async def query(self, query: Any, *args: Any, result_type: Any = None) -> Any:
+        message = QueryWorkflow(
+            self.id,
+            self.run_id,
+            handler_name(query, QUERY_ATTR),
+            self._conv.encode(args),
+            _request_id(),
+            self._transport.client_id,
+        )
+        body = await self.client._request(message)
+        if not isinstance(body, QueryAnswer):
+            raise RPCError(f"unexpected reply to a query: {body!r}")
+        if body.failure is not None:
+            raise WorkflowQueryFailedError(body.failure.message)
+        return self._conv.decode_one(body.result, result_type or _return_hint(query))
+
+    async def execute_update(
+        self, update: Any, *args: Any, id: str | None = None, result_type: Any = None
+    ) -> Any:
+        request_id = _request_id()
+        message = UpdateWorkflow(
+            self.id,
+            self.run_id,
+            id or request_id,
+            handler_name(update, UPDATE_ATTR),
+            self._conv.encode(args),
+            request_id,
+            self._transport.client_id,
+        )
+        body = await self.client._request(message)
+        if not isinstance(body, UpdateOutcome):
+            raise RPCError(f"unexpected reply to an update: {body!r}")
+        if body.failure is not None:
+            error = WorkflowUpdateFailedError(body.failure.message)
+            error.__cause__ = exception_from_failure(body.failure, self._conv.decode)
+            raise error
+        return self._conv.decode_one(body.result, result_type or _return_hint(update))
+
+    async def cancel(self, reason: str = "") -> None:
+        message = CancelWorkflow(
+            self.id, self.run_id, reason, _request_id(), self._transport.client_id
+        )
+        await self._accepted(message)
+
+    async def terminate(self, reason: str = "") -> None:
+        message = TerminateWorkflow(
+            self.id, self.run_id, reason, _request_id(), self._transport.client_id
+        )
+        await self._accepted(message)
+
+    async def describe(self) -> StatusRecord:
+        message = DescribeWorkflow(self.id, self.run_id, _request_id(), self._transport.client_id)
+        body = await self.client._request(message)
+        if not isinstance(body, WorkflowDescription):
+            raise RPCError(f"unexpected reply to describe: {body!r}")
+        return body.status
+
+    async def fetch_history(self) -> Sequence[HistoryEvent]:
+        """Every event of this workflow id (of `run_id` only, when the handle has one)."""
+        message = FetchHistory(self.id, self.run_id, _request_id(), self._transport.client_id)
+        body = await self.client._request(message)
+        if not isinstance(body, HistoryPage):
+            raise RPCError(f"unexpected reply to fetch_history: {body!r}")
+        return body.events
+
+    async def _accepted(self, message: InboxMessage) -> None:
+        body = await self.client._request(message)
+        if not isinstance(body, RequestAccepted):
+            raise RPCError(f"unexpected reply: {body!r}")
+
+
+def _return_hint(handler: Any) -> Any:
+    if isinstance(handler, str):
+        return None
+    import typing  # noqa: PLC0415
+
+    try:
+        return typing.get_type_hints(handler).get("return")
+    except Exception:
+        return None

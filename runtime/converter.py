@@ -1,0 +1,211 @@
+"""Turning Python values into payloads and back: a converter plus a codec chain.
+
+The converter decides the *format* (JSON by default: dataclasses, datetimes, enums,
+pydantic models when pydantic is installed); codecs transform the bytes (compression,
+encryption) and run in order on encode, in reverse on decode. Both run wherever user
+values are read, which in Chronik includes the workflow worker: an encryption codec
+therefore needs its key on workflow workers, clients and activity workers, never on Kafka.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import importlib
+import json
+import types
+import typing
+import uuid
+import zlib
+from collections.abc import Sequence
+from datetime import date, datetime, time, timedelta
+from typing import Any, Protocol
+
+from runtime.payloads import Payload
+
+_pydantic: Any
+try:  # pydantic support is optional: used when installed, never required
+    _pydantic = importlib.import_module("pydantic")
+except ImportError:  # pragma: no cover - depends on the environment
+    _pydantic = None
+
+JSON_ENCODING = "json/plain"
+NULL_ENCODING = "binary/null"
+
+
+class PayloadConverter(Protocol):
+    """Serializes one value; `type_hint` (may be None) guides decoding."""
+
+    def to_payload(self, value: Any) -> Payload: ...
+
+    def from_payload(self, payload: Payload, type_hint: Any = None) -> Any: ...
+
+
+class PayloadCodec(Protocol):
+    """Transforms payload bytes: compression, encryption. Must be reversible."""
+
+    def encode(self, payloads: Sequence[Payload]) -> list[Payload]: ...
+
+    def decode(self, payloads: Sequence[Payload]) -> list[Payload]: ...
+
+
+def _to_jsonable(value: Any) -> Any:
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    if isinstance(value, enum.Enum):
+        return _to_jsonable(value.value)
+    if isinstance(value, datetime | date | time):
+        return value.isoformat()
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if _pydantic is not None and isinstance(value, _pydantic.BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, dict):
+        return {str(k): _to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_to_jsonable(v) for v in value]
+    if isinstance(value, bytes):
+        return value.decode("latin-1")
+    raise TypeError(f"cannot convert {type(value).__name__} to JSON")
+
+
+def _from_jsonable(value: Any, hint: Any) -> Any:
+    if hint is None or hint is Any or value is None:
+        return value
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        for candidate in args:
+            if candidate is type(None):
+                continue
+            try:
+                return _from_jsonable(value, candidate)
+            except (TypeError, ValueError, KeyError):
+                continue
+        return value
+    if origin in (list, set, frozenset, tuple) or hint in (list, set, frozenset, tuple):
+        container = origin or hint
+        if container is tuple and len(args) >= 1 and args[-1] is not Ellipsis:
+            return tuple(_from_jsonable(v, h) for v, h in zip(value, args, strict=False))
+        item = args[0] if args else None
+        return container(_from_jsonable(v, item) for v in value)
+    if origin is dict:
+        key_hint, value_hint = args if args else (None, None)
+        return {
+            _from_jsonable(k, key_hint): _from_jsonable(v, value_hint) for k, v in value.items()
+        }
+    if isinstance(hint, type):
+        if dataclasses.is_dataclass(hint):
+            field_hints = typing.get_type_hints(hint)
+            kwargs = {
+                f.name: _from_jsonable(value[f.name], field_hints.get(f.name))
+                for f in dataclasses.fields(hint)
+                if f.name in value
+            }
+            return hint(**kwargs)
+        if _pydantic is not None and issubclass(hint, _pydantic.BaseModel):
+            model: Any = hint
+            return model.model_validate(value)
+        if issubclass(hint, enum.Enum):
+            return hint(value)
+        if issubclass(hint, datetime):
+            return datetime.fromisoformat(value)
+        if issubclass(hint, date):
+            return date.fromisoformat(value)
+        if issubclass(hint, time):
+            return time.fromisoformat(value)
+        if issubclass(hint, timedelta):
+            return timedelta(seconds=value)
+        if issubclass(hint, uuid.UUID):
+            return uuid.UUID(value)
+        if hint is bytes:
+            return value.encode("latin-1")
+        if hint in (int, float, str, bool):
+            return hint(value)
+    return value
+
+
+class JsonPayloadConverter:
+    """JSON with type-hint-guided decoding; `None` travels as a `binary/null` payload."""
+
+    def to_payload(self, value: Any) -> Payload:
+        if value is None:
+            return Payload(NULL_ENCODING, b"")
+        text = json.dumps(_to_jsonable(value), separators=(",", ":"), sort_keys=True)
+        return Payload(JSON_ENCODING, text.encode())
+
+    def from_payload(self, payload: Payload, type_hint: Any = None) -> Any:
+        if payload.encoding == NULL_ENCODING:
+            return None
+        if payload.encoding != JSON_ENCODING:
+            raise ValueError(f"unknown payload encoding {payload.encoding!r} (missing codec?)")
+        return _from_jsonable(json.loads(payload.data), type_hint)
+
+
+class ZlibCodec:
+    """Compresses payloads of at least `min_size` bytes; keeps the inner encoding inside."""
+
+    ENCODING = "binary/zlib"
+
+    def __init__(self, min_size: int = 256, level: int = 6) -> None:
+        self.min_size = min_size
+        self.level = level
+
+    def encode(self, payloads: Sequence[Payload]) -> list[Payload]:
+        out = []
+        for p in payloads:
+            if len(p.data) < self.min_size:
+                out.append(p)
+                continue
+            framed = p.encoding.encode() + b"\0" + p.data
+            out.append(Payload(self.ENCODING, zlib.compress(framed, self.level)))
+        return out
+
+    def decode(self, payloads: Sequence[Payload]) -> list[Payload]:
+        out = []
+        for p in payloads:
+            if p.encoding != self.ENCODING:
+                out.append(p)
+                continue
+            encoding, _, data = zlib.decompress(p.data).partition(b"\0")
+            out.append(Payload(encoding.decode(), data))
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConverter:
+    """A payload converter and a codec chain; what every host uses to read user values."""
+
+    payload_converter: PayloadConverter = dataclasses.field(default_factory=JsonPayloadConverter)
+    codecs: Sequence[PayloadCodec] = ()
+
+    def encode(self, values: Sequence[Any]) -> tuple[Payload, ...]:
+        payloads = [self.payload_converter.to_payload(v) for v in values]
+        for codec in self.codecs:
+            payloads = codec.encode(payloads)
+        return tuple(payloads)
+
+    def decode(self, payloads: Sequence[Payload], type_hints: Sequence[Any] = ()) -> list[Any]:
+        plain = list(payloads)
+        for codec in reversed(self.codecs):
+            plain = codec.decode(plain)
+        hints = list(type_hints) + [None] * (len(plain) - len(type_hints))
+        return [
+            self.payload_converter.from_payload(p, h) for p, h in zip(plain, hints, strict=False)
+        ]
+
+    def encode_one(self, value: Any) -> Payload:
+        return self.encode([value])[0]
+
+    def decode_one(self, payload: Payload | None, type_hint: Any = None) -> Any:
+        if payload is None:
+            return None
+        return self.decode([payload], [type_hint])[0]
+
+
+def default_converter() -> DataConverter:
+    return DataConverter()

@@ -1,0 +1,101 @@
+"""Running one activity attempt: the executor every host (Kafka, in-memory) shares.
+
+It decodes the input, sets up the context `runtime.activity` reads, runs the function
+(async ones on the loop, plain ones in a thread pool), and turns the outcome into a
+report for the workflow's inbox. Exceptions become `Failure`s here, once, so every host
+reports them the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import threading
+from collections.abc import Callable
+from concurrent.futures import Executor
+from datetime import UTC, datetime
+from typing import Any
+
+from runtime.activity import ActivityContext, ActivityInfo, set_context
+from runtime.converter import DataConverter
+from runtime.engine.registry import ActivityRegistry
+from runtime.errors import failure_from_exception
+from runtime.messages import ActivityCompletedReport, ActivityFailedReport, ActivityTask
+from runtime.payloads import Failure, Payload
+
+
+async def run_activity(
+    registry: ActivityRegistry,
+    task: ActivityTask,
+    *,
+    converter: DataConverter | None = None,
+    on_heartbeat: Callable[[tuple[Payload, ...]], None],
+    cancelled: asyncio.Event,
+    executor: Executor | None = None,
+) -> ActivityCompletedReport | ActivityFailedReport:
+    """Run `task` once; never raises (except for the caller's own cancellation)."""
+    conv = converter or registry.converter
+    defn = registry.get(task.activity_type)
+
+    def failed(failure: Failure) -> ActivityFailedReport:
+        return ActivityFailedReport(task.workflow_id, task.run_id, task.seq, task.attempt, failure)
+
+    if defn is None:
+        known = ", ".join(registry.names()) or "none"
+        return failed(
+            Failure(
+                f"activity type {task.activity_type!r} is not registered on task queue "
+                f"{task.task_queue!r} (registered: {known})",
+                type="ActivityTypeNotFound",
+            )
+        )
+    loop = asyncio.get_running_loop()
+    stop = threading.Event()
+
+    def heartbeat(details: tuple[Any, ...]) -> None:
+        payloads = conv.encode(details)
+        if defn.is_async:
+            on_heartbeat(payloads)
+        else:  # called from the pool thread
+            loop.call_soon_threadsafe(on_heartbeat, payloads)
+
+    info = ActivityInfo(
+        workflow_id=task.workflow_id,
+        run_id=task.run_id,
+        workflow_type=task.workflow_type,
+        activity_type=task.activity_type,
+        task_queue=task.task_queue,
+        seq=task.seq,
+        attempt=task.attempt,
+        scheduled_time=datetime.fromtimestamp(task.scheduled_time_ms / 1000, tz=UTC),
+        idempotency_key=task.idempotency_key,
+        heartbeat_details=conv.decode(task.heartbeat_details),
+    )
+    ctx = contextvars.copy_context()
+    ctx.run(set_context, ActivityContext(info, heartbeat, stop))
+    try:
+        args = conv.decode(task.input, defn.arg_types)
+        if defn.is_async:
+            work: asyncio.Future[Any] = ctx.run(asyncio.ensure_future, defn.fn(*args))
+        else:
+            call = functools.partial(ctx.run, defn.fn, *args)
+            work = loop.run_in_executor(executor, call)
+        watcher = asyncio.ensure_future(cancelled.wait())
+        try:
+            await asyncio.wait({work, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            watcher.cancel()
+        if not work.done():
+            stop.set()
+            work.cancel()
+            return failed(Failure("activity cancelled", kind="cancelled"))
+        if work.cancelled():
+            return failed(Failure("activity cancelled", kind="cancelled"))
+        exc = work.exception()
+        if exc is not None:
+            return failed(failure_from_exception(exc, conv.encode))
+        result = conv.encode_one(work.result())
+    except Exception as exc:
+        return failed(failure_from_exception(exc, conv.encode))
+    return ActivityCompletedReport(task.workflow_id, task.run_id, task.seq, task.attempt, result)

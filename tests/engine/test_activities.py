@@ -1,0 +1,227 @@
+"""Retries, non-retryable errors, maximum attempts and the four activity timeouts."""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import contextlib
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+
+from runtime import (
+    ActivityError,
+    ApplicationError,
+    RetryPolicy,
+    TimeoutError,
+    WorkflowFailureError,
+    activity,
+    workflow,
+)
+from runtime.testing import WorkflowEnvironment
+from workers.worker import Worker
+
+attempts: list[int] = []
+
+
+@activity.defn
+async def flaky() -> int:
+    info = activity.info()
+    attempts.append(info.attempt)
+    if info.attempt < 3:
+        raise RuntimeError(f"boom {info.attempt}")
+    return info.attempt
+
+
+@workflow.defn
+async def retrying() -> tuple[int, float]:
+    start = workflow.now()
+    attempt = await workflow.execute_activity(
+        flaky,
+        start_to_close_timeout=timedelta(seconds=10),
+        retry_policy=RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2),
+    )
+    return attempt, (workflow.now() - start).total_seconds()
+
+
+async def test_retry_with_backoff_moves_the_workflow_clock(env: WorkflowEnvironment) -> None:
+    attempts.clear()
+    async with Worker(env.client, task_queue="q", workflows=[retrying], activities=[flaky]):
+        attempt, elapsed = await env.client.execute_workflow(retrying, id="r", task_queue="q")
+    assert attempts == [1, 2, 3]
+    assert attempt == 3
+    assert elapsed >= 3.0
+
+
+@activity.defn
+async def declines(kind: str) -> None:
+    attempts.append(activity.info().attempt)
+    if kind == "flag":
+        raise ApplicationError("card declined", non_retryable=True)
+    raise ApplicationError("card declined", type="Declined")
+
+
+@workflow.defn
+async def charge(kind: str, max_attempts: int) -> str:
+    try:
+        await workflow.execute_activity(
+            declines,
+            kind,
+            start_to_close_timeout=timedelta(seconds=5),
+            retry_policy=RetryPolicy(
+                maximum_attempts=max_attempts,
+                non_retryable_error_types=["Declined"] if kind == "type" else [],
+            ),
+        )
+    except ActivityError as err:
+        assert isinstance(err.cause, ApplicationError)
+        return f"{err.cause.message}/{err.cause.type}"
+    return "ok"
+
+
+@pytest.mark.parametrize("kind", ["flag", "type"])
+async def test_non_retryable_errors_stop_at_once(env: WorkflowEnvironment, kind: str) -> None:
+    attempts.clear()
+    async with Worker(env.client, task_queue="q", workflows=[charge], activities=[declines]):
+        result = await env.client.execute_workflow(charge, kind, 0, id=f"c-{kind}", task_queue="q")
+    assert attempts == [1]
+    assert result.startswith("card declined/")
+
+
+async def test_maximum_attempts_is_honoured(env: WorkflowEnvironment) -> None:
+    attempts.clear()
+    async with Worker(env.client, task_queue="q", workflows=[charge], activities=[declines]):
+        result = await env.client.execute_workflow(
+            charge, "retryable", 4, id="c-max", task_queue="q"
+        )
+    assert attempts == [1, 2, 3, 4]
+    assert result == "card declined/Declined"
+
+
+@activity.defn
+async def hangs() -> None:
+    await asyncio.Event().wait()
+
+
+@activity.defn
+async def beats_once() -> None:
+    activity.heartbeat("started")
+    await asyncio.Event().wait()
+
+
+@workflow.defn
+async def timeouts(kind: str) -> str:
+    options: dict[str, Any] = {"retry_policy": RetryPolicy(maximum_attempts=2)}
+    target: Any = hangs
+    if kind == "start_to_close":
+        options["start_to_close_timeout"] = timedelta(seconds=5)
+    elif kind == "heartbeat":
+        target = beats_once
+        options.update(
+            start_to_close_timeout=timedelta(hours=1), heartbeat_timeout=timedelta(seconds=2)
+        )
+    elif kind == "schedule_to_start":
+        options.update(
+            task_queue="nobody-polls",
+            start_to_close_timeout=timedelta(seconds=5),
+            schedule_to_start_timeout=timedelta(seconds=7),
+        )
+    else:
+        options.update(schedule_to_close_timeout=timedelta(seconds=10))
+    try:
+        await workflow.execute_activity(target, **options)
+    except ActivityError as err:
+        cause = err.cause
+        if isinstance(cause, TimeoutError):
+            return cause.type
+        return f"not a timeout: {cause!r}"
+    return "completed"
+
+
+@pytest.mark.parametrize(
+    "kind", ["start_to_close", "heartbeat", "schedule_to_start", "schedule_to_close"]
+)
+async def test_each_timeout_kind_surfaces_as_timeout_error(
+    env: WorkflowEnvironment, kind: str
+) -> None:
+    async with Worker(
+        env.client, task_queue="q", workflows=[timeouts], activities=[hangs, beats_once]
+    ):
+        result = await env.client.execute_workflow(timeouts, kind, id=f"to-{kind}", task_queue="q")
+    assert result == kind
+
+
+@activity.defn
+def resumable(total: int) -> int:  # a sync activity, heartbeating from its thread
+    info = activity.info()
+    done = int(info.heartbeat_details[0]) if info.heartbeat_details else 0
+    for step in range(done, total):
+        activity.heartbeat(step + 1)
+        if info.attempt == 1 and step == 2:
+            raise RuntimeError("crash mid-way")
+    return done * 100 + info.attempt
+
+
+@workflow.defn
+async def resumes() -> int:
+    result: int = await workflow.execute_activity(
+        resumable,
+        5,
+        start_to_close_timeout=timedelta(seconds=30),
+        retry_policy=RetryPolicy(maximum_attempts=2),
+    )
+    return result
+
+
+async def test_heartbeat_details_reach_the_next_attempt(env: WorkflowEnvironment) -> None:
+    async with Worker(env.client, task_queue="q", workflows=[resumes], activities=[resumable]):
+        result = await env.client.execute_workflow(resumes, id="resume", task_queue="q")
+    assert result == 3 * 100 + 2
+
+
+@workflow.defn
+async def thirty_days() -> list[datetime]:
+    before = workflow.now()
+    await workflow.sleep(timedelta(days=30))
+    return [before, workflow.now()]
+
+
+async def test_thirty_day_sleep_completes_under_time_skipping(env: WorkflowEnvironment) -> None:
+    async with Worker(env.client, task_queue="q", workflows=[thirty_days]):
+        before, after = await env.client.execute_workflow(
+            thirty_days, id="sleepy", task_queue="q", result_type=list[datetime]
+        )
+    assert after - before == timedelta(days=30)
+
+
+@workflow.defn
+async def asyncio_style() -> float:
+    start = workflow.now()
+    await asyncio.gather(asyncio.sleep(60), workflow.sleep(timedelta(minutes=2)))
+    with contextlib.suppress(builtins.TimeoutError):
+        await asyncio.wait_for(asyncio.sleep(3600), timeout=10)
+    return (workflow.now() - start).total_seconds()
+
+
+async def test_asyncio_sleep_gather_and_wait_for_are_durable(env: WorkflowEnvironment) -> None:
+    async with Worker(env.client, task_queue="q", workflows=[asyncio_style]):
+        elapsed = await env.client.execute_workflow(asyncio_style, id="aio", task_queue="q")
+    assert elapsed == 130.0
+
+
+@workflow.defn
+async def unknown_activity() -> None:
+    await workflow.execute_activity(
+        "no_such_activity",
+        start_to_close_timeout=timedelta(seconds=1),
+        retry_policy=RetryPolicy(maximum_attempts=1),
+    )
+
+
+async def test_unregistered_activity_fails_with_its_name(env: WorkflowEnvironment) -> None:
+    async with Worker(env.client, task_queue="q", workflows=[unknown_activity]):
+        with pytest.raises(WorkflowFailureError) as info:
+            await env.client.execute_workflow(unknown_activity, id="ua", task_queue="q")
+    assert isinstance(info.value.cause, ActivityError)
+    assert "no_such_activity" in str(info.value.cause.cause)

@@ -1,0 +1,176 @@
+"""Replay: determinism checks, versioning with `patched`, JSON histories, task failures."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from runtime import NonDeterminismError, activity, workflow
+from runtime.engine import WorkflowInstance, WorkflowRegistry
+from runtime.events import ActivityScheduled, MarkerRecorded, WorkflowTaskFailed
+from runtime.messages import ActivityCompletedReport, TimerFiredReport
+from runtime.replay import Replayer, history_from_json, history_to_json
+from runtime.testing import WorkflowEnvironment
+from workers.worker import Worker
+
+T = timedelta(seconds=5)
+
+
+@activity.defn
+async def step_a() -> str:
+    return "a"
+
+
+@activity.defn
+async def step_b() -> str:
+    return "b"
+
+
+@activity.defn
+async def step_c() -> str:
+    return "c"
+
+
+@workflow.defn(name="pipeline")
+async def pipeline_v1() -> str:
+    a = await workflow.execute_activity(step_a, start_to_close_timeout=T)
+    b = await workflow.execute_activity(step_b, start_to_close_timeout=T)
+    return str(a + b)
+
+
+@workflow.defn(name="pipeline")
+async def pipeline_swapped() -> str:
+    a = await workflow.execute_activity(step_a, start_to_close_timeout=T)
+    c = await workflow.execute_activity(step_c, start_to_close_timeout=T)
+    return str(a + c)
+
+
+@workflow.defn(name="pipeline")
+async def pipeline_reordered() -> str:
+    b = await workflow.execute_activity(step_b, start_to_close_timeout=T)
+    a = await workflow.execute_activity(step_a, start_to_close_timeout=T)
+    return str(a + b)
+
+
+@workflow.defn(name="pipeline")
+async def pipeline_removed() -> str:
+    return str(await workflow.execute_activity(step_a, start_to_close_timeout=T))
+
+
+@workflow.defn(name="pipeline")
+async def pipeline_patched() -> str:
+    a = await workflow.execute_activity(step_a, start_to_close_timeout=T)
+    if workflow.patched("use-c"):
+        b = await workflow.execute_activity(step_c, start_to_close_timeout=T)
+    else:
+        b = await workflow.execute_activity(step_b, start_to_close_timeout=T)
+    return str(a + b)
+
+
+async def _record(env: WorkflowEnvironment, wf: object, workflow_id: str) -> str:
+    async with Worker(
+        env.client, task_queue="q", workflows=[wf], activities=[step_a, step_b, step_c]
+    ):
+        result: str = await env.client.execute_workflow(wf, id=workflow_id, task_queue="q")
+    return result
+
+
+async def test_changed_workflow_body_raises_naming_the_event(env: WorkflowEnvironment) -> None:
+    assert await _record(env, pipeline_v1, "p1") == "ab"
+    history = env.histories()["p1"]
+    Replayer([pipeline_v1]).replay_workflow(history)
+    scheduled_b = next(
+        e
+        for e in history
+        if isinstance(e.attributes, ActivityScheduled) and e.attributes.activity_type == "step_b"
+    )
+    scheduled_a = next(
+        e
+        for e in history
+        if isinstance(e.attributes, ActivityScheduled) and e.attributes.activity_type == "step_a"
+    )
+    with pytest.raises(NonDeterminismError) as swapped:
+        Replayer([pipeline_swapped]).replay_workflow(history)
+    assert swapped.value.event_id == scheduled_b.event_id
+    assert "step_b" in swapped.value.expected
+    assert "step_c" in swapped.value.got
+    with pytest.raises(NonDeterminismError) as reordered:
+        Replayer([pipeline_reordered]).replay_workflow(history)
+    assert reordered.value.event_id == scheduled_a.event_id
+    with pytest.raises(NonDeterminismError) as removed:
+        Replayer([pipeline_removed]).replay_workflow(history)
+    assert removed.value.event_id == scheduled_b.event_id
+    assert "WorkflowCompleted" in removed.value.got
+
+
+async def test_patched_replays_old_histories_and_new_runs_take_new_branch(
+    env: WorkflowEnvironment,
+) -> None:
+    assert await _record(env, pipeline_v1, "old") == "ab"
+    Replayer([pipeline_patched]).replay_workflow(env.histories()["old"])
+    env.service.registry.add(pipeline_patched)
+    assert await _record(env, pipeline_patched, "new") == "ac"
+    new_history = env.histories()["new"]
+    assert any(isinstance(e.attributes, MarkerRecorded) for e in new_history)
+    Replayer([pipeline_patched]).replay_workflow(new_history)
+    with pytest.raises(NonDeterminismError):
+        Replayer([pipeline_v1]).replay_workflow(new_history)
+
+
+async def test_history_json_round_trip_and_file_replay(
+    env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    assert await _record(env, pipeline_v1, "j") == "ab"
+    history = env.histories()["j"]
+    text = history_to_json(history)
+    assert history_from_json(text) == history
+    path = tmp_path / "j.json"
+    path.write_text(text)
+    result = Replayer([pipeline_v1]).replay_workflow(path)
+    assert result.events == len(history)
+    assert result.error is None
+
+
+async def test_nondeterminism_fails_the_task_once_and_keeps_the_run_open(
+    env: WorkflowEnvironment,
+) -> None:
+    async with Worker(
+        env.client, task_queue="q", workflows=[pipeline_v1], activities=[step_a, step_b]
+    ):
+        handle = await env.client.start_workflow(pipeline_v1, id="nd", task_queue="q")
+        await handle.result()
+    history = list(env.histories()["nd"])
+    # Cut the history after step_b was scheduled and restore it with changed code.
+    cut = next(
+        i
+        for i, e in enumerate(history)
+        if isinstance(e.attributes, ActivityScheduled) and e.attributes.activity_type == "step_b"
+    )
+    partial = history[: cut + 1]
+    instance = WorkflowInstance.restore("nd", partial, WorkflowRegistry([pipeline_swapped]))
+    assert instance.task_failures and instance.task_failures[0].event_id == partial[-1].event_id
+    run_id = partial[-1].run_id
+    stale = TimerFiredReport("nd", run_id, "sleep:99", 0)
+    first = instance.handle(stale, partial[-1].timestamp_ms + 1)
+    assert [type(e.attributes) for e in first.events] == [WorkflowTaskFailed]
+    assert first.replies == [] and first.status is None
+    second = instance.handle(stale, partial[-1].timestamp_ms + 2)
+    assert second.events == []
+    # The activity's completion is still recorded, so nothing is lost until fixed code arrives.
+    done = instance.handle(
+        ActivityCompletedReport("nd", run_id, 2, 1, None), partial[-1].timestamp_ms + 3
+    )
+    assert len(done.events) == 1
+    fixed = WorkflowInstance.restore(
+        "nd", partial + first.events + done.events, WorkflowRegistry([pipeline_v1])
+    )
+    assert fixed.task_failures == []
+    assert fixed.status() is not None
+
+
+def test_restore_of_empty_history_has_no_run() -> None:
+    instance = WorkflowInstance.restore("none", [], WorkflowRegistry([pipeline_v1]))
+    assert instance.current_run_id is None
+    assert instance.is_idle()

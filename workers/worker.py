@@ -1,0 +1,84 @@
+"""`Worker`: host workflows and activities of one task queue for a client.
+
+With the in-memory client of `runtime.testing` it registers with that environment; with
+any other transport it runs the Kafka host (`workers.kafka_host.run_kafka_worker`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+from concurrent.futures import Executor
+from types import TracebackType
+from typing import Any
+
+from runtime.client import Client
+from runtime.worker_spec import WorkerSpec
+
+
+class Worker:
+    def __init__(
+        self,
+        client: Client,
+        *,
+        task_queue: str,
+        workflows: Sequence[Any] = (),
+        activities: Sequence[Any] = (),
+        activity_executor: Executor | None = None,
+        max_concurrent_activities: int = 100,
+    ) -> None:
+        self.client = client
+        self.spec = WorkerSpec(
+            task_queue=task_queue,
+            workflows=list(workflows),
+            activities=list(activities),
+            activity_executor=activity_executor,
+            max_concurrent_activities=max_concurrent_activities,
+            data_converter=client.data_converter,
+        )
+        self._task: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
+
+    async def run(self) -> None:
+        """Run until `shutdown()` or cancellation."""
+        from runtime.testing import InMemoryTransport  # noqa: PLC0415 - tests only
+
+        transport = self.client.transport
+        if isinstance(transport, InMemoryTransport):
+            transport.service.register_worker(self.spec)
+            try:
+                await self._stop.wait()
+            finally:
+                transport.service.unregister_worker(self.spec)
+            return
+        from workers.kafka_host import run_kafka_worker  # type: ignore[import-not-found,unused-ignore]  # noqa: PLC0415
+
+        runner = asyncio.ensure_future(run_kafka_worker(self.client, self.spec))
+        stopper = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopper.cancel()
+            if not runner.done():
+                runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await runner
+
+    async def shutdown(self) -> None:
+        self._stop.set()
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def __aenter__(self) -> Worker:
+        self._task = asyncio.create_task(self.run())
+        await asyncio.sleep(0)  # let it register before the block starts workflows
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.shutdown()
