@@ -20,8 +20,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from workers import local_kafka
 from topics.reachability import client_config_from_env, ensure_reachable
+from workers import local_kafka
 
 KAFKA_FIXTURES = frozenset({"kafka_bootstrap", "kafka_config"})
 

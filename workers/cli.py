@@ -11,9 +11,11 @@ from __future__ import annotations
 import click
 
 from runtime.logging import configure_logging
-from workers.cli_context import CliContext
-from workers.cli_topics import topics
 from topics.reachability import KafkaUnreachableError, client_config_from_env
+from workers.cli_context import CliContext
+from workers.cli_history import history
+from workers.cli_topics import topics
+from workers.cli_worker import worker
 from workers.kafka_cli import kafka
 
 EXIT_KAFKA_UNREACHABLE = 2
@@ -70,6 +72,8 @@ def cli(
 
 cli.add_command(kafka)
 cli.add_command(topics)
+cli.add_command(worker)
+cli.add_command(history)
 
 
 def main() -> None:

@@ -12,9 +12,9 @@ import time
 
 import click
 
+from topics.reachability import KafkaUnreachableError, ensure_reachable
 from workers import compose_kafka, local_kafka
 from workers.cli_context import CliContext, pass_cli
-from topics.reachability import KafkaUnreachableError, ensure_reachable
 
 _LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 

@@ -1,0 +1,204 @@
+"""The client's Kafka transport: requests to ``<ns>.inbox``, answers from ``<ns>.replies``.
+
+A client is one producer and one reader of a single replies partition — the one its client
+id hashes to — assigned at that partition's end when the client connects, so it sees
+exactly the replies produced after it was there to ask. No consumer group: a client that
+goes away leaves nothing to rebalance.
+
+Waiting for a result can outlive a workflow worker (its waiters live in memory), so a
+pending `GetWorkflowResult` is sent again every ``result_resend_s`` until answered;
+duplicates of the answer are ignored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import uuid
+from typing import Any
+
+import structlog
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+
+from runtime.errors import RPCTimeoutError
+from runtime.messages import GetWorkflowResult, InboxMessage, Reply, ReplyBody
+from topics import serde
+from topics.catalogue import TopicNames
+from topics.consumed import Consumed
+from topics.errors import DecodeError
+from topics.partitioner import partition_for, producer_config
+from topics.reachability import ensure_reachable
+from topics.transient import retry_transient
+
+log = structlog.get_logger(__name__)
+
+
+class PayloadTooLargeError(ValueError):
+    """A request is larger than the broker accepts; it was not sent."""
+
+
+class KafkaTransport:
+    """Implements `runtime.client.Transport` over Kafka."""
+
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        namespace: str,
+        config: dict[str, Any],
+        *,
+        max_message_bytes: int = 1_000_000,
+        result_resend_s: float = 10.0,
+    ) -> None:
+        self.bootstrap_servers = bootstrap_servers
+        self.namespace = namespace
+        self.kafka_config = {"bootstrap.servers": bootstrap_servers, **config}
+        self.client_id = f"client-{uuid.uuid4().hex}"
+        self.max_message_bytes = max_message_bytes
+        self._result_resend_s = result_resend_s
+        self._names = TopicNames(namespace)
+        self._producer = Producer({**producer_config(self.kafka_config), "linger.ms": 1})
+        self._replies = Consumer(
+            {
+                **self.kafka_config,
+                "group.id": f"{namespace}.clients",  # required by the client, never joined
+                "enable.auto.commit": False,
+                "fetch.wait.max.ms": 5,
+            }
+        )
+        self._waiting: dict[str, asyncio.Future[ReplyBody]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    @classmethod
+    async def connect(
+        cls, bootstrap_servers: str, *, namespace: str = "chronik", **config: Any
+    ) -> KafkaTransport:
+        """Check the cluster answers, then start reading this client's replies partition."""
+        await asyncio.to_thread(ensure_reachable, bootstrap_servers, config=config)
+        transport = cls(bootstrap_servers, namespace, dict(config))
+        await asyncio.to_thread(transport._start, asyncio.get_running_loop())
+        return transport
+
+    def _start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        topic = self._names.replies
+        metadata = self._replies.list_topics(topic, timeout=10)
+        partitions = metadata.topics[topic].partitions
+        if not partitions:
+            raise KafkaException(f"topic {topic} does not exist: run `chronik topics create`")
+        partition = partition_for(self.client_id, len(partitions))
+        _, end = retry_transient(
+            lambda: self._replies.get_watermark_offsets(TopicPartition(topic, partition), timeout=5)
+        )
+        self._replies.assign([TopicPartition(topic, partition, end)])
+        for target in (self._read_replies, self._serve_deliveries):
+            thread = threading.Thread(target=target, name=f"chronik-{target.__name__}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    # --- Transport -------------------------------------------------------------------
+
+    async def send(self, message: InboxMessage) -> None:
+        """Produce ``message`` and return once Kafka acknowledged it."""
+        value = serde.encode_inbox(message)
+        if len(value) > self.max_message_bytes:
+            raise PayloadTooLargeError(
+                f"{type(message).__name__} for workflow {message.workflow_id!r} is "
+                f"{len(value)} bytes encoded; the limit is {self.max_message_bytes} bytes"
+            )
+        loop = asyncio.get_running_loop()
+        delivered: asyncio.Future[None] = loop.create_future()
+
+        def on_delivery(error: Any, _message: Any) -> None:
+            if error is None:
+                loop.call_soon_threadsafe(_resolve, delivered, None)
+            else:
+                loop.call_soon_threadsafe(_fail, delivered, KafkaException(error))
+
+        self._producer.produce(
+            self._names.inbox,
+            key=message.workflow_id.encode(),
+            value=value,
+            on_delivery=on_delivery,
+        )
+        await delivered
+
+    async def request(self, message: InboxMessage, timeout: float | None) -> ReplyBody:
+        request_id: str = getattr(message, "request_id", "")
+        if not request_id:
+            raise ValueError(f"{type(message).__name__} is not a request: it has no request_id")
+        answer: asyncio.Future[ReplyBody] = asyncio.get_running_loop().create_future()
+        self._waiting[request_id] = answer
+        try:
+            await self.send(message)
+            waiting = (
+                self._await_result(message, answer)
+                if isinstance(message, GetWorkflowResult)
+                else answer
+            )
+            return await asyncio.wait_for(waiting, timeout)
+        except TimeoutError:
+            raise RPCTimeoutError(
+                f"no answer to {type(message).__name__} for workflow {message.workflow_id!r} "
+                f"within {timeout}s: is a workflow worker running for namespace "
+                f"{self.namespace!r}?"
+            ) from None
+        finally:
+            self._waiting.pop(request_id, None)
+
+    async def _await_result(
+        self, message: GetWorkflowResult, answer: asyncio.Future[ReplyBody]
+    ) -> ReplyBody:
+        while True:
+            done, _ = await asyncio.wait({answer}, timeout=self._result_resend_s)
+            if done:
+                return answer.result()
+            await self.send(message)
+
+    async def close(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            await asyncio.to_thread(thread.join, 5)
+        await asyncio.to_thread(self._producer.flush, 5)
+        self._replies.close()
+
+    # --- background threads -------------------------------------------------------------
+
+    def _serve_deliveries(self) -> None:
+        while not self._stop.is_set():
+            self._producer.poll(0.05)
+
+    def _read_replies(self) -> None:
+        while not self._stop.is_set():
+            for message in self._replies.consume(100, timeout=0.1):
+                if message.error() is not None or message.key() != self.client_id.encode():
+                    continue
+                record = Consumed.of(message)
+                try:
+                    reply = serde.decode_reply(
+                        record.value or b"",
+                        topic=record.topic,
+                        partition=record.partition,
+                        offset=record.offset,
+                    )
+                except DecodeError as error:
+                    log.warning("undecodable reply ignored", reason=str(error))
+                    continue
+                if self._loop is not None:
+                    self._loop.call_soon_threadsafe(self._deliver, reply)
+
+    def _deliver(self, reply: Reply) -> None:
+        waiting = self._waiting.get(reply.request_id)
+        if waiting is not None and not waiting.done():
+            waiting.set_result(reply.body)
+
+
+def _resolve(future: asyncio.Future[None], value: None) -> None:
+    if not future.done():
+        future.set_result(value)
+
+
+def _fail(future: asyncio.Future[None], error: Exception) -> None:
+    if not future.done():
+        future.set_exception(error)

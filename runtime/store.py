@@ -1,0 +1,201 @@
+"""The local state of one owned partition: a RocksDB cache of ``history[p]`` and ``timers[p]``.
+
+RocksDB is never the source of truth. It holds the records exactly as they are on the
+topics (encoded bytes, nothing re-encoded), indexed for the two questions a partition
+owner asks: "what is the history of workflow W" and "which timers are due". Next to them it
+keeps the topic offsets it has applied, written in the same write batch as the records, so
+a restore resumes from where this store stopped and never from consumer-group offsets.
+
+Key layout (all integers big-endian, so byte order is numeric order):
+
+=====================================  ==============================================
+``H`` id ``event_id:8``                 history event record (value as on the topic)
+``T`` id ``timer_id``                   timer record, value ``fire_at:8`` + record
+``D`` ``fire_at:8`` id ``timer_id``     due index, empty value
+``C`` topic name                        next offset of that topic to apply
+=====================================  ==============================================
+
+where ``id`` is the workflow id prefixed by its length (2 bytes), so no id is a prefix of
+another.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rocksdict import Options, Rdict, WriteBatch
+
+_U64 = struct.Struct(">Q")
+_U16 = struct.Struct(">H")
+_HISTORY = b"H"
+_TIMER = b"T"
+_DUE = b"D"
+_CHECKPOINT = b"C"
+
+
+def _id_prefix(workflow_id: str) -> bytes:
+    encoded = workflow_id.encode()
+    return _U16.pack(len(encoded)) + encoded
+
+
+def _read_id(buffer: bytes, at: int) -> tuple[str, int]:
+    (length,) = _U16.unpack_from(buffer, at)
+    start = at + _U16.size
+    return buffer[start : start + length].decode(), start + length
+
+
+@dataclass(frozen=True, slots=True)
+class DueTimer:
+    fire_at_ms: int
+    workflow_id: str
+    timer_id: str
+    record: bytes
+
+
+@dataclass(slots=True)
+class StoreBatch:
+    """Changes to apply atomically; built by the restore loop or after a Kafka commit."""
+
+    events: list[tuple[str, int, bytes | None]] = field(default_factory=list)
+    timers: list[tuple[str, str, int, bytes | None]] = field(default_factory=list)
+    checkpoints: dict[str, int] = field(default_factory=dict)
+
+    def put_event(self, workflow_id: str, event_id: int, record: bytes | None) -> None:
+        """``record=None`` is a tombstone: the event is deleted (history GC)."""
+        self.events.append((workflow_id, event_id, record))
+
+    def put_timer(
+        self, workflow_id: str, timer_id: str, fire_at_ms: int, record: bytes | None
+    ) -> None:
+        """``record=None`` removes the timer (fired or cancelled)."""
+        self.timers.append((workflow_id, timer_id, fire_at_ms, record))
+
+    def checkpoint(self, topic: str, next_offset: int) -> None:
+        self.checkpoints[topic] = max(next_offset, self.checkpoints.get(topic, 0))
+
+    def __bool__(self) -> bool:
+        return bool(self.events or self.timers or self.checkpoints)
+
+
+class PartitionStore:
+    """One RocksDB per owned partition, under ``<state_dir>/<namespace>/<partition>``."""
+
+    def __init__(self, path: Path) -> None:
+        path.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._db = Rdict(str(path), Options(raw_mode=True))
+        # Where the last due-timer scan stopped: scanning from the start each time would
+        # walk the tombstones of every timer fired since the last compaction.
+        self._due_resume = _DUE
+
+    def close(self) -> None:
+        self._db.close()
+
+    @staticmethod
+    def destroy(path: Path) -> None:
+        Rdict.destroy(str(path), Options(raw_mode=True))
+
+    # --- checkpoints -------------------------------------------------------------
+
+    def checkpoint(self, topic: str) -> int | None:
+        """The next offset of ``topic`` to apply, or None for a store that never saw it."""
+        raw = self._db.get(_CHECKPOINT + topic.encode())
+        return None if raw is None else int(_U64.unpack(raw)[0])
+
+    # --- history -----------------------------------------------------------------
+
+    def history(self, workflow_id: str) -> list[bytes]:
+        """Every stored event record of the workflow id, in event-id order."""
+        prefix = _HISTORY + _id_prefix(workflow_id)
+        return [value for _, value in self._scan(prefix)]
+
+    def workflow_ids(self) -> Iterator[str]:
+        """Each workflow id that has history here, once (for GC and diagnostics)."""
+        last: str | None = None
+        for key, _ in self._scan(_HISTORY):
+            workflow_id, _ = _read_id(key, 1)
+            if workflow_id != last:
+                last = workflow_id
+                yield workflow_id
+
+    # --- timers ------------------------------------------------------------------
+
+    def due_timers(self, now_ms: int, limit: int = 1000) -> list[DueTimer]:
+        """Timers whose fire time has come, earliest first, at most ``limit``."""
+        due: list[DueTimer] = []
+        for key, _ in self._scan(_DUE, start=self._due_resume):
+            (fire_at,) = _U64.unpack_from(key, 1)
+            if fire_at > now_ms or len(due) >= limit:
+                break
+            workflow_id, at = _read_id(key, 1 + _U64.size)
+            timer_id = key[at:].decode()
+            stored = self._db.get(_TIMER + key[1 + _U64.size :])
+            if stored is not None:
+                due.append(DueTimer(fire_at, workflow_id, timer_id, stored[_U64.size :]))
+        if due:
+            self._due_resume = _DUE + _U64.pack(due[0].fire_at_ms)
+        return due
+
+    def next_fire_at(self) -> int | None:
+        for key, _ in self._scan(_DUE, start=self._due_resume):
+            return int(_U64.unpack_from(key, 1)[0])
+        return None
+
+    def pending_timer_count(self) -> int:
+        return sum(1 for _ in self._scan(_TIMER))
+
+    # --- writes ------------------------------------------------------------------
+
+    def write(self, batch: StoreBatch) -> None:
+        """Apply ``batch`` atomically: records and checkpoints land together or not at all."""
+        rocks = WriteBatch(raw_mode=True)
+        for workflow_id, event_id, record in batch.events:
+            key = _HISTORY + _id_prefix(workflow_id) + _U64.pack(event_id)
+            if record is None:
+                rocks.delete(key)
+            else:
+                rocks.put(key, record)
+        # Only the last change of a timer within the batch matters, and the previous due
+        # key to remove is the one on disk.
+        final = {(wid, tid): (fire_at, record) for wid, tid, fire_at, record in batch.timers}
+        for (workflow_id, timer_id), (fire_at_ms, record) in final.items():
+            self._stage_timer(rocks, workflow_id, timer_id, fire_at_ms, record)
+        for topic, offset in batch.checkpoints.items():
+            rocks.put(_CHECKPOINT + topic.encode(), _U64.pack(offset))
+        self._db.write(rocks)
+
+    def _stage_timer(
+        self,
+        rocks: WriteBatch,
+        workflow_id: str,
+        timer_id: str,
+        fire_at_ms: int,
+        record: bytes | None,
+    ) -> None:
+        suffix = _id_prefix(workflow_id) + timer_id.encode()
+        previous = self._db.get(_TIMER + suffix)
+        if previous is not None:
+            rocks.delete(_DUE + previous[: _U64.size] + suffix)
+        if record is None:
+            rocks.delete(_TIMER + suffix)
+            return
+        rocks.put(_TIMER + suffix, _U64.pack(fire_at_ms) + record)
+        due_key = _DUE + _U64.pack(fire_at_ms) + suffix
+        rocks.put(due_key, b"")
+        self._due_resume = min(self._due_resume, due_key[: 1 + _U64.size])
+
+    def _scan(self, prefix: bytes, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
+        iterator = self._db.iter()
+        try:
+            iterator.seek(start if start is not None else prefix)
+            while iterator.valid():
+                key: bytes = iterator.key()
+                if not key.startswith(prefix):
+                    return
+                yield key, iterator.value()
+                iterator.next()
+        finally:
+            del iterator

@@ -1,0 +1,73 @@
+"""Worker processes for integration tests: real `chronik worker` processes, killed by PID."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class WorkerProcess:
+    """One ``chronik worker`` subprocess; ``kill()`` is ``kill -9`` of exactly that PID."""
+
+    bootstrap: str
+    namespace: str
+    modules: tuple[str, ...]
+    task_queue: str
+    role: str
+    worker_id: str
+    state_dir: Path
+    log_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> WorkerProcess:
+        command = [
+            sys.executable,
+            "-m",
+            "workers.cli",
+            "--bootstrap-servers",
+            self.bootstrap,
+            "--namespace",
+            self.namespace,
+            "worker",
+            *self.modules,
+            "--task-queue",
+            self.task_queue,
+            "--role",
+            self.role,
+            "--worker-id",
+            self.worker_id,
+            "--state-dir",
+            str(self.state_dir),
+        ]
+        env = {**os.environ, "CHRONIK_LOG_FORMAT": "json", **self.env}
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(command, stdout=log, stderr=log, env=env)
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown code runs, exactly like a crashed machine."""
+        if self.process is not None and self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None

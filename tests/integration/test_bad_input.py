@@ -1,0 +1,183 @@
+"""Bad input gets a clear error and loses nothing (issue 4), and any producer can start work."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import fastavro
+import pytest
+from confluent_kafka import Producer
+
+from examples import order
+from runtime.client import Client
+from runtime.errors import WorkflowFailureError
+from runtime.kafka_transport import PayloadTooLargeError
+from tests.integration.kafka_reading import read_topic
+from topics.catalogue import TopicNames
+from topics.partitioner import partition_for
+from workers.worker import Worker
+
+pytestmark = pytest.mark.kafka
+
+AVRO_DIR = Path(__file__).resolve().parents[2] / "avro"
+# What a producer in another language needs: these files, parsed in this order.
+AVRO_FILES_IN_DEPENDENCY_ORDER = (
+    "payload",
+    "failure",
+    "retry_policy",
+    "parent_ref",
+    "inbox_message",
+)
+
+
+@pytest.fixture
+async def order_worker(
+    client: Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Worker]:
+    monkeypatch.setenv("CHRONIK_STATE_DIR", str(tmp_path / "state"))
+    async with Worker(
+        client, task_queue="orders", workflows=order.WORKFLOWS, activities=order.ACTIVITIES
+    ) as worker:
+        yield worker
+
+
+async def test_undecodable_inbox_record_goes_to_the_dead_letter_topic(
+    client: Client, kafka_bootstrap: str, topics_ready: str, order_worker: Worker
+) -> None:
+    names = TopicNames(topics_ready)
+    workflow_id = "same-partition-as-garbage"
+    producer = Producer({"bootstrap.servers": kafka_bootstrap, "partitioner": "murmur2_random"})
+    producer.produce(names.inbox, key=workflow_id.encode(), value=b"\x00not avro at all")
+    producer.flush(10)
+
+    # The partition keeps going: a workflow on the very same partition completes.
+    result = await client.execute_workflow(
+        order.process_order, "after-garbage", id=workflow_id, task_queue="orders"
+    )
+    assert result[0] == "payment-after-garbage"
+
+    [dead] = read_topic(kafka_bootstrap, names.inbox_dlq)
+    assert dead.value() == b"\x00not avro at all"
+    assert dead.key() == workflow_id.encode()
+    headers = dict(dead.headers())
+    assert b"cannot decode" in headers["chronik.reason"]
+    assert headers["chronik.topic"] == names.inbox.encode()
+
+
+async def test_unknown_workflow_type_fails_that_workflow_with_a_clear_error(
+    client: Client, order_worker: Worker
+) -> None:
+    handle = await client.start_workflow(
+        "no_such_workflow", id=f"unknown-{uuid.uuid4().hex[:6]}", task_queue="orders"
+    )
+    with pytest.raises(WorkflowFailureError) as failure:
+        await handle.result()
+    assert "no_such_workflow" in str(failure.value.cause)
+
+
+async def test_oversize_payload_is_refused_at_the_client(client: Client) -> None:
+    with pytest.raises(PayloadTooLargeError, match="limit"):
+        await client.start_workflow(
+            order.process_order, "x" * 2_000_000, id="too-big", task_queue="orders"
+        )
+
+
+def _single_object(schema: Any, record: dict[str, object]) -> bytes:
+    """Avro single-object encoding, written here from the spec alone, as another language would."""
+    parsed = fastavro.parse_schema(schema)
+    canonical = fastavro.schema.to_parsing_canonical_form(parsed)
+    fingerprint = fastavro.schema.fingerprint(canonical, "CRC-64-AVRO")
+    body = io.BytesIO()
+    fastavro.schemaless_writer(body, parsed, record)
+    # fastavro spells the CRC-64-AVRO fingerprint in the little-endian byte order the
+    # single-object header wants ("null" -> 8a8f25cce724dd63, the spec's test value).
+    return b"\xc3\x01" + bytes.fromhex(fingerprint) + body.getvalue()
+
+
+async def test_a_plain_producer_with_only_the_avsc_files_starts_a_workflow(
+    client: Client, kafka_bootstrap: str, topics_ready: str, order_worker: Worker
+) -> None:
+    # Any published version of the inbox schema will do: readers resolve every one.
+    [envelope] = [
+        json.loads(path.read_text())
+        for path in sorted((AVRO_DIR / "versions" / "chronik.InboxEnvelope").glob("*.avsc"))
+    ][-1:]
+    workflow_id = f"foreign-{uuid.uuid4().hex[:6]}"
+    start = {
+        "workflow_id": workflow_id,
+        "workflow_type": "process_order",
+        "task_queue": "orders",
+        "input": [{"encoding": "json/plain", "data": json.dumps("F-1").encode()}],
+        "request_id": uuid.uuid4().hex,
+    }
+    value = _single_object(envelope, {"message": ("chronik.StartWorkflow", start)})
+    producer = Producer({"bootstrap.servers": kafka_bootstrap, "partitioner": "murmur2_random"})
+    producer.produce(TopicNames(topics_ready).inbox, key=workflow_id.encode(), value=value)
+    producer.flush(10)
+    result = await client.get_workflow_handle(workflow_id).result()
+    assert result == ["payment-F-1", "reservation-F-1", "shipment-F-1", "confirmation-F-1"]
+
+
+async def test_our_producers_and_javas_partitioner_agree_on_a_workflows_partition(
+    client: Client, kafka_bootstrap: str, topics_ready: str, order_worker: Worker
+) -> None:
+    names = TopicNames(topics_ready)
+    workflow_id = "where-am-i"
+    handle = await client.start_workflow(
+        order.process_order, "p", id=workflow_id, task_queue="orders"
+    )
+    await handle.result()
+    producer = Producer({"bootstrap.servers": kafka_bootstrap, "partitioner": "murmur2_random"})
+    producer.produce(names.inbox, key=workflow_id.encode(), value=b"second producer")
+    producer.flush(10)
+    records = [
+        r for r in read_topic(kafka_bootstrap, names.inbox) if r.key() == workflow_id.encode()
+    ]
+    partitions = {r.partition() for r in records}
+    # The client's start, the plain producer's record, and the worker's activity reports.
+    assert b"second producer" in {r.value() for r in records}
+    assert len(records) >= 3
+    # partition_for is Java's Utils.murmur2 + toPositive, checked against Java's vectors.
+    assert partitions == {partition_for(workflow_id, 4)}
+
+
+async def test_history_tail_prints_one_json_line_per_event(
+    client: Client, kafka_bootstrap: str, topics_ready: str, order_worker: Worker
+) -> None:
+    workflow_id = f"tailed-{uuid.uuid4().hex[:6]}"
+    await client.execute_workflow(order.process_order, "t", id=workflow_id, task_queue="orders")
+    completed = await asyncio.to_thread(
+        subprocess.run,
+        [
+            sys.executable,
+            "-m",
+            "workers.cli",
+            "--bootstrap-servers",
+            kafka_bootstrap,
+            "--namespace",
+            topics_ready,
+            "history",
+            "tail",
+            "--workflow",
+            workflow_id,
+            "--from-beginning",
+            "--idle-exit",
+            "3",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    events = [json.loads(line) for line in completed.stdout.splitlines()]
+    assert events[0]["workflow_id"] == workflow_id
+    assert [e["event_id"] for e in events] == list(range(1, len(events) + 1))
+    assert events[-1]["type"] == "WorkflowCompleted"

@@ -1,0 +1,79 @@
+"""The seed's workflows through the real broker, a worker in this process (issue 4)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from examples import order, transfer
+from runtime import ActivityError
+from runtime.client import Client
+from runtime.errors import WorkflowFailureError
+from runtime.events import ActivityScheduled, WorkflowCompleted, WorkflowFailed
+from workers.worker import Worker
+
+pytestmark = pytest.mark.kafka
+
+
+@pytest.fixture
+async def running_worker(
+    client: Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Worker]:
+    monkeypatch.setenv("CHRONIK_STATE_DIR", str(tmp_path / "state"))
+    worker = Worker(
+        client,
+        task_queue="orders",
+        workflows=[*order.WORKFLOWS, *transfer.WORKFLOWS],
+        activities=[*order.ACTIVITIES, *transfer.ACTIVITIES],
+    )
+    async with worker:
+        yield worker
+
+
+async def test_order_workflow_runs_its_four_activities_in_order(
+    client: Client, running_worker: Worker
+) -> None:
+    workflow_id = f"order-{uuid.uuid4().hex[:8]}"
+    result = await client.execute_workflow(
+        order.process_order, "A-17", id=workflow_id, task_queue="orders"
+    )
+    assert result == ["payment-A-17", "reservation-A-17", "shipment-A-17", "confirmation-A-17"]
+    history = await client.get_workflow_handle(workflow_id).fetch_history()
+    scheduled = [
+        e.attributes.activity_type for e in history if isinstance(e.attributes, ActivityScheduled)
+    ]
+    assert scheduled == ["verify_payment", "reserve_inventory", "ship_order", "send_confirmation"]
+    assert isinstance(history[-1].attributes, WorkflowCompleted)
+
+
+async def test_transfer_saga_refunds_then_fails(client: Client, running_worker: Worker) -> None:
+    workflow_id = f"transfer-{uuid.uuid4().hex[:8]}"
+    handle = await client.start_workflow(
+        transfer.transfer, "alice", "closed-bob", 10, id=workflow_id, task_queue="orders"
+    )
+    with pytest.raises(WorkflowFailureError) as failure:
+        await handle.result()
+    assert isinstance(failure.value.cause, ActivityError)
+    history = await handle.fetch_history()
+    scheduled = [
+        e.attributes.activity_type for e in history if isinstance(e.attributes, ActivityScheduled)
+    ]
+    assert scheduled == ["withdraw", "deposit", "refund"]  # AccountClosed is not retried
+    assert isinstance(history[-1].attributes, WorkflowFailed)
+
+
+async def test_transfer_between_open_accounts_completes(
+    client: Client, running_worker: Worker
+) -> None:
+    result = await client.execute_workflow(
+        transfer.transfer,
+        "alice",
+        "bob",
+        5,
+        id=f"transfer-{uuid.uuid4().hex[:8]}",
+        task_queue="orders",
+    )
+    assert result == ["withdrew 5 from alice", "deposited 5 to bob"]

@@ -1,0 +1,101 @@
+"""The partition store: history by workflow id, the due-timer index, atomic checkpoints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from runtime.store import PartitionStore, StoreBatch
+
+
+def _store(tmp_path: Path) -> PartitionStore:
+    return PartitionStore(tmp_path / "p0")
+
+
+def test_history_is_per_workflow_in_event_order(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    batch = StoreBatch()
+    for event_id in (3, 1, 2, 10):
+        batch.put_event("wf-a", event_id, f"a{event_id}".encode())
+    batch.put_event("wf", 1, b"other")  # a prefix of "wf-a" must not leak into it
+    batch.put_event("wf-ab", 1, b"longer")
+    store.write(batch)
+    assert store.history("wf-a") == [b"a1", b"a2", b"a3", b"a10"]
+    assert store.history("wf") == [b"other"]
+    assert store.history("missing") == []
+    assert list(store.workflow_ids()) == ["wf", "wf-a", "wf-ab"]
+
+
+def test_tombstone_deletes_an_event(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    first, second = StoreBatch(), StoreBatch()
+    first.put_event("w", 1, b"x")
+    first.put_event("w", 2, b"y")
+    store.write(first)
+    second.put_event("w", 1, None)
+    store.write(second)
+    assert store.history("w") == [b"y"]
+
+
+def test_checkpoints_survive_reopen_and_only_move_forward_within_a_batch(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    assert store.checkpoint("ns.history") is None
+    batch = StoreBatch()
+    batch.put_event("w", 1, b"x")
+    batch.checkpoint("ns.history", 41)
+    batch.checkpoint("ns.history", 40)
+    store.write(batch)
+    store.close()
+    reopened = _store(tmp_path)
+    assert reopened.checkpoint("ns.history") == 41
+    assert reopened.history("w") == [b"x"]
+
+
+def test_due_timers_come_in_fire_order_and_leave_when_removed(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    batch = StoreBatch()
+    batch.put_timer("w1", "sleep:1", 300, b"t1")
+    batch.put_timer("w2", "sleep:1", 100, b"t2")
+    batch.put_timer("w3", "sleep:9", 5_000, b"t3")
+    store.write(batch)
+    assert store.next_fire_at() == 100
+    due = store.due_timers(now_ms=1_000)
+    assert [(t.workflow_id, t.timer_id, t.fire_at_ms, t.record) for t in due] == [
+        ("w2", "sleep:1", 100, b"t2"),
+        ("w1", "sleep:1", 300, b"t1"),
+    ]
+    fired = StoreBatch()
+    for timer in due:
+        fired.put_timer(timer.workflow_id, timer.timer_id, timer.fire_at_ms, None)
+    store.write(fired)
+    assert store.due_timers(now_ms=1_000) == []
+    assert store.next_fire_at() == 5_000
+    assert store.pending_timer_count() == 1
+
+
+def test_rescheduling_a_timer_moves_it_and_an_earlier_timer_after_a_scan_is_found(
+    tmp_path: Path,
+) -> None:
+    store = _store(tmp_path)
+    batch = StoreBatch()
+    batch.put_timer("w", "t", 500, b"v1")
+    store.write(batch)
+    assert store.due_timers(now_ms=600)[0].record == b"v1"
+    moved = StoreBatch()
+    moved.put_timer("w", "t", 900, b"v2")
+    moved.put_timer("w", "early", 50, b"e")
+    store.write(moved)
+    assert [(t.timer_id, t.fire_at_ms) for t in store.due_timers(now_ms=1_000)] == [
+        ("early", 50),
+        ("t", 900),
+    ]
+    assert store.pending_timer_count() == 2
+
+
+def test_put_then_remove_in_one_batch_leaves_nothing(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    batch = StoreBatch()
+    batch.put_timer("w", "t", 10, b"v")
+    batch.put_timer("w", "t", 10, None)
+    store.write(batch)
+    assert store.due_timers(now_ms=100) == []
+    assert store.pending_timer_count() == 0

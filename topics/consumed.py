@@ -1,0 +1,40 @@
+"""A consumed Kafka record with the types a consumed record really has.
+
+confluent-kafka types every accessor of `Message` as optional, because the same class
+carries errors and produced messages too. A record that came out of `consume()` without
+an error always has its topic, partition and offset; `Consumed.of` checks that once, so the
+code that processes records does not repeat the check at every use.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from confluent_kafka import Message
+
+
+@dataclass(frozen=True, slots=True)
+class Consumed:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+    @classmethod
+    def of(cls, message: Message) -> Consumed:
+        topic, partition, offset = message.topic(), message.partition(), message.offset()
+        if message.error() is not None or topic is None or partition is None or offset is None:
+            raise ValueError(f"not a consumed record: {message.error() or 'no position'}")
+        raw_headers = message.headers() or []
+        pairs = raw_headers.items() if isinstance(raw_headers, dict) else raw_headers
+        headers = tuple(
+            (name, value.encode() if isinstance(value, str) else value or b"")
+            for name, value in pairs
+        )
+        return cls(topic, partition, offset, message.key(), message.value(), headers)
+
+    @property
+    def location(self) -> str:
+        return f"{self.topic}[{self.partition}]@{self.offset}"

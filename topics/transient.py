@@ -1,0 +1,44 @@
+"""Retry the metadata-style calls that fail for a moment after a topic or leader changes.
+
+Right after a topic is created, or while a partition's leadership moves, brokers answer
+"not leader" or "unknown partition" for a few hundred milliseconds. Those answers are
+normal; an error that persists past the deadline is not, and is raised as it is.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from confluent_kafka import KafkaError, KafkaException
+
+T = TypeVar("T")
+
+_TRANSIENT = frozenset(
+    {
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError._UNKNOWN_PARTITION,
+        KafkaError._UNKNOWN_TOPIC,
+        KafkaError.REQUEST_TIMED_OUT,
+        KafkaError._TIMED_OUT,
+    }
+)
+
+
+def retry_transient(call: Callable[[], T], timeout_s: float = 30.0) -> T:
+    """``call()``, again after a short pause while it fails transiently, until ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    pause = 0.05
+    while True:
+        try:
+            return call()
+        except KafkaException as exception:
+            error: KafkaError = exception.args[0]
+            transient = error.retriable() or error.code() in _TRANSIENT
+            if not transient or time.monotonic() + pause > deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 1.0)

@@ -1,0 +1,258 @@
+"""The activity worker: runs the tasks of one task queue and reports to the inbox.
+
+The poll loop never waits for an activity: each task runs as its own asyncio task (sync
+activities in a thread pool, inside the executor), so polling — and with it the consumer's
+liveness towards the group — continues however long an activity takes. When the number
+of running tasks reaches the limit, the partitions are paused, not the loop.
+
+Offsets are committed per partition up to the lowest task still running
+(`PartitionProgress`): a crash re-delivers exactly the tasks that had not finished, which
+is what at-least-once with idempotency keys promises.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
+
+from runtime.converter import DataConverter
+from runtime.engine import ActivityRegistry, run_activity
+from runtime.messages import (
+    ActivityHeartbeat,
+    ActivityStartedReport,
+    ActivityTask,
+    CancelActivityTask,
+    InboxMessage,
+)
+from runtime.payloads import Payload
+from topics import serde
+from topics.admin import TopicAdmin
+from topics.catalogue import Catalogue, TopicNames
+from topics.consumed import Consumed
+from topics.errors import DecodeError
+from topics.partitioner import producer_config
+from workers.membership import membership_config
+from workers.offsets import PartitionProgress
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ActivityWorkerConfig:
+    bootstrap_servers: str
+    namespace: str
+    task_queue: str
+    identity: str
+    kafka: dict[str, Any] = field(default_factory=dict)
+    max_concurrent: int = 200
+    #: Heartbeats without a heartbeat timeout are still sent (their details survive a
+    #: retry), at most this often.
+    heartbeat_interval_s: float = 10.0
+    #: The identity survives restarts: join as a static group member.
+    stable_id: bool = False
+
+
+@dataclass(slots=True)
+class _Running:
+    task: ActivityTask
+    cancelled: asyncio.Event
+    last_heartbeat: float = 0.0
+
+
+class ActivityWorker:
+    def __init__(
+        self,
+        config: ActivityWorkerConfig,
+        registry: ActivityRegistry,
+        converter: DataConverter,
+    ) -> None:
+        self._config = config
+        self._registry = registry
+        self._converter = converter
+        self._names = TopicNames(config.namespace)
+        base = {"bootstrap.servers": config.bootstrap_servers, **config.kafka}
+        self._consumer = Consumer(
+            {
+                **base,
+                "group.id": self._names.activity_group(config.task_queue),
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "isolation.level": "read_committed",
+                "partition.assignment.strategy": "cooperative-sticky",
+                "fetch.wait.max.ms": 5,
+                **membership_config(config.identity, stable_id=config.stable_id),
+            }
+        )
+        self._producer = Producer({**producer_config(base), "linger.ms": 2})
+        self._admin = TopicAdmin(base)
+        self._progress: dict[int, PartitionProgress] = {}
+        self._running: dict[tuple[str, str, int, int], _Running] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._paused = False
+
+    async def run(self, stop: asyncio.Event) -> None:
+        topic = self._names.tasks(self._config.task_queue)
+        # Subscribing to a topic that does not exist yet would wait for nothing.
+        await asyncio.to_thread(
+            self._admin.ensure_task_queue,
+            Catalogue(self._config.namespace),
+            self._config.task_queue,
+        )
+        self._consumer.subscribe(
+            [topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke
+        )
+        log.info("activity worker started", task_queue=self._config.task_queue)
+        try:
+            while not stop.is_set():
+                records = await asyncio.to_thread(self._consumer.consume, 500, 0.05)
+                for record in records:
+                    self._dispatch(record)
+                self._apply_backpressure()
+                self._commit()
+                self._producer.poll(0)
+        finally:
+            await self._drain()
+
+    async def _drain(self) -> None:
+        """Let running activities finish their report, then commit and close."""
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=30)
+        self._commit()
+        await asyncio.to_thread(self._producer.flush, 10)
+        self._consumer.close()
+
+    # --- tasks ------------------------------------------------------------------------
+
+    def _dispatch(self, message: Message) -> None:
+        if message.error() is not None:
+            log.warning("consume error", error=str(message.error()))
+            return
+        record = Consumed.of(message)
+        try:
+            decoded = serde.decode_task(
+                record.value or b"",
+                topic=record.topic,
+                partition=record.partition,
+                offset=record.offset,
+            )
+        except DecodeError as error:
+            log.error("undecodable task skipped", reason=str(error))
+            return
+        if isinstance(decoded, CancelActivityTask):
+            running = self._running.get(
+                (decoded.workflow_id, decoded.run_id, decoded.seq, decoded.attempt)
+            )
+            if running is not None:
+                running.cancelled.set()
+            return
+        progress = self._progress.setdefault(record.partition, PartitionProgress())
+        progress.started(record.offset)
+        task = asyncio.create_task(self._execute(decoded, progress, record.offset))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _execute(self, task: ActivityTask, progress: PartitionProgress, offset: int) -> None:
+        key = (task.workflow_id, task.run_id, task.seq, task.attempt)
+        running = _Running(task, asyncio.Event())
+        self._running[key] = running
+        try:
+            if task.report_start:
+                self._report(
+                    ActivityStartedReport(
+                        task.workflow_id, task.run_id, task.seq, task.attempt, self._config.identity
+                    )
+                )
+            report = await self._run_with_deadline(running)
+            self._report(report)
+        except Exception:
+            log.exception("activity execution crashed", activity=task.activity_type)
+        finally:
+            del self._running[key]
+            progress.finished(offset)
+
+    async def _run_with_deadline(self, running: _Running) -> InboxMessage:
+        task = running.task
+        execution = asyncio.ensure_future(
+            run_activity(
+                self._registry,
+                task,
+                converter=self._converter,
+                on_heartbeat=lambda details: self._heartbeat(running, details),
+                cancelled=running.cancelled,
+            )
+        )
+        if task.start_to_close_timeout_ms:
+            # The engine times the attempt out by itself; this only frees the slot.
+            done, _ = await asyncio.wait({execution}, timeout=task.start_to_close_timeout_ms / 1000)
+            if not done:
+                running.cancelled.set()
+        return await execution
+
+    def _heartbeat(self, running: _Running, details: tuple[Payload, ...]) -> None:
+        task = running.task
+        interval = (
+            task.heartbeat_timeout_ms * 0.8 / 1000
+            if task.heartbeat_timeout_ms
+            else self._config.heartbeat_interval_s
+        )
+        now = time.monotonic()
+        if now - running.last_heartbeat < interval:
+            return
+        running.last_heartbeat = now
+        self._report(
+            ActivityHeartbeat(task.workflow_id, task.run_id, task.seq, task.attempt, details)
+        )
+
+    def _report(self, message: InboxMessage) -> None:
+        value = serde.encode_inbox(message)
+        while True:
+            try:
+                self._producer.produce(
+                    self._names.inbox, key=message.workflow_id.encode(), value=value
+                )
+                return
+            except BufferError:
+                self._producer.poll(0.05)
+
+    # --- flow control and offsets ------------------------------------------------------
+
+    def _apply_backpressure(self) -> None:
+        busy = len(self._running) >= self._config.max_concurrent
+        if busy == self._paused:
+            return
+        assignment = self._consumer.assignment()
+        if busy:
+            self._consumer.pause(assignment)
+        else:
+            self._consumer.resume(assignment)
+        self._paused = busy
+
+    def _commit(self) -> None:
+        topic = self._names.tasks(self._config.task_queue)
+        offsets = [
+            TopicPartition(topic, number, point)
+            for number, progress in self._progress.items()
+            if (point := progress.commit_point()) is not None
+        ]
+        if not offsets:
+            return
+        # Reports must be on their way before the tasks they finish are committed.
+        self._producer.flush(10)
+        try:
+            self._consumer.commit(offsets=offsets, asynchronous=True)
+        except KafkaException as error:
+            log.warning("offset commit failed", error=str(error))
+
+    def _on_assign(self, consumer: Consumer, assigned: list[TopicPartition]) -> None:
+        if self._paused:
+            consumer.pause(assigned)
+
+    def _on_revoke(self, _consumer: Consumer, revoked: list[TopicPartition]) -> None:
+        self._commit()
+        for tp in revoked:
+            self._progress.pop(tp.partition, None)

@@ -1,0 +1,102 @@
+"""``chronik history tail``: follow the history topic, one JSON line per event.
+
+For auditors and debugging: it reads with ``read_committed`` (only events of committed
+transactions, exactly what the workflow owners saw) and joins no consumer group, so tailing
+never disturbs anything.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, TopicPartition
+
+from topics import serde
+from topics.catalogue import TopicNames
+from topics.consumed import Consumed
+from topics.errors import DecodeError
+from topics.partitioner import partition_for
+from workers.cli_context import CliContext, pass_cli
+
+
+@click.group()
+def history() -> None:
+    """Read workflow histories from Kafka."""
+
+
+@history.command()
+@click.option("--workflow", "workflow_id", default=None, help="Only this workflow id.")
+@click.option("--from-beginning", is_flag=True, help="Start at the oldest retained event.")
+@click.option("--max-events", type=int, default=None, help="Stop after this many events.")
+@click.option(
+    "--idle-exit",
+    type=float,
+    default=None,
+    help="Stop after this many seconds without a new event.",
+)
+@pass_cli
+def tail(
+    ctx: CliContext,
+    workflow_id: str | None,
+    from_beginning: bool,
+    max_events: int | None,
+    idle_exit: float | None,
+) -> None:
+    """Print history events as JSON lines, following new ones."""
+    ctx.ensure_kafka()
+    topic = TopicNames(ctx.namespace).history
+    consumer = Consumer(
+        ctx.client_config(
+            **{
+                "group.id": f"{ctx.namespace}.history-tail",  # never joined
+                "enable.auto.commit": "false",
+                "isolation.level": "read_committed",
+            }
+        )
+    )
+    try:
+        metadata = consumer.list_topics(topic, timeout=10).topics[topic]
+        if metadata.error is not None or not metadata.partitions:
+            raise click.ClickException(f"topic {topic} does not exist: run `chronik topics create`")
+        partitions = sorted(metadata.partitions)
+        if workflow_id is not None:
+            partitions = [partition_for(workflow_id, len(partitions))]
+        start = OFFSET_BEGINNING if from_beginning else OFFSET_END
+        consumer.assign([TopicPartition(topic, p, start) for p in partitions])
+        _follow(consumer, workflow_id, max_events, idle_exit)
+    finally:
+        consumer.close()
+
+
+def _follow(
+    consumer: Consumer, workflow_id: str | None, max_events: int | None, idle_exit: float | None
+) -> None:
+    printed, idle = 0, 0.0
+    while max_events is None or printed < max_events:
+        records = consumer.consume(500, timeout=0.5)
+        idle = 0.0 if records else idle + 0.5
+        if idle_exit is not None and idle >= idle_exit:
+            return
+        for message in records:
+            if message.error() is not None or message.value() is None:
+                continue
+            record = Consumed.of(message)
+            try:
+                event = serde.decode_history_event(
+                    record.value or b"",
+                    topic=record.topic,
+                    partition=record.partition,
+                    offset=record.offset,
+                )
+            except DecodeError as error:
+                click.echo(json.dumps({"error": str(error)}), err=True)
+                continue
+            if workflow_id is not None and event.workflow_id != workflow_id:
+                continue
+            sys.stdout.write(json.dumps(serde.history_event_to_json(event)) + "\n")
+            sys.stdout.flush()
+            printed += 1
+            if max_events is not None and printed >= max_events:
+                return

@@ -1,0 +1,103 @@
+"""``chronik worker``: run workflow and activity workers from Python modules.
+
+Each module named on the command line lists what it offers in two module-level lists,
+``WORKFLOWS`` and ``ACTIVITIES`` (see ``examples/order.py``). Every workflow worker of a
+namespace owns inbox partitions that may hold any workflow type, so every workflow worker
+of a namespace must be started with the same workflow modules.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import signal
+from pathlib import Path
+from typing import Any
+
+import click
+
+from runtime.client import Client
+from runtime.worker_spec import WorkerSpec
+from workers.cli_context import CliContext, pass_cli
+from workers.kafka_host import Role, run_kafka_worker
+
+
+def load_definitions(module_names: tuple[str, ...]) -> tuple[list[Any], list[Any]]:
+    workflows: list[Any] = []
+    activities: list[Any] = []
+    for name in module_names:
+        try:
+            module = importlib.import_module(name)
+        except ImportError as error:
+            raise click.BadParameter(f"cannot import {name!r}: {error}") from None
+        found_workflows = list(getattr(module, "WORKFLOWS", []))
+        found_activities = list(getattr(module, "ACTIVITIES", []))
+        if not found_workflows and not found_activities:
+            raise click.BadParameter(f"module {name!r} defines neither WORKFLOWS nor ACTIVITIES")
+        workflows += found_workflows
+        activities += found_activities
+    return workflows, activities
+
+
+@click.command()
+@click.argument("modules", nargs=-1, required=True)
+@click.option("--task-queue", "-q", required=True, help="Task queue of the activities.")
+@click.option(
+    "--role",
+    type=click.Choice([r.value for r in Role]),
+    default=Role.ALL.value,
+    show_default=True,
+    help="Run the workflow worker, the activity worker, or both.",
+)
+@click.option(
+    "--worker-id",
+    envvar="CHRONIK_WORKER_ID",
+    default=None,
+    help="Stable id of this replica (transactional id, state directory).",
+)
+@click.option(
+    "--state-dir",
+    envvar="CHRONIK_STATE_DIR",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Where partition stores live.",
+)
+@click.option("--max-concurrent-activities", default=200, show_default=True)
+@pass_cli
+def worker(
+    ctx: CliContext,
+    *,
+    modules: tuple[str, ...],
+    task_queue: str,
+    role: str,
+    worker_id: str | None,
+    state_dir: Path | None,
+    max_concurrent_activities: int,
+) -> None:
+    """Run a worker for MODULES (each with WORKFLOWS / ACTIVITIES lists) until SIGTERM."""
+    ctx.ensure_kafka()
+    workflows, activities = load_definitions(modules)
+    spec = WorkerSpec(
+        task_queue=task_queue,
+        workflows=workflows,
+        activities=activities,
+        max_concurrent_activities=max_concurrent_activities,
+    )
+    asyncio.run(_serve(ctx, spec, Role(role), worker_id, state_dir))
+
+
+async def _serve(
+    ctx: CliContext, spec: WorkerSpec, role: Role, worker_id: str | None, state_dir: Path | None
+) -> None:
+    kafka_config: dict[str, Any] = dict(ctx.kafka_config)
+    client = await Client.connect(ctx.bootstrap_servers, namespace=ctx.namespace, **kafka_config)
+    job = asyncio.ensure_future(
+        run_kafka_worker(client, spec, role=role, worker_id=worker_id, state_dir=state_dir)
+    )
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, job.cancel)
+    with contextlib.suppress(asyncio.CancelledError):
+        await job
+    await client.close()

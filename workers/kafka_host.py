@@ -1,0 +1,105 @@
+"""Run a `WorkerSpec` against Kafka: the workflow worker, the activity worker, or both.
+
+`workers.worker.Worker` calls `run_kafka_worker` when its client talks to Kafka; the
+``chronik worker`` command calls it too. The workflow worker's loop is blocking
+(confluent-kafka), so it runs in its own thread; the activity worker is asyncio.
+Cancelling the coroutine stops both cleanly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import threading
+from enum import StrEnum
+from pathlib import Path
+
+import structlog
+
+from runtime.client import Client
+from runtime.kafka_transport import KafkaTransport
+from runtime.worker_spec import WorkerSpec
+from workers.activity_worker import ActivityWorker, ActivityWorkerConfig
+from workers.workflow_worker import WorkflowWorker, WorkflowWorkerConfig
+
+log = structlog.get_logger(__name__)
+
+
+class Role(StrEnum):
+    ALL = "all"
+    WORKFLOW = "workflow"
+    ACTIVITY = "activity"
+
+
+def default_worker_id() -> str:
+    """``CHRONIK_WORKER_ID``, else one per process.
+
+    A stable id (set it per replica) keeps the state directory across restarts, so a
+    restart restores only the tail of the history instead of all of it.
+    """
+    return os.environ.get("CHRONIK_WORKER_ID") or f"{socket.gethostname()}-{os.getpid()}"
+
+
+def default_state_dir() -> Path:
+    return Path(os.environ.get("CHRONIK_STATE_DIR", ".chronik/state"))
+
+
+async def run_kafka_worker(
+    client: Client,
+    spec: WorkerSpec,
+    *,
+    role: Role = Role.ALL,
+    worker_id: str | None = None,
+    state_dir: Path | None = None,
+) -> None:
+    """Run until cancelled."""
+    transport = client.transport
+    if not isinstance(transport, KafkaTransport):
+        raise TypeError("run_kafka_worker needs a client made by Client.connect(...)")
+    stable_id = worker_id is not None or "CHRONIK_WORKER_ID" in os.environ
+    worker_id = worker_id or default_worker_id()
+    kafka_config = {k: v for k, v in transport.kafka_config.items() if k != "bootstrap.servers"}
+    jobs: list[asyncio.Future[None]] = []
+    stop_thread = threading.Event()
+    stop_async = asyncio.Event()
+    if role in (Role.ALL, Role.WORKFLOW) and spec.workflows:
+        workflow_worker = WorkflowWorker(
+            WorkflowWorkerConfig(
+                bootstrap_servers=transport.bootstrap_servers,
+                namespace=transport.namespace,
+                state_dir=(state_dir or default_state_dir()) / worker_id,
+                worker_id=worker_id,
+                kafka=kafka_config,
+                stable_id=stable_id,
+            ),
+            spec.workflow_registry(),
+        )
+        jobs.append(asyncio.ensure_future(asyncio.to_thread(workflow_worker.run, stop_thread)))
+    if role in (Role.ALL, Role.ACTIVITY) and spec.activities:
+        activity_worker = ActivityWorker(
+            ActivityWorkerConfig(
+                bootstrap_servers=transport.bootstrap_servers,
+                namespace=transport.namespace,
+                task_queue=spec.task_queue,
+                identity=worker_id,
+                kafka=kafka_config,
+                max_concurrent=spec.max_concurrent_activities,
+                stable_id=stable_id,
+            ),
+            spec.activity_registry(),
+            spec.data_converter,
+        )
+        jobs.append(asyncio.ensure_future(activity_worker.run(stop_async)))
+    if not jobs:
+        raise ValueError(f"nothing to run for role {role.value!r}: no workflows or activities")
+    try:
+        # The first job to end (normally: none) ends the worker; its error is raised.
+        done, _ = await asyncio.wait(jobs, return_when=asyncio.FIRST_COMPLETED)
+        for job in done:
+            job.result()
+    finally:
+        stop_thread.set()
+        stop_async.set()
+        await asyncio.gather(*jobs, return_exceptions=True)
+        log.info("worker stopped", worker_id=worker_id)

@@ -1,0 +1,208 @@
+"""One owned partition: its store, its cached workflows, and what processing them produces.
+
+This is the partition processor without Kafka: it turns decoded inbox messages and due
+timers into `Transition`s through the engine, and accumulates what must be written — the
+outbound records of the next transaction and the store changes to apply once that
+transaction committed. The worker loop (`workers.workflow_worker`) owns the consumer and
+the producer and decides when to commit.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import structlog
+
+from runtime.engine import Transition, WorkflowInstance, WorkflowRegistry
+from runtime.messages import InboxMessage, TimerFiredReport
+from runtime.store import PartitionStore, StoreBatch
+from topics import serde
+from topics.catalogue import TopicNames
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Outbound:
+    """A record for the next transaction. ``partition=None``: the murmur2 partitioner picks."""
+
+    topic: str
+    key: bytes
+    value: bytes | None
+    partition: int | None = None
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
+@dataclass(slots=True)
+class PendingWrites:
+    """What one transaction will write, and the store changes that follow its commit.
+
+    Records bound for this partition's own history and timers topics are remembered with
+    their position in ``records`` so their offsets, known only from delivery reports, can
+    become the store's checkpoints.
+    """
+
+    records: list[Outbound] = field(default_factory=list)
+    store: StoreBatch = field(default_factory=StoreBatch)
+    #: index in ``records`` -> (workflow id, event id) of a history event
+    history_records: dict[int, tuple[str, int]] = field(default_factory=dict)
+    #: index in ``records`` -> (workflow id, timer id, fire time) of a timer change
+    timer_records: dict[int, tuple[str, str, int]] = field(default_factory=dict)
+
+    def add(self, record: Outbound) -> int:
+        self.records.append(record)
+        return len(self.records) - 1
+
+
+class OwnedPartition:
+    """The workflows of inbox partition ``number`` while this worker owns it."""
+
+    def __init__(
+        self,
+        number: int,
+        store: PartitionStore,
+        registry: WorkflowRegistry,
+        names: TopicNames,
+        *,
+        cache_size: int = 10_000,
+    ) -> None:
+        self.number = number
+        self.store = store
+        self._registry = registry
+        self._names = names
+        self._cache: OrderedDict[str, WorkflowInstance] = OrderedDict()
+        self._cache_size = cache_size
+        self.pending = PendingWrites()
+
+    # --- processing --------------------------------------------------------------
+
+    def handle(self, message: InboxMessage, now_ms: int) -> None:
+        instance = self._instance(message.workflow_id)
+        self._record(instance, instance.handle(message, now_ms))
+
+    def fire_due_timers(self, now_ms: int, limit: int = 1000) -> int:
+        """Deliver every due timer to its workflow and tombstone it, in the pending writes."""
+        due = self.store.due_timers(now_ms, limit)
+        for timer in due:
+            record = serde.decode_timer(timer.record)
+            self._remove_timer(timer.workflow_id, timer.timer_id, timer.fire_at_ms)
+            fired = TimerFiredReport(record.workflow_id, record.run_id, record.timer_id, now_ms)
+            self.handle(fired, now_ms)
+        return len(due)
+
+    def next_fire_at(self) -> int | None:
+        return self.store.next_fire_at()
+
+    # --- commit protocol ---------------------------------------------------------
+
+    def take_pending(self) -> PendingWrites:
+        pending, self.pending = self.pending, PendingWrites()
+        return pending
+
+    def apply_committed(self, pending: PendingWrites, offsets: dict[int, int]) -> None:
+        """After the commit: the store catches up with what the topics now hold.
+
+        ``offsets`` maps indexes of ``pending.records`` to the offsets Kafka gave them.
+        """
+        batch = pending.store
+        for index, (workflow_id, event_id) in pending.history_records.items():
+            batch.put_event(workflow_id, event_id, pending.records[index].value)
+            if index in offsets:
+                batch.checkpoint(self._names.history, offsets[index] + 1)
+        for index, (workflow_id, timer_id, fire_at_ms) in pending.timer_records.items():
+            batch.put_timer(workflow_id, timer_id, fire_at_ms, pending.records[index].value)
+            if index in offsets:
+                batch.checkpoint(self._names.timers, offsets[index] + 1)
+        if batch:
+            self.store.write(batch)
+
+    def forget_workflows(self) -> None:
+        """After an aborted transaction the cached coroutines ran ahead of the topics."""
+        self._cache.clear()
+        self.pending = PendingWrites()
+
+    def close(self) -> None:
+        self._cache.clear()
+        self.store.close()
+
+    # --- internals ---------------------------------------------------------------
+
+    def _instance(self, workflow_id: str) -> WorkflowInstance:
+        instance = self._cache.get(workflow_id)
+        if instance is not None:
+            self._cache.move_to_end(workflow_id)
+            return instance
+        history = [serde.decode_history_event(raw) for raw in self.store.history(workflow_id)]
+        instance = WorkflowInstance.restore(workflow_id, history, self._registry)
+        self._cache[workflow_id] = instance
+        self._evict()
+        return instance
+
+    def _evict(self) -> None:
+        while len(self._cache) > self._cache_size:
+            for workflow_id, instance in self._cache.items():
+                if not instance.has_waiters():
+                    del self._cache[workflow_id]
+                    break
+            else:
+                return
+
+    def _record(self, instance: WorkflowInstance, transition: Transition) -> None:
+        pending, names, p = self.pending, self._names, self.number
+        for event in transition.events:
+            index = pending.add(
+                Outbound(
+                    names.history,
+                    serde.encode_history_key(event.workflow_id, event.event_id),
+                    serde.encode_history_event(event),
+                    p,
+                )
+            )
+            pending.history_records[index] = (event.workflow_id, event.event_id)
+        for timer in transition.timers:
+            index = pending.add(
+                Outbound(
+                    names.timers,
+                    serde.encode_timer_key(timer.workflow_id, timer.timer_id),
+                    serde.encode_timer(timer),
+                    p,
+                )
+            )
+            pending.timer_records[index] = (timer.workflow_id, timer.timer_id, timer.fire_at_ms)
+        for workflow_id, timer_id in transition.cancelled_timers:
+            self._remove_timer(workflow_id, timer_id, 0)
+        for task in transition.tasks:
+            pending.add(
+                Outbound(
+                    names.tasks(task.task_queue),
+                    f"{task.workflow_id}/{task.seq}".encode(),
+                    serde.encode_task(task),
+                )
+            )
+        for message in transition.messages:
+            pending.add(
+                Outbound(names.inbox, message.workflow_id.encode(), serde.encode_inbox(message))
+            )
+        for reply in transition.replies:
+            pending.add(
+                Outbound(names.replies, reply.client_id.encode(), serde.encode_reply(reply))
+            )
+        if transition.status is not None:
+            status = transition.status
+            pending.add(
+                Outbound(names.status, status.workflow_id.encode(), serde.encode_status(status), p)
+            )
+        if not instance.has_waiters() and instance.is_idle():
+            self._cache.move_to_end(instance.workflow_id, last=False)
+
+    def _remove_timer(self, workflow_id: str, timer_id: str, fire_at_ms: int) -> None:
+        index = self.pending.add(
+            Outbound(
+                self._names.timers,
+                serde.encode_timer_key(workflow_id, timer_id),
+                None,
+                self.number,
+            )
+        )
+        self.pending.timer_records[index] = (workflow_id, timer_id, fire_at_ms)

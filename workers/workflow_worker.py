@@ -1,0 +1,330 @@
+"""The workflow worker: owner of inbox partitions, the apply loop of DESIGN.md.
+
+One loop, one thread, one transactional producer:
+
+1. consume a batch from the owned ``inbox`` partitions (restoring newly assigned ones
+   first, outside the rebalance callback);
+2. run each message, and each due timer, through the engine (`OwnedPartition`);
+3. commit history events, outbound records and the inbox offsets in ONE transaction
+   (EOS v2: ``send_offsets_to_transaction`` with the consumer's group metadata, which is
+   what fences a zombie that lost its partitions);
+4. apply the committed records and their offsets to each partition's RocksDB.
+
+An aborted transaction rewinds the consumer to the committed offsets and drops the cached
+workflows, which replay from RocksDB: the store never holds anything Kafka does not.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
+
+from runtime.engine import WorkflowRegistry
+from runtime.store import PartitionStore
+from topics import serde
+from topics.admin import TopicAdmin
+from topics.catalogue import Catalogue, TopicNames
+from topics.consumed import Consumed
+from topics.errors import DecodeError
+from topics.partitioner import producer_config
+from workers.membership import membership_config
+from workers.partition import Outbound, OwnedPartition, PendingWrites
+from workers.restore import restore_partition
+
+log = structlog.get_logger(__name__)
+
+
+class WorkerFencedError(RuntimeError):
+    """Another worker took over this worker's transactional id or partitions: stop."""
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowWorkerConfig:
+    bootstrap_servers: str
+    namespace: str
+    state_dir: Path
+    #: Stable across restarts of the same worker, so a restarted worker fences its zombie.
+    worker_id: str
+    kafka: dict[str, Any] = field(default_factory=dict)
+    max_batch: int = 1000
+    cache_size: int = 10_000
+    fetch_wait_ms: int = 5
+    #: The id survives restarts: join as a static group member (`workers.membership`).
+    stable_id: bool = False
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class WorkflowWorker:
+    def __init__(self, config: WorkflowWorkerConfig, registry: WorkflowRegistry) -> None:
+        self._config = config
+        self._registry = registry
+        self._names = TopicNames(config.namespace)
+        base = {"bootstrap.servers": config.bootstrap_servers, **config.kafka}
+        self._base = base
+        self._consumer = Consumer(
+            {
+                **base,
+                "group.id": self._names.workflow_group,
+                "enable.auto.commit": False,
+                "isolation.level": "read_committed",
+                "auto.offset.reset": "earliest",
+                "partition.assignment.strategy": "cooperative-sticky",
+                "fetch.wait.max.ms": config.fetch_wait_ms,
+                **membership_config(config.worker_id, stable_id=config.stable_id),
+            }
+        )
+        self._producer = Producer(
+            {
+                **producer_config(base),
+                "transactional.id": f"{config.namespace}.workflow-worker.{config.worker_id}",
+                "linger.ms": 2,
+                "queue.buffering.max.messages": 1_000_000,
+            }
+        )
+        self._admin = TopicAdmin(base)
+        self._catalogue = Catalogue(config.namespace)
+        self._partitions: dict[int, OwnedPartition] = {}
+        self._to_restore: set[int] = set()
+        self._known_task_topics: set[str] = set()
+
+    # --- lifecycle ---------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        """Process until ``stop`` is set; a fenced producer ends the loop with an error."""
+        self._producer.init_transactions(60)
+        self._consumer.subscribe(
+            [self._names.inbox],
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
+        )
+        log.info("workflow worker started", worker_id=self._config.worker_id)
+        try:
+            while not stop.is_set():
+                self._step()
+        finally:
+            self._close()
+
+    def _close(self) -> None:
+        try:
+            self._consumer.close()
+        except KafkaException:
+            log.warning("consumer close failed", exc_info=True)
+        for partition in list(self._partitions.values()):
+            partition.close()
+        self._partitions.clear()
+        self._producer.flush(5)
+
+    # --- rebalance callbacks: fast, no I/O beyond closing local stores -------------
+
+    def _on_assign(self, _consumer: Consumer, assigned: list[TopicPartition]) -> None:
+        self._to_restore.update(tp.partition for tp in assigned)
+        log.info("partitions assigned", partitions=sorted(tp.partition for tp in assigned))
+
+    def _on_revoke(self, _consumer: Consumer, revoked: list[TopicPartition]) -> None:
+        self._drop([tp.partition for tp in revoked], "revoked")
+
+    def _on_lost(self, _consumer: Consumer, lost: list[TopicPartition]) -> None:
+        self._drop([tp.partition for tp in lost], "lost")
+
+    def _drop(self, numbers: list[int], why: str) -> None:
+        for number in numbers:
+            self._to_restore.discard(number)
+            partition = self._partitions.pop(number, None)
+            if partition is not None:
+                partition.close()
+        log.info("partitions released", partitions=sorted(numbers), why=why)
+
+    # --- the loop ------------------------------------------------------------------
+
+    def _step(self) -> None:
+        records = self._consumer.consume(self._config.max_batch, timeout=self._poll_timeout())
+        self._restore_assigned()
+        now = _now_ms()
+        next_offsets: dict[int, int] = {}
+        for message in records:
+            error = message.error()
+            if error is not None:
+                self._on_consume_error(error)
+                continue
+            record = Consumed.of(message)
+            partition = self._partitions.get(record.partition)
+            if partition is None:
+                continue
+            self._process(partition, record, now)
+            next_offsets[record.partition] = record.offset + 1
+        for partition in self._partitions.values():
+            partition.fire_due_timers(now)
+        if next_offsets or any(p.pending.records for p in self._partitions.values()):
+            self._commit(next_offsets)
+
+    def _poll_timeout(self) -> float:
+        fire_times = [at for p in self._partitions.values() if (at := p.next_fire_at()) is not None]
+        if not fire_times:
+            return 0.1
+        return max(0.0, min(0.1, (min(fire_times) - _now_ms()) / 1000))
+
+    def _process(self, partition: OwnedPartition, record: Consumed, now: int) -> None:
+        number, offset = record.partition, record.offset
+        try:
+            message = serde.decode_inbox(
+                record.value or b"", topic=record.topic, partition=number, offset=offset
+            )
+        except DecodeError as error:
+            self._dead_letter(partition, record, str(error))
+            return
+        try:
+            partition.handle(message, now)
+        except Exception as error:  # an engine bug must not wedge the partition
+            log.exception("message failed in the engine", partition=number, offset=offset)
+            partition.forget_workflows()
+            self._dead_letter(partition, record, f"engine error: {error!r}")
+
+    def _dead_letter(self, partition: OwnedPartition, record: Consumed, reason: str) -> None:
+        log.warning("inbox record dead-lettered", reason=reason, at=record.location)
+        partition.pending.add(
+            Outbound(
+                self._names.inbox_dlq,
+                record.key or b"",
+                record.value,
+                headers=(
+                    ("chronik.reason", reason.encode()),
+                    ("chronik.topic", record.topic.encode()),
+                    ("chronik.partition", str(record.partition).encode()),
+                    ("chronik.offset", str(record.offset).encode()),
+                ),
+            )
+        )
+
+    def _restore_assigned(self) -> None:
+        while self._to_restore:
+            number = min(self._to_restore)
+            store = PartitionStore(
+                self._config.state_dir / self._config.namespace / f"partition-{number}"
+            )
+            try:
+                restore_partition(self._base, self._names, store, number)
+            except Exception:
+                store.close()
+                raise
+            self._to_restore.discard(number)
+            self._partitions[number] = OwnedPartition(
+                number, store, self._registry, self._names, cache_size=self._config.cache_size
+            )
+
+    # --- the transaction -------------------------------------------------------------
+
+    def _commit(self, next_offsets: dict[int, int]) -> None:
+        pendings = {number: p.take_pending() for number, p in self._partitions.items()}
+        self._ensure_task_topics(pendings)
+        offsets: dict[tuple[int, int], int] = {}
+        producer = self._producer
+        try:
+            producer.begin_transaction()
+            for number, pending in pendings.items():
+                for index, record in enumerate(pending.records):
+                    self._produce(record, self._on_delivery(offsets, number, index))
+            producer.send_offsets_to_transaction(
+                self._inbox_positions(next_offsets), self._consumer.consumer_group_metadata()
+            )
+            producer.commit_transaction()
+        except KafkaException as exception:
+            self._on_transaction_error(exception)
+            return
+        for number, pending in pendings.items():
+            partition = self._partitions.get(number)
+            if partition is not None:
+                committed = {i: o for (n, i), o in offsets.items() if n == number}
+                partition.apply_committed(pending, committed)
+
+    def _produce(self, record: Outbound, on_delivery: Callable[[Any, Any], None]) -> None:
+        kwargs: dict[str, Any] = {
+            "key": record.key,
+            "value": record.value,
+            "on_delivery": on_delivery,
+        }
+        if record.partition is not None:
+            kwargs["partition"] = record.partition
+        if record.headers:
+            kwargs["headers"] = list(record.headers)
+        while True:
+            try:
+                self._producer.produce(record.topic, **kwargs)
+                return
+            except BufferError:
+                self._producer.poll(0.05)
+
+    @staticmethod
+    def _on_delivery(
+        offsets: dict[tuple[int, int], int], number: int, index: int
+    ) -> Callable[[Any, Any], None]:
+        def delivered(error: Any, message: Any) -> None:
+            if error is None:
+                offsets[(number, index)] = message.offset()
+
+        return delivered
+
+    def _inbox_positions(self, next_offsets: dict[int, int]) -> list[TopicPartition]:
+        """Every owned partition's position: a transaction with none would not fence."""
+        owned = [TopicPartition(self._names.inbox, n) for n in self._partitions]
+        positions = {tp.partition: tp.offset for tp in self._consumer.position(owned)}
+        positions.update(next_offsets)
+        return [
+            TopicPartition(self._names.inbox, number, offset)
+            for number, offset in sorted(positions.items())
+            if offset >= 0
+        ]
+
+    def _on_transaction_error(self, exception: KafkaException) -> None:
+        error: KafkaError = exception.args[0]
+        if error.fatal() or error.code() == KafkaError._FENCED:
+            raise WorkerFencedError(str(error)) from exception
+        log.warning("transaction aborted", error=str(error))
+        if error.txn_requires_abort() or not error.retriable():
+            try:
+                self._producer.abort_transaction(30)
+            except KafkaException as abort_error:
+                raise WorkerFencedError(str(abort_error)) from exception
+        self._rewind()
+
+    def _rewind(self) -> None:
+        """Back to the committed offsets; cached workflows ran ahead and are dropped."""
+        owned = [TopicPartition(self._names.inbox, n) for n in self._partitions]
+        for tp in self._consumer.committed(owned, timeout=30):
+            offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
+            self._consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
+        for partition in self._partitions.values():
+            partition.forget_workflows()
+
+    def _ensure_task_topics(self, pendings: dict[int, PendingWrites]) -> None:
+        wanted = {
+            record.topic
+            for pending in pendings.values()
+            for record in pending.records
+            if self._names.is_task_topic(record.topic)
+        } - self._known_task_topics
+        for topic in wanted:
+            self._admin.ensure_task_queue(self._catalogue, self._names.queue_of(topic))
+            self._known_task_topics.add(topic)
+
+    def _on_consume_error(self, error: KafkaError) -> None:
+        if error.fatal():
+            raise KafkaException(error)
+        log.warning("consume error", error=str(error))
