@@ -64,6 +64,11 @@ def load_definitions(module_names: tuple[str, ...]) -> tuple[list[Any], list[Any
     help="Where partition stores live.",
 )
 @click.option("--max-concurrent-activities", default=200, show_default=True)
+@click.option(
+    "--no-timers",
+    is_flag=True,
+    help="Do not fire timers here: a `chronik timers` service does.",
+)
 @pass_cli
 def worker(
     ctx: CliContext,
@@ -74,6 +79,7 @@ def worker(
     worker_id: str | None,
     state_dir: Path | None,
     max_concurrent_activities: int,
+    no_timers: bool,
 ) -> None:
     """Run a worker for MODULES (each with WORKFLOWS / ACTIVITIES lists) until SIGTERM."""
     ctx.ensure_kafka()
@@ -84,16 +90,29 @@ def worker(
         activities=activities,
         max_concurrent_activities=max_concurrent_activities,
     )
-    asyncio.run(_serve(ctx, spec, Role(role), worker_id, state_dir))
+    asyncio.run(_serve(ctx, spec, Role(role), worker_id, state_dir, fire_timers=not no_timers))
 
 
 async def _serve(
-    ctx: CliContext, spec: WorkerSpec, role: Role, worker_id: str | None, state_dir: Path | None
+    ctx: CliContext,
+    spec: WorkerSpec,
+    role: Role,
+    worker_id: str | None,
+    state_dir: Path | None,
+    *,
+    fire_timers: bool,
 ) -> None:
     kafka_config: dict[str, Any] = dict(ctx.kafka_config)
     client = await Client.connect(ctx.bootstrap_servers, namespace=ctx.namespace, **kafka_config)
     job = asyncio.ensure_future(
-        run_kafka_worker(client, spec, role=role, worker_id=worker_id, state_dir=state_dir)
+        run_kafka_worker(
+            client,
+            spec,
+            role=role,
+            worker_id=worker_id,
+            state_dir=state_dir,
+            fire_timers=fire_timers,
+        )
     )
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -52,8 +52,9 @@ async def run_kafka_worker(
     role: Role = Role.ALL,
     worker_id: str | None = None,
     state_dir: Path | None = None,
+    fire_timers: bool = True,
 ) -> None:
-    """Run until cancelled."""
+    """Run until cancelled. ``fire_timers=False`` leaves timers to `chronik timers`."""
     transport = client.transport
     if not isinstance(transport, KafkaTransport):
         raise TypeError("run_kafka_worker needs a client made by Client.connect(...)")
@@ -72,6 +73,7 @@ async def run_kafka_worker(
                 worker_id=worker_id,
                 kafka=kafka_config,
                 stable_id=stable_id,
+                fire_timers=fire_timers,
             ),
             spec.workflow_registry(),
         )

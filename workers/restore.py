@@ -44,8 +44,10 @@ def restore_partition(
     store: PartitionStore,
     partition: int,
     *,
+    topics: tuple[str, ...] | None = None,
     timeout_s: float = 300.0,
 ) -> RestoreStats:
+    """Catch ``store`` up with ``topics`` (default: history and timers) of ``partition``."""
     started = time.monotonic()
     consumer = Consumer(
         {
@@ -58,7 +60,8 @@ def restore_partition(
     )
     counts = {names.history: 0, names.timers: 0}
     try:
-        pending = _assign(consumer, store, names, partition)
+        wanted = topics if topics is not None else (names.history, names.timers)
+        pending = _assign(consumer, store, wanted, partition)
         batch = StoreBatch()
         deadline = started + timeout_s
         while pending:
@@ -91,11 +94,11 @@ def restore_partition(
 
 
 def _assign(
-    consumer: Consumer, store: PartitionStore, names: TopicNames, partition: int
+    consumer: Consumer, store: PartitionStore, topics: tuple[str, ...], partition: int
 ) -> dict[str, int]:
-    """Assign both topic partitions at the store's checkpoints; return the ends still to reach."""
+    """Assign the topics' partitions at the store's checkpoints; return the ends to reach."""
     assignment, pending = [], {}
-    for topic in (names.history, names.timers):
+    for topic in topics:
         start = store.checkpoint(topic)
         low, high = _watermarks(consumer, TopicPartition(topic, partition))
         first = max(start if start is not None else low, low)

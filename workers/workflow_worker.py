@@ -65,6 +65,8 @@ class WorkflowWorkerConfig:
     fetch_wait_ms: int = 5
     #: The id survives restarts: join as a static group member (`workers.membership`).
     stable_id: bool = False
+    #: Fire the due timers of owned partitions here; off when `chronik timers` runs.
+    fire_timers: bool = True
 
 
 def _now_ms() -> int:
@@ -170,12 +172,15 @@ class WorkflowWorker:
                 continue
             self._process(partition, record, now)
             next_offsets[record.partition] = record.offset + 1
-        for partition in self._partitions.values():
-            partition.fire_due_timers(now)
+        if self._config.fire_timers:
+            for partition in self._partitions.values():
+                partition.fire_due_timers(now)
         if next_offsets or any(p.pending.records for p in self._partitions.values()):
             self._commit(next_offsets)
 
     def _poll_timeout(self) -> float:
+        if not self._config.fire_timers:
+            return 0.1
         fire_times = [at for p in self._partitions.values() if (at := p.next_fire_at()) is not None]
         if not fire_times:
             return 0.1

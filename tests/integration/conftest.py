@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from runtime.client import Client
-from tests.integration.processes import WorkerProcess
+from tests.integration.processes import ChronikProcess
 from topics.admin import TopicAdmin
 from topics.catalogue import Catalogue
 
@@ -37,16 +37,16 @@ async def client(kafka_bootstrap: str, topics_ready: str) -> AsyncIterator[Clien
 @pytest.fixture
 def worker_processes(
     kafka_bootstrap: str, topics_ready: str, tmp_path: Path
-) -> Iterator[list[WorkerProcess]]:
+) -> Iterator[list[ChronikProcess]]:
     """Started processes are added here by `spawn_worker`; all are killed at the end."""
-    started: list[WorkerProcess] = []
+    started: list[ChronikProcess] = []
     yield started
     for process in started:
         process.kill()
 
 
 def spawn_worker(
-    started: list[WorkerProcess],
+    started: list[ChronikProcess],
     bootstrap: str,
     namespace: str,
     tmp_path: Path,
@@ -56,17 +56,34 @@ def spawn_worker(
     modules: tuple[str, ...] = ("tests.integration.ledger_workflows",),
     task_queue: str = "orders",
     env: dict[str, str] | None = None,
-) -> WorkerProcess:
-    process = WorkerProcess(
-        bootstrap=bootstrap,
-        namespace=namespace,
-        modules=modules,
-        task_queue=task_queue,
-        role=role,
-        worker_id=worker_id,
-        state_dir=tmp_path / "state",
-        log_path=tmp_path / f"{worker_id}.log",
-        env=env or {},
+    extra_args: tuple[str, ...] = (),
+) -> ChronikProcess:
+    """``chronik worker MODULES`` with this test's state directory and log file."""
+    args = (
+        "worker",
+        *modules,
+        "--task-queue",
+        task_queue,
+        "--role",
+        role,
+        "--worker-id",
+        worker_id,
+        "--state-dir",
+        str(tmp_path / "state"),
+        *extra_args,
+    )
+    process = ChronikProcess(
+        bootstrap, namespace, args, tmp_path / f"{worker_id}.log", env or {}
     ).start()
+    started.append(process)
+    return process
+
+
+def spawn_timer_service(
+    started: list[ChronikProcess], bootstrap: str, namespace: str, tmp_path: Path, worker_id: str
+) -> ChronikProcess:
+    """``chronik timers``, the standalone timer service."""
+    args = ("timers", "--worker-id", worker_id, "--state-dir", str(tmp_path / "state"))
+    process = ChronikProcess(bootstrap, namespace, args, tmp_path / f"{worker_id}.log").start()
     started.append(process)
     return process

@@ -1,4 +1,4 @@
-"""Worker processes for integration tests: real `chronik worker` processes, killed by PID."""
+"""Real `chronik` processes for integration tests, killed by their own PID."""
 
 from __future__ import annotations
 
@@ -11,21 +11,17 @@ from pathlib import Path
 
 
 @dataclass
-class WorkerProcess:
-    """One ``chronik worker`` subprocess; ``kill()`` is ``kill -9`` of exactly that PID."""
+class ChronikProcess:
+    """One ``chronik <args>`` subprocess; ``kill()`` is ``kill -9`` of exactly that PID."""
 
     bootstrap: str
     namespace: str
-    modules: tuple[str, ...]
-    task_queue: str
-    role: str
-    worker_id: str
-    state_dir: Path
+    args: tuple[str, ...]
     log_path: Path
     env: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> WorkerProcess:
+    def start(self) -> ChronikProcess:
         command = [
             sys.executable,
             "-m",
@@ -34,16 +30,7 @@ class WorkerProcess:
             self.bootstrap,
             "--namespace",
             self.namespace,
-            "worker",
-            *self.modules,
-            "--task-queue",
-            self.task_queue,
-            "--role",
-            self.role,
-            "--worker-id",
-            self.worker_id,
-            "--state-dir",
-            str(self.state_dir),
+            *self.args,
         ]
         env = {**os.environ, "CHRONIK_LOG_FORMAT": "json", **self.env}
         with self.log_path.open("ab") as log:

@@ -18,10 +18,10 @@ from runtime.client import Client, WorkflowHandle
 from runtime.events import HistoryEvent, WorkflowCompleted
 from runtime.messages import WorkflowStatus
 from runtime.store import PartitionStore
-from tests.integration.conftest import spawn_worker
+from tests.integration.conftest import spawn_timer_service, spawn_worker
 from tests.integration.kafka_reading import read_history, read_topic
 from tests.integration.ledger_workflows import ledger_order, sleeper
-from tests.integration.processes import WorkerProcess
+from tests.integration.processes import ChronikProcess
 from topics import serde
 from topics.catalogue import TopicNames
 
@@ -63,13 +63,13 @@ async def test_kill_9_of_workflow_then_activity_worker_loses_and_duplicates_noth
     client: Client,
     kafka_bootstrap: str,
     topics_ready: str,
-    worker_processes: list[WorkerProcess],
+    worker_processes: list[ChronikProcess],
     tmp_path: Path,
 ) -> None:
     ledger = tmp_path / "ledger"
     env = {"CHRONIK_TEST_LEDGER": str(ledger)}
 
-    def spawn(role: str, worker_id: str) -> WorkerProcess:
+    def spawn(role: str, worker_id: str) -> ChronikProcess:
         return spawn_worker(
             worker_processes,
             kafka_bootstrap,
@@ -126,7 +126,7 @@ async def test_three_workflow_workers_share_partitions_and_survive_losing_one(
     client: Client,
     kafka_bootstrap: str,
     topics_ready: str,
-    worker_processes: list[WorkerProcess],
+    worker_processes: list[ChronikProcess],
     tmp_path: Path,
 ) -> None:
     env = {"CHRONIK_TEST_LEDGER": str(tmp_path / "ledger")}
@@ -172,7 +172,7 @@ async def test_deleted_state_directory_is_rebuilt_from_the_history_topic(
     client: Client,
     kafka_bootstrap: str,
     topics_ready: str,
-    worker_processes: list[WorkerProcess],
+    worker_processes: list[ChronikProcess],
     tmp_path: Path,
 ) -> None:
     env = {"CHRONIK_TEST_LEDGER": str(tmp_path / "ledger")}
@@ -214,11 +214,11 @@ async def test_short_and_30_day_timers_survive_restarts_of_the_worker(
     client: Client,
     kafka_bootstrap: str,
     topics_ready: str,
-    worker_processes: list[WorkerProcess],
+    worker_processes: list[ChronikProcess],
     tmp_path: Path,
 ) -> None:
 
-    def spawn(worker_id: str) -> WorkerProcess:
+    def spawn(worker_id: str) -> ChronikProcess:
         return spawn_worker(
             worker_processes,
             kafka_bootstrap,
@@ -256,3 +256,35 @@ async def test_short_and_30_day_timers_survive_restarts_of_the_worker(
     month_fire_at = next(t.fire_at_ms for t in timers if t.workflow_id == "month")
     assert month_fire_at in fire_times
     assert month_fire_at - time.time() * 1000 > 29 * 86400 * 1000
+
+
+async def test_standalone_timer_service_fires_timers_and_survives_kill_9(
+    client: Client,
+    kafka_bootstrap: str,
+    topics_ready: str,
+    worker_processes: list[ChronikProcess],
+    tmp_path: Path,
+) -> None:
+    spawn_worker(
+        worker_processes,
+        kafka_bootstrap,
+        topics_ready,
+        tmp_path,
+        role="all",
+        worker_id="no-timers",
+        extra_args=("--no-timers",),
+    )
+    service = spawn_timer_service(
+        worker_processes, kafka_bootstrap, topics_ready, tmp_path, "timer-service-1"
+    )
+    first = await client.start_workflow(sleeper, 1.0, id="first", task_queue="orders")
+    assert await asyncio.wait_for(first.result(), 60) == "slept 1.0"
+
+    second = await client.start_workflow(sleeper, 3.0, id="second", task_queue="orders")
+    service.kill()
+    await asyncio.sleep(4)  # the timer is due while no timer service runs
+    assert (await second.describe()).status == WorkflowStatus.RUNNING
+    spawn_timer_service(
+        worker_processes, kafka_bootstrap, topics_ready, tmp_path, "timer-service-2"
+    )
+    assert await asyncio.wait_for(second.result(), 60) == "slept 3.0"

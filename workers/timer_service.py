@@ -1,0 +1,192 @@
+"""The standalone timer service: owns ``timers`` partitions and fires due timers.
+
+By default the workflow worker fires the timers of its own partitions (docs/runtime.md).
+Run this service instead (``chronik timers``, with ``chronik worker --no-timers``) to take
+timer load off the workflow workers or to scale the two apart.
+
+For each assigned partition *p* it keeps a due-time index in RocksDB, rebuilt from the
+compacted ``timers[p]`` (restore from the offset stored in the index, as the workflow
+worker does). Every due timer becomes, in ONE transaction with the consumer's position
+(which fences a zombie), a `TimerFiredReport` to the inbox and a tombstone to ``timers``:
+a timer is never lost, and a duplicate fire is ignored by the workflow.
+
+The store's checkpoint only ever advances with *consumed* records: this service's own
+tombstones interleave with timers the workflow workers write, so a produced offset says
+nothing about what was read. A fired timer is removed from the index at once, and its
+tombstone, when it comes back through the subscription, removes nothing more.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+
+from runtime.messages import TimerFiredReport
+from runtime.store import PartitionStore, StoreBatch
+from topics import serde
+from topics.catalogue import TopicNames
+from topics.consumed import Consumed
+from topics.partitioner import producer_config
+from workers.membership import membership_config
+from workers.restore import restore_partition
+from workers.workflow_worker import WorkerFencedError
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class TimerServiceConfig:
+    bootstrap_servers: str
+    namespace: str
+    state_dir: Path
+    worker_id: str
+    kafka: dict[str, Any] = field(default_factory=dict)
+    stable_id: bool = False
+    max_fires_per_batch: int = 1000
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class TimerService:
+    def __init__(self, config: TimerServiceConfig) -> None:
+        self._config = config
+        self._names = TopicNames(config.namespace)
+        self._base = {"bootstrap.servers": config.bootstrap_servers, **config.kafka}
+        self._consumer = Consumer(
+            {
+                **self._base,
+                "group.id": f"{config.namespace}.timer-service",
+                "enable.auto.commit": False,
+                "isolation.level": "read_committed",
+                "auto.offset.reset": "earliest",
+                "partition.assignment.strategy": "cooperative-sticky",
+                "fetch.wait.max.ms": 20,
+                **membership_config(config.worker_id, stable_id=config.stable_id),
+            }
+        )
+        self._producer = Producer(
+            {
+                **producer_config(self._base),
+                "transactional.id": f"{config.namespace}.timer-service.{config.worker_id}",
+            }
+        )
+        self._stores: dict[int, PartitionStore] = {}
+        self._to_restore: set[int] = set()
+
+    def run(self, stop: threading.Event) -> None:
+        self._producer.init_transactions(60)
+        self._consumer.subscribe(
+            [self._names.timers],
+            on_assign=lambda _c, tps: self._to_restore.update(tp.partition for tp in tps),
+            on_revoke=lambda _c, tps: self._release([tp.partition for tp in tps]),
+            on_lost=lambda _c, tps: self._release([tp.partition for tp in tps]),
+        )
+        log.info("timer service started", worker_id=self._config.worker_id)
+        try:
+            while not stop.is_set():
+                self._step()
+        finally:
+            self._consumer.close()
+            self._release(list(self._stores))
+
+    def _release(self, numbers: list[int]) -> None:
+        for number in numbers:
+            self._to_restore.discard(number)
+            store = self._stores.pop(number, None)
+            if store is not None:
+                store.close()
+
+    def _step(self) -> None:
+        records = self._consumer.consume(1000, timeout=self._poll_timeout())
+        self._restore_assigned()
+        batches: dict[int, StoreBatch] = {}
+        for message in records:
+            if message.error() is not None:
+                log.warning("consume error", error=str(message.error()))
+                continue
+            record = Consumed.of(message)
+            store = self._stores.get(record.partition)
+            if store is None or record.offset < (store.checkpoint(record.topic) or 0):
+                continue  # revoked, or already in the restored index
+            batch = batches.setdefault(record.partition, StoreBatch())
+            workflow_id, timer_id = serde.decode_timer_key(record.key or b"")
+            fire_at = 0 if record.value is None else serde.decode_timer(record.value).fire_at_ms
+            batch.put_timer(workflow_id, timer_id, fire_at, record.value)
+            batch.checkpoint(record.topic, record.offset + 1)
+        for number, batch in batches.items():
+            self._stores[number].write(batch)
+        self._fire_due(consumed=bool(records))
+
+    def _poll_timeout(self) -> float:
+        fire_times = [at for s in self._stores.values() if (at := s.next_fire_at()) is not None]
+        if not fire_times:
+            return 0.2
+        return max(0.0, min(0.2, (min(fire_times) - _now_ms()) / 1000))
+
+    def _fire_due(self, *, consumed: bool) -> None:
+        now = _now_ms()
+        due = {
+            n: s.due_timers(now, self._config.max_fires_per_batch) for n, s in self._stores.items()
+        }
+        if not consumed and not any(due.values()):
+            return
+        try:
+            self._producer.begin_transaction()
+            for number, timers in due.items():
+                for timer in timers:
+                    fired = serde.decode_timer(timer.record)
+                    report = TimerFiredReport(fired.workflow_id, fired.run_id, fired.timer_id, now)
+                    self._producer.produce(
+                        self._names.inbox,
+                        key=fired.workflow_id.encode(),
+                        value=serde.encode_inbox(report),
+                    )
+                    self._producer.produce(
+                        self._names.timers,
+                        key=serde.encode_timer_key(fired.workflow_id, fired.timer_id),
+                        value=None,
+                        partition=number,
+                    )
+            self._producer.send_offsets_to_transaction(
+                self._positions(), self._consumer.consumer_group_metadata()
+            )
+            self._producer.commit_transaction()
+        except KafkaException as exception:
+            self._abort(exception)
+            return
+        for number, timers in due.items():
+            if timers:
+                batch = StoreBatch()
+                for timer in timers:
+                    batch.put_timer(timer.workflow_id, timer.timer_id, timer.fire_at_ms, None)
+                self._stores[number].write(batch)
+
+    def _positions(self) -> list[TopicPartition]:
+        owned = [TopicPartition(self._names.timers, n) for n in self._stores]
+        return [tp for tp in self._consumer.position(owned) if tp.offset >= 0]
+
+    def _abort(self, exception: KafkaException) -> None:
+        error: KafkaError = exception.args[0]
+        if error.fatal():
+            raise WorkerFencedError(str(error)) from exception
+        log.warning("timer transaction aborted", error=str(error))
+        self._producer.abort_transaction(30)
+        # Nothing was applied: the due timers are still in the index and fire next time.
+
+    def _restore_assigned(self) -> None:
+        while self._to_restore:
+            number = min(self._to_restore)
+            store = PartitionStore(
+                self._config.state_dir / self._config.namespace / f"timers-{number}"
+            )
+            restore_partition(self._base, self._names, store, number, topics=(self._names.timers,))
+            self._to_restore.discard(number)
+            self._stores[number] = store
