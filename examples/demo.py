@@ -19,19 +19,31 @@ from examples import order, transfer
 from runtime.client import Client
 from runtime.errors import WorkflowFailureError
 from runtime.events import HistoryEvent
+from runtime.history_json import event_to_dict
 from runtime.logging import configure_logging
-from topics import serde
 from topics.admin import TopicAdmin
 from topics.catalogue import Catalogue
 from workers.worker import Worker
+
+_SHOWN = ("workflow_type", "activity_type", "seq", "attempt", "result", "failure")
 
 
 def _print_history(title: str, history: Sequence[HistoryEvent]) -> None:
     print(f"\n{title}")
     for event in history:
-        rendered = serde.history_event_to_json(event)
-        attributes = {k: v for k, v in rendered["attributes"].items() if v not in (None, [], "")}
-        print(f"  #{rendered['event_id']:<3} {rendered['type']:<22} {attributes}")
+        rendered = event_to_dict(event)
+        attributes = rendered["attributes"]
+        shown = []
+        for name in _SHOWN:
+            value = attributes.get(name)
+            if value is None:
+                continue
+            if name == "failure":
+                value = f"{value['type'] or value['kind']}: {value['message']}"
+            elif name == "result":
+                value = value.get("data", value)
+            shown.append(f"{name}={value}")
+        print(f"  #{rendered['event_id']:<3} {rendered['type']:<20} {' '.join(shown)}")
 
 
 async def main() -> int:

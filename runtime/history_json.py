@@ -1,7 +1,11 @@
-"""History as JSON: the portable file format `Replayer` reads and `chronik` can export.
+"""History as JSON: what `chronik history tail` prints and what `Replayer` reads.
 
+One format for people and for tools, so a production history captured with
+``chronik history tail --workflow ID --from-beginning > history.jsonl`` replays as it is.
 Every event becomes ``{"workflow_id", "run_id", "event_id", "timestamp_ms", "type",
-"attributes"}``; bytes are base64. Decoding is driven by the dataclasses' type hints, so
+"attributes"}``. A payload shows as ``{"encoding", "data": <text>}`` when its bytes are
+JSON text (the default converter's output), else ``{"encoding", "base64"}``; other bytes
+are base64 and enums their values. Decoding is driven by the dataclasses' type hints, so
 the format follows `runtime.events` without a hand-written mapping per event.
 """
 
@@ -9,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import enum
 import functools
 import json
 import types
@@ -18,11 +23,31 @@ from typing import Any
 
 from runtime import events as ev
 from runtime.events import HistoryEvent
+from runtime.payloads import Payload
 
 _EVENT_TYPES: dict[str, type] = {cls.__name__: cls for cls in typing.get_args(ev.EventAttributes)}
 
 
+def _payload_to_json(payload: Payload) -> dict[str, str]:
+    try:
+        text = payload.data.decode("utf-8")
+        json.loads(text)
+    except ValueError:  # UnicodeDecodeError and JSONDecodeError are both ValueErrors
+        return {"encoding": payload.encoding, "base64": base64.b64encode(payload.data).decode()}
+    return {"encoding": payload.encoding, "data": text}
+
+
+def _payload_from_json(value: dict[str, str]) -> Payload:
+    if "base64" in value:
+        return Payload(value["encoding"], base64.b64decode(value["base64"]))
+    return Payload(value["encoding"], value["data"].encode("utf-8"))
+
+
 def _encode(value: Any) -> Any:
+    if isinstance(value, Payload):
+        return _payload_to_json(value)
+    if isinstance(value, enum.Enum):
+        return value.value
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: _encode(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, bytes):
@@ -47,6 +72,10 @@ def _decode(value: Any, hint: Any) -> Any:
     if origin is tuple:
         item = typing.get_args(hint)[0]
         return tuple(_decode(v, item) for v in value)
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        return hint(value)
+    if hint is Payload:
+        return _payload_from_json(value)
     if hint is bytes:
         return base64.b64decode(value)
     if isinstance(hint, type) and dataclasses.is_dataclass(hint):
@@ -79,6 +108,12 @@ def history_to_json(events: Sequence[HistoryEvent], *, indent: int | None = 2) -
 
 
 def history_from_json(text: str) -> list[HistoryEvent]:
-    data = json.loads(text)
+    """Events from a JSON document (``{"events": [...]}`` or a list) or JSON lines."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        data = [json.loads(line) for line in text.splitlines() if line.strip()]
+    if isinstance(data, dict) and "events" not in data:
+        data = [data]  # JSON lines holding a single event
     items = data["events"] if isinstance(data, dict) else data
     return [event_from_dict(item) for item in items]

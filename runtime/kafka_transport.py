@@ -176,12 +176,7 @@ class KafkaTransport:
                     continue
                 record = Consumed.of(message)
                 try:
-                    reply = serde.decode_reply(
-                        record.value or b"",
-                        topic=record.topic,
-                        partition=record.partition,
-                        offset=record.offset,
-                    )
+                    reply = record.decode(serde.decode_reply)
                 except DecodeError as error:
                     log.warning("undecodable reply ignored", reason=str(error))
                     continue

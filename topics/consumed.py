@@ -9,8 +9,24 @@ code that processes records does not repeat the check at every use.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
 from confluent_kafka import Message
+
+T_co = TypeVar("T_co", covariant=True)
+
+
+class Decoder(Protocol[T_co]):
+    """The shape of every `topics.serde` decoder."""
+
+    def __call__(
+        self,
+        data: bytes,
+        *,
+        topic: str | None = None,
+        partition: int | None = None,
+        offset: int | None = None,
+    ) -> T_co: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +50,17 @@ class Consumed:
             for name, value in pairs
         )
         return cls(topic, partition, offset, message.key(), message.value(), headers)
+
+    def decode(self, decoder: Decoder[T_co]) -> T_co:
+        """The value through ``decoder``; a `DecodeError` then names this record."""
+        return decoder(
+            self.value or b"", topic=self.topic, partition=self.partition, offset=self.offset
+        )
+
+    def decode_key(self, decoder: Decoder[T_co]) -> T_co:
+        return decoder(
+            self.key or b"", topic=self.topic, partition=self.partition, offset=self.offset
+        )
 
     @property
     def location(self) -> str:

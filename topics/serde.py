@@ -27,7 +27,6 @@ from topics.errors import DecodeError
 from topics.keys import HistoryKey, TimerKey
 from topics.mapping import Mapper
 from topics.registry import default_registry
-from topics.render import history_event_to_json
 from topics.schemas import current
 
 __all__ = [
@@ -49,7 +48,6 @@ __all__ = [
     "encode_task",
     "encode_timer",
     "encode_timer_key",
-    "history_event_to_json",
     "task_key",
     "workflow_key",
 ]

@@ -134,12 +134,7 @@ class ActivityWorker:
             return
         record = Consumed.of(message)
         try:
-            decoded = serde.decode_task(
-                record.value or b"",
-                topic=record.topic,
-                partition=record.partition,
-                offset=record.offset,
-            )
+            decoded = record.decode(serde.decode_task)
         except DecodeError as error:
             log.error("undecodable task skipped", reason=str(error))
             return

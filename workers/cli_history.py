@@ -1,5 +1,9 @@
 """``chronik history tail``: follow the history topic, one JSON line per event.
 
+The lines are `runtime.history_json`'s format, so a captured history replays as it is:
+``chronik history tail --workflow ID --from-beginning --idle-exit 2 > h.jsonl`` then
+``Replayer(workflows).replay_workflow(Path("h.jsonl"))``.
+
 For auditors and debugging: it reads with ``read_committed`` (only events of committed
 transactions, exactly what the workflow owners saw) and joins no consumer group, so tailing
 never disturbs anything.
@@ -13,6 +17,7 @@ import sys
 import click
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, TopicPartition
 
+from runtime.history_json import event_to_dict
 from topics import serde
 from topics.catalogue import TopicNames
 from topics.consumed import Consumed
@@ -84,18 +89,13 @@ def _follow(
                 continue
             record = Consumed.of(message)
             try:
-                event = serde.decode_history_event(
-                    record.value or b"",
-                    topic=record.topic,
-                    partition=record.partition,
-                    offset=record.offset,
-                )
+                event = record.decode(serde.decode_history_event)
             except DecodeError as error:
                 click.echo(json.dumps({"error": str(error)}), err=True)
                 continue
             if workflow_id is not None and event.workflow_id != workflow_id:
                 continue
-            sys.stdout.write(json.dumps(serde.history_event_to_json(event)) + "\n")
+            sys.stdout.write(json.dumps(event_to_dict(event)) + "\n")
             sys.stdout.flush()
             printed += 1
             if max_events is not None and printed >= max_events:

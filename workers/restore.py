@@ -122,17 +122,11 @@ def _reached(consumer: Consumer, topic: str, partition: int, end: int) -> bool:
 
 
 def _apply(batch: StoreBatch, names: TopicNames, record: Consumed) -> None:
-    key, value = record.key or b"", record.value
-    topic, partition, offset = record.topic, record.partition, record.offset
-    if topic == names.history:
-        workflow_id, event_id = serde.decode_history_key(
-            key, topic=topic, partition=partition, offset=offset
-        )
-        batch.put_event(workflow_id, event_id, value)
+    if record.topic == names.history:
+        workflow_id, event_id = record.decode_key(serde.decode_history_key)
+        batch.put_event(workflow_id, event_id, record.value)
     else:
-        workflow_id, timer_id = serde.decode_timer_key(
-            key, topic=topic, partition=partition, offset=offset
-        )
-        fire_at = 0 if value is None else serde.decode_timer(value).fire_at_ms
-        batch.put_timer(workflow_id, timer_id, fire_at, value)
+        workflow_id, timer_id = record.decode_key(serde.decode_timer_key)
+        fire_at = 0 if record.value is None else record.decode(serde.decode_timer).fire_at_ms
+        batch.put_timer(workflow_id, timer_id, fire_at, record.value)
     batch.checkpoint(record.topic, record.offset + 1)

@@ -117,8 +117,8 @@ class TimerService:
             if store is None or record.offset < (store.checkpoint(record.topic) or 0):
                 continue  # revoked, or already in the restored index
             batch = batches.setdefault(record.partition, StoreBatch())
-            workflow_id, timer_id = serde.decode_timer_key(record.key or b"")
-            fire_at = 0 if record.value is None else serde.decode_timer(record.value).fire_at_ms
+            workflow_id, timer_id = record.decode_key(serde.decode_timer_key)
+            fire_at = 0 if record.value is None else record.decode(serde.decode_timer).fire_at_ms
             batch.put_timer(workflow_id, timer_id, fire_at, record.value)
             batch.checkpoint(record.topic, record.offset + 1)
         for number, batch in batches.items():

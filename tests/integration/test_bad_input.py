@@ -19,7 +19,10 @@ from confluent_kafka import Producer
 from examples import order
 from runtime.client import Client
 from runtime.errors import WorkflowFailureError
+from runtime.history_json import history_from_json
 from runtime.kafka_transport import PayloadTooLargeError
+from runtime.messages import WorkflowStatus
+from runtime.replay import Replayer
 from tests.integration.kafka_reading import read_topic
 from topics.catalogue import TopicNames
 from topics.partitioner import partition_for
@@ -181,3 +184,7 @@ async def test_history_tail_prints_one_json_line_per_event(
     assert events[0]["workflow_id"] == workflow_id
     assert [e["event_id"] for e in events] == list(range(1, len(events) + 1))
     assert events[-1]["type"] == "WorkflowCompleted"
+    # What the tail printed is a history the Replayer takes as it is.
+    replayed = Replayer(order.WORKFLOWS).replay_workflow(history_from_json(completed.stdout))
+    assert replayed.status == WorkflowStatus.COMPLETED
+    assert replayed.events == len(events)
