@@ -34,6 +34,8 @@ _HISTORY = b"H"
 _TIMER = b"T"
 _DUE = b"D"
 _CHECKPOINT = b"C"
+#: Sorts after every ``event_id:8`` of an id: seeking here skips the id's whole history.
+_AFTER_EVENTS = b"\xff" * 9
 
 
 def _id_prefix(workflow_id: str) -> bytes:
@@ -112,14 +114,33 @@ class PartitionStore:
         prefix = _HISTORY + _id_prefix(workflow_id)
         return [value for _, value in self._scan(prefix)]
 
-    def workflow_ids(self) -> Iterator[str]:
-        """Each workflow id that has history here, once (for GC and diagnostics)."""
-        last: str | None = None
-        for key, _ in self._scan(_HISTORY):
-            workflow_id, _ = _read_id(key, 1)
-            if workflow_id != last:
-                last = workflow_id
-                yield workflow_id
+    def workflow_ids(self, after: str | None = None) -> Iterator[tuple[str, bytes]]:
+        """Each workflow id with history here, in key order, with its last event record.
+
+        One seek per id, however long its history: the iterator jumps past an id's events
+        instead of walking them. ``after`` resumes a sweep where the previous one stopped.
+        """
+        iterator = self._db.iter()
+        try:
+            start = _HISTORY if after is None else _HISTORY + _id_prefix(after) + _AFTER_EVENTS
+            iterator.seek(start)
+            while iterator.valid():
+                key: bytes = iterator.key()
+                if not key.startswith(_HISTORY):
+                    return
+                workflow_id, _ = _read_id(key, 1)
+                prefix = _HISTORY + _id_prefix(workflow_id)
+                iterator.seek_for_prev(prefix + _AFTER_EVENTS)
+                last: bytes = iterator.value()
+                yield workflow_id, last
+                iterator.seek(prefix + _AFTER_EVENTS)
+        finally:
+            del iterator
+
+    def event_ids(self, workflow_id: str) -> list[int]:
+        """The event ids stored for the workflow (what a GC must tombstone)."""
+        prefix = _HISTORY + _id_prefix(workflow_id)
+        return [int(_U64.unpack_from(key, len(prefix))[0]) for key, _ in self._scan(prefix)]
 
     # --- timers ------------------------------------------------------------------
 

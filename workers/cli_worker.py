@@ -65,6 +65,14 @@ def load_definitions(module_names: tuple[str, ...]) -> tuple[list[Any], list[Any
 )
 @click.option("--max-concurrent-activities", default=200, show_default=True)
 @click.option(
+    "--retention-seconds",
+    type=float,
+    envvar="CHRONIK_RETENTION_SECONDS",
+    default=7 * 24 * 3600,
+    show_default=True,
+    help="How long closed workflows keep their history, status and result.",
+)
+@click.option(
     "--no-timers",
     is_flag=True,
     help="Do not fire timers here: a `chronik timers` service does.",
@@ -80,6 +88,7 @@ def worker(
     state_dir: Path | None,
     max_concurrent_activities: int,
     no_timers: bool,
+    retention_seconds: float,
 ) -> None:
     """Run a worker for MODULES (each with WORKFLOWS / ACTIVITIES lists) until SIGTERM."""
     ctx.ensure_kafka()
@@ -90,7 +99,17 @@ def worker(
         activities=activities,
         max_concurrent_activities=max_concurrent_activities,
     )
-    asyncio.run(_serve(ctx, spec, Role(role), worker_id, state_dir, fire_timers=not no_timers))
+    asyncio.run(
+        _serve(
+            ctx,
+            spec,
+            Role(role),
+            worker_id,
+            state_dir,
+            fire_timers=not no_timers,
+            retention_s=retention_seconds,
+        )
+    )
 
 
 async def _serve(
@@ -101,6 +120,7 @@ async def _serve(
     state_dir: Path | None,
     *,
     fire_timers: bool,
+    retention_s: float,
 ) -> None:
     kafka_config: dict[str, Any] = dict(ctx.kafka_config)
     client = await Client.connect(ctx.bootstrap_servers, namespace=ctx.namespace, **kafka_config)
@@ -112,6 +132,7 @@ async def _serve(
             worker_id=worker_id,
             state_dir=state_dir,
             fire_timers=fire_timers,
+            retention_s=retention_s,
         )
     )
     loop = asyncio.get_running_loop()

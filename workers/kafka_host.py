@@ -41,6 +41,11 @@ def default_worker_id() -> str:
     return os.environ.get("CHRONIK_WORKER_ID") or f"{socket.gethostname()}-{os.getpid()}"
 
 
+def default_retention_s() -> float:
+    """``CHRONIK_RETENTION_SECONDS``, else 7 days: how long closed workflows are kept."""
+    return float(os.environ.get("CHRONIK_RETENTION_SECONDS", str(7 * 24 * 3600)))
+
+
 def default_state_dir() -> Path:
     return Path(os.environ.get("CHRONIK_STATE_DIR", ".chronik/state"))
 
@@ -53,6 +58,7 @@ async def run_kafka_worker(
     worker_id: str | None = None,
     state_dir: Path | None = None,
     fire_timers: bool = True,
+    retention_s: float | None = None,
 ) -> None:
     """Run until cancelled. ``fire_timers=False`` leaves timers to `chronik timers`."""
     transport = client.transport
@@ -60,6 +66,7 @@ async def run_kafka_worker(
         raise TypeError("run_kafka_worker needs a client made by Client.connect(...)")
     stable_id = worker_id is not None or "CHRONIK_WORKER_ID" in os.environ
     worker_id = worker_id or default_worker_id()
+    retention = retention_s if retention_s is not None else default_retention_s()
     kafka_config = {k: v for k, v in transport.kafka_config.items() if k != "bootstrap.servers"}
     jobs: list[asyncio.Future[None]] = []
     stop_thread = threading.Event()
@@ -74,6 +81,9 @@ async def run_kafka_worker(
                 kafka=kafka_config,
                 stable_id=stable_id,
                 fire_timers=fire_timers,
+                retention_ms=round(retention * 1000),
+                # Sweep often enough that nothing outlives its retention by much.
+                gc_interval_s=min(10.0, retention / 2),
             ),
             spec.workflow_registry(),
         )

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from runtime.engine import Transition, WorkflowInstance, WorkflowRegistry
+from runtime.events import HistoryEvent, WorkflowContinuedAsNew
 from runtime.messages import InboxMessage, TimerFiredReport
 from runtime.store import PartitionStore, StoreBatch
 from topics import serde
@@ -74,6 +75,7 @@ class OwnedPartition:
         self._cache: OrderedDict[str, WorkflowInstance] = OrderedDict()
         self._cache_size = cache_size
         self.pending = PendingWrites()
+        self._gc_resume: str | None = None
 
     # --- processing --------------------------------------------------------------
 
@@ -93,6 +95,33 @@ class OwnedPartition:
 
     def next_fire_at(self) -> int | None:
         return self.store.next_fire_at()
+
+    def collect_garbage(self, now_ms: int, retention_ms: int, limit: int = 500) -> int:
+        """Tombstone history and status of workflows closed for longer than the retention.
+
+        Sweeps at most ``limit`` workflow ids per call, resuming where the last call
+        stopped. A workflow touched by the pending transaction is left for the next sweep.
+        Returns how many workflows were collected.
+        """
+        touched = {workflow_id for workflow_id, _ in self.pending.history_records.values()}
+        collected, scanned, last = 0, 0, None
+        for workflow_id, last_record in self.store.workflow_ids(after=self._gc_resume):
+            if scanned == limit:
+                break
+            scanned, last = scanned + 1, workflow_id
+            event = serde.decode_history_event(last_record)
+            expired = event.timestamp_ms + retention_ms <= now_ms
+            if not _closed_for_good(event) or not expired or workflow_id in touched:
+                continue
+            cached = self._cache.get(workflow_id)
+            if cached is not None and cached.has_waiters():
+                continue
+            self._tombstone(workflow_id)
+            collected += 1
+        self._gc_resume = last if scanned == limit else None
+        if collected:
+            log.info("closed workflows collected", partition=self.number, count=collected)
+        return collected
 
     # --- commit protocol ---------------------------------------------------------
 
@@ -196,6 +225,15 @@ class OwnedPartition:
         if not instance.has_waiters() and instance.is_idle():
             self._cache.move_to_end(instance.workflow_id, last=False)
 
+    def _tombstone(self, workflow_id: str) -> None:
+        pending, names, p = self.pending, self._names, self.number
+        for event_id in self.store.event_ids(workflow_id):
+            key = serde.encode_history_key(workflow_id, event_id)
+            index = pending.add(Outbound(names.history, key, None, p))
+            pending.history_records[index] = (workflow_id, event_id)
+        pending.add(Outbound(names.status, serde.workflow_key(workflow_id), None, p))
+        self._cache.pop(workflow_id, None)
+
     def _remove_timer(self, workflow_id: str, timer_id: str, fire_at_ms: int) -> None:
         index = self.pending.add(
             Outbound(
@@ -206,3 +244,8 @@ class OwnedPartition:
             )
         )
         self.pending.timer_records[index] = (workflow_id, timer_id, fire_at_ms)
+
+
+def _closed_for_good(event: HistoryEvent) -> bool:
+    """The run closed and no new run follows (continue-as-new starts one)."""
+    return event.closes_run and not isinstance(event.attributes, WorkflowContinuedAsNew)

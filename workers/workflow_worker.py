@@ -67,6 +67,9 @@ class WorkflowWorkerConfig:
     stable_id: bool = False
     #: Fire the due timers of owned partitions here; off when `chronik timers` runs.
     fire_timers: bool = True
+    #: How long a closed workflow keeps its history, status and result.
+    retention_ms: int = 7 * 24 * 3600 * 1000
+    gc_interval_s: float = 10.0
 
 
 def _now_ms() -> int:
@@ -105,6 +108,7 @@ class WorkflowWorker:
         self._partitions: dict[int, OwnedPartition] = {}
         self._to_restore: set[int] = set()
         self._known_task_topics: set[str] = set()
+        self._next_gc = time.monotonic() + config.gc_interval_s
 
     # --- lifecycle ---------------------------------------------------------------
 
@@ -175,6 +179,10 @@ class WorkflowWorker:
         if self._config.fire_timers:
             for partition in self._partitions.values():
                 partition.fire_due_timers(now)
+        if time.monotonic() >= self._next_gc:
+            self._next_gc = time.monotonic() + self._config.gc_interval_s
+            for partition in self._partitions.values():
+                partition.collect_garbage(now, self._config.retention_ms)
         if next_offsets or any(p.pending.records for p in self._partitions.values()):
             self._commit(next_offsets)
 
@@ -189,9 +197,7 @@ class WorkflowWorker:
     def _process(self, partition: OwnedPartition, record: Consumed, now: int) -> None:
         number, offset = record.partition, record.offset
         try:
-            message = serde.decode_inbox(
-                record.value or b"", topic=record.topic, partition=number, offset=offset
-            )
+            message = record.decode(serde.decode_inbox)
         except DecodeError as error:
             self._dead_letter(partition, record, str(error))
             return

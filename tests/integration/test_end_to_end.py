@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -11,8 +12,10 @@ import pytest
 from examples import order, transfer
 from runtime import ActivityError
 from runtime.client import Client
-from runtime.errors import WorkflowFailureError
+from runtime.errors import WorkflowFailureError, WorkflowNotFoundError
 from runtime.events import ActivityScheduled, WorkflowCompleted, WorkflowFailed
+from tests.integration.kafka_reading import read_topic
+from topics.catalogue import TopicNames
 from workers.worker import Worker
 
 pytestmark = pytest.mark.kafka
@@ -77,3 +80,35 @@ async def test_transfer_between_open_accounts_completes(
         task_queue="orders",
     )
     assert result == ["withdrew 5 from alice", "deposited 5 to bob"]
+
+
+async def test_closed_workflows_are_collected_after_the_retention(
+    client: Client,
+    kafka_bootstrap: str,
+    topics_ready: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CHRONIK_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("CHRONIK_RETENTION_SECONDS", "2")
+    async with Worker(
+        client, task_queue="orders", workflows=order.WORKFLOWS, activities=order.ACTIVITIES
+    ):
+        handle = await client.start_workflow(
+            order.process_order, "gc", id="collected", task_queue="orders"
+        )
+        await handle.result()
+        assert len(await handle.fetch_history()) == 10  # kept while within the retention
+        deadline = asyncio.get_running_loop().time() + 30
+        while True:
+            try:
+                await handle.describe()
+            except WorkflowNotFoundError:
+                break
+            assert asyncio.get_running_loop().time() < deadline, "never collected"
+            await asyncio.sleep(0.5)
+    live: dict[bytes, bytes | None] = {}
+    for record in read_topic(kafka_bootstrap, TopicNames(topics_ready).history):
+        live[record.key()] = record.value()  # what compaction will keep: the last per key
+    assert [key for key, value in live.items() if value is not None] == []
+    assert len(live) == 10  # every event of the workflow got its tombstone

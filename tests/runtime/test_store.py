@@ -22,7 +22,9 @@ def test_history_is_per_workflow_in_event_order(tmp_path: Path) -> None:
     assert store.history("wf-a") == [b"a1", b"a2", b"a3", b"a10"]
     assert store.history("wf") == [b"other"]
     assert store.history("missing") == []
-    assert list(store.workflow_ids()) == ["wf", "wf-a", "wf-ab"]
+    assert list(store.workflow_ids()) == [("wf", b"other"), ("wf-a", b"a10"), ("wf-ab", b"longer")]
+    assert [wid for wid, _ in store.workflow_ids(after="wf")] == ["wf-a", "wf-ab"]
+    assert store.event_ids("wf-a") == [1, 2, 3, 10]
 
 
 def test_tombstone_deletes_an_event(tmp_path: Path) -> None:
