@@ -21,6 +21,7 @@ import structlog
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 from runtime.errors import RPCTimeoutError
+from runtime.logging import kafka_logger
 from runtime.messages import GetWorkflowResult, InboxMessage, Reply, ReplyBody
 from topics import serde
 from topics.catalogue import TopicNames
@@ -51,7 +52,11 @@ class KafkaTransport:
     ) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.namespace = namespace
-        self.kafka_config = {"bootstrap.servers": bootstrap_servers, **config}
+        self.kafka_config = {
+            "bootstrap.servers": bootstrap_servers,
+            "logger": kafka_logger(),
+            **config,
+        }
         self.client_id = f"client-{uuid.uuid4().hex}"
         self.max_message_bytes = max_message_bytes
         self._result_resend_s = result_resend_s

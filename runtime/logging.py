@@ -2,7 +2,9 @@
 
 Every process (workers, CLI, tests) calls `configure_logging` once at start; modules only
 call `structlog.get_logger()`. JSON lines when stderr is not a terminal (production,
-containers, CI), a readable console renderer when it is.
+containers, CI), a readable console renderer when it is. Records of the standard
+library's loggers — librdkafka's among them, through `kafka_logger` — go through the same
+processors, so a process writes one format only.
 """
 
 from __future__ import annotations
@@ -30,11 +32,14 @@ def configure_logging(level: str | None = None, *, json: bool | None = None) -> 
         if json
         else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     )
+    shared: list[structlog.typing.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
     structlog.configure(
         processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            *shared,
             structlog.processors.StackInfoRenderer(),
             structlog.processors.format_exc_info,
             renderer,
@@ -43,4 +48,22 @@ def configure_logging(level: str | None = None, *, json: bool | None = None) -> 
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )
-    logging.basicConfig(level=numeric_level, stream=sys.stderr, format="%(message)s")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+            foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(numeric_level)
+
+
+def kafka_logger() -> logging.Logger:
+    """The logger to give librdkafka (``"logger"`` in a client's configuration).
+
+    Without it librdkafka prints its own lines (``%4|1795...|GETPID|...``) to stderr,
+    outside every format and level setting of ours.
+    """
+    return logging.getLogger("librdkafka")

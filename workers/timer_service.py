@@ -27,6 +27,7 @@ from typing import Any
 import structlog
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
+from runtime.logging import kafka_logger
 from runtime.messages import TimerFiredReport
 from runtime.store import PartitionStore, StoreBatch
 from topics import serde
@@ -59,7 +60,11 @@ class TimerService:
     def __init__(self, config: TimerServiceConfig) -> None:
         self._config = config
         self._names = TopicNames(config.namespace)
-        self._base = {"bootstrap.servers": config.bootstrap_servers, **config.kafka}
+        self._base = {
+            "bootstrap.servers": config.bootstrap_servers,
+            "logger": kafka_logger(),
+            **config.kafka,
+        }
         self._consumer = Consumer(
             {
                 **self._base,
