@@ -14,7 +14,9 @@ from runtime import ActivityError
 from runtime.client import Client
 from runtime.errors import WorkflowFailureError, WorkflowNotFoundError
 from runtime.events import ActivityScheduled, WorkflowCompleted, WorkflowFailed
+from tests.integration.conftest import spawn_worker
 from tests.integration.kafka_reading import read_topic
+from tests.integration.processes import ChronikProcess
 from topics.catalogue import TopicNames
 from workers.worker import Worker
 
@@ -112,3 +114,35 @@ async def test_closed_workflows_are_collected_after_the_retention(
         live[record.key()] = record.value()  # what compaction will keep: the last per key
     assert [key for key, value in live.items() if value is not None] == []
     assert len(live) == 10  # every event of the workflow got its tombstone
+
+
+async def test_seed_workflows_complete_through_separate_worker_processes(
+    client: Client,
+    kafka_bootstrap: str,
+    topics_ready: str,
+    worker_processes: list[ChronikProcess],
+    tmp_path: Path,
+) -> None:
+    for role in ("workflow", "activity"):
+        spawn_worker(
+            worker_processes,
+            kafka_bootstrap,
+            topics_ready,
+            tmp_path,
+            role=role,
+            worker_id=f"seed-{role}",
+            modules=("examples.order", "examples.transfer"),
+        )
+    receipts = await client.execute_workflow(
+        order.process_order, "P-1", id="p-1", task_queue="orders"
+    )
+    assert receipts == ["payment-P-1", "reservation-P-1", "shipment-P-1", "confirmation-P-1"]
+    with pytest.raises(WorkflowFailureError):
+        await client.execute_workflow(
+            transfer.transfer, "alice", "closed-carol", 3, id="saga-1", task_queue="orders"
+        )
+    history = await client.get_workflow_handle("saga-1").fetch_history()
+    scheduled = [
+        e.attributes.activity_type for e in history if isinstance(e.attributes, ActivityScheduled)
+    ]
+    assert scheduled == ["withdraw", "deposit", "refund"]
