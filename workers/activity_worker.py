@@ -14,11 +14,19 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
-from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import (
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 
 from runtime.converter import DataConverter
 from runtime.engine import ActivityRegistry, run_activity
@@ -119,11 +127,11 @@ class ActivityWorker:
             await self._drain()
 
     async def _drain(self) -> None:
-        """Let running activities finish their report, then commit and close."""
+        """Let running activities finish and their reports arrive, then commit and close."""
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=30)
+        self._producer.flush(10)  # runs the delivery callbacks that mark tasks finished
         self._commit()
-        await asyncio.to_thread(self._producer.flush, 10)
         self._consumer.close()
 
     # --- tasks ------------------------------------------------------------------------
@@ -155,6 +163,7 @@ class ActivityWorker:
         key = (task.workflow_id, task.run_id, task.seq, task.attempt)
         running = _Running(task, asyncio.Event())
         self._running[key] = running
+        reported = False
         try:
             if task.report_start:
                 self._report(
@@ -163,12 +172,15 @@ class ActivityWorker:
                     )
                 )
             report = await self._run_with_deadline(running)
-            self._report(report)
+            # The task's offset may be committed once its report is in Kafka, not before.
+            self._report(report, on_delivered=lambda: progress.finished(offset))
+            reported = True
         except Exception:
             log.exception("activity execution crashed", activity=task.activity_type)
         finally:
             del self._running[key]
-            progress.finished(offset)
+            if not reported:
+                progress.finished(offset)
 
     async def _run_with_deadline(self, running: _Running) -> InboxMessage:
         task = running.task
@@ -203,12 +215,29 @@ class ActivityWorker:
             ActivityHeartbeat(task.workflow_id, task.run_id, task.seq, task.attempt, details)
         )
 
-    def _report(self, message: InboxMessage) -> None:
+    def _report(
+        self, message: InboxMessage, on_delivered: Callable[[], None] | None = None
+    ) -> None:
+        """Produce ``message``; ``on_delivered`` runs (in the loop's poll) once Kafka has it.
+
+        A report that cannot be delivered is logged and counted as delivered: the engine's
+        start-to-close timeout then retries the attempt, so nothing waits for it forever.
+        """
         value = serde.encode_inbox(message)
+
+        def delivered(error: KafkaError | None, _message: Message) -> None:
+            if error is not None:
+                log.error("report not delivered", error=str(error), report=type(message).__name__)
+            if on_delivered is not None:
+                on_delivered()
+
         while True:
             try:
                 self._producer.produce(
-                    self._names.inbox, key=message.workflow_id.encode(), value=value
+                    self._names.inbox,
+                    key=message.workflow_id.encode(),
+                    value=value,
+                    on_delivery=delivered,
                 )
                 return
             except BufferError:
@@ -236,8 +265,6 @@ class ActivityWorker:
         ]
         if not offsets:
             return
-        # Reports must be on their way before the tasks they finish are committed.
-        self._producer.flush(10)
         try:
             self._consumer.commit(offsets=offsets, asynchronous=True)
         except KafkaException as error:
