@@ -34,7 +34,12 @@ async def ledger_step(order_id: str, step: int) -> str:
 async def ledger_order(order_id: str) -> list[str]:
     return [
         await workflow.execute_activity(
-            ledger_step, order_id, step, start_to_close_timeout=timedelta(seconds=20)
+            # Long enough that a takeover (session timeout, restart) on a loaded machine is
+            # always a redelivery of attempt 1, never a timeout and an attempt 2.
+            ledger_step,
+            order_id,
+            step,
+            start_to_close_timeout=timedelta(minutes=5),
         )
         for step in range(4)
     ]
