@@ -25,7 +25,7 @@ from runtime.logging import kafka_logger
 from runtime.messages import GetWorkflowResult, InboxMessage, Reply, ReplyBody
 from topics import serde
 from topics.catalogue import TopicNames
-from topics.consumed import Consumed
+from topics.consumed import Consumed, consume_available
 from topics.errors import DecodeError
 from topics.partitioner import partition_for, producer_config
 from topics.reachability import ensure_reachable
@@ -176,7 +176,7 @@ class KafkaTransport:
 
     def _read_replies(self) -> None:
         while not self._stop.is_set():
-            for message in self._replies.consume(100, timeout=0.1):
+            for message in consume_available(self._replies, 100, 0.1):
                 if message.error() is not None or message.key() != self.client_id.encode():
                     continue
                 record = Consumed.of(message)

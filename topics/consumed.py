@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
-from confluent_kafka import Message
+from confluent_kafka import Consumer, Message
 
 T_co = TypeVar("T_co", covariant=True)
 
@@ -65,3 +65,17 @@ class Consumed:
     @property
     def location(self) -> str:
         return f"{self.topic}[{self.partition}]@{self.offset}"
+
+
+def consume_available(consumer: Consumer, max_records: int, timeout: float) -> list[Message]:
+    """Wait up to ``timeout`` for a first record, then take what else has already arrived.
+
+    ``Consumer.consume(n, timeout)`` returns early only once ``n`` records are there: with
+    fewer it waits out the whole timeout, which at low load turns every poll into a fixed
+    delay. Asking for one record first and then for whatever the client already holds
+    (timeout 0) returns as soon as there is anything to do, and still batches under load.
+    """
+    first = consumer.consume(1, timeout)
+    if not first or max_records <= 1:
+        return first
+    return first + consumer.consume(max_records - 1, 0)

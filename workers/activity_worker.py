@@ -41,7 +41,7 @@ from runtime.payloads import Payload
 from topics import serde
 from topics.admin import TopicAdmin
 from topics.catalogue import Catalogue, TopicNames
-from topics.consumed import Consumed
+from topics.consumed import Consumed, consume_available
 from topics.errors import DecodeError
 from topics.partitioner import producer_config
 from workers.membership import membership_config
@@ -117,7 +117,7 @@ class ActivityWorker:
         log.info("activity worker started", task_queue=self._config.task_queue)
         try:
             while not stop.is_set():
-                records = await asyncio.to_thread(self._consumer.consume, 500, 0.05)
+                records = await asyncio.to_thread(consume_available, self._consumer, 500, 0.05)
                 for record in records:
                     self._dispatch(record)
                 self._apply_backpressure()

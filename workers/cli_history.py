@@ -20,7 +20,7 @@ from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, TopicPartiti
 from runtime.history_json import event_to_dict
 from topics import serde
 from topics.catalogue import TopicNames
-from topics.consumed import Consumed
+from topics.consumed import Consumed, consume_available
 from topics.errors import DecodeError
 from topics.partitioner import partition_for
 from workers.cli_context import CliContext, pass_cli
@@ -80,7 +80,7 @@ def _follow(
 ) -> None:
     printed, idle = 0, 0.0
     while max_events is None or printed < max_events:
-        records = consumer.consume(500, timeout=0.5)
+        records = consume_available(consumer, 500, 0.5)
         idle = 0.0 if records else idle + 0.5
         if idle_exit is not None and idle >= idle_exit:
             return

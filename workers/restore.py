@@ -18,7 +18,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPar
 from runtime.store import PartitionStore, StoreBatch
 from topics import serde
 from topics.catalogue import TopicNames
-from topics.consumed import Consumed
+from topics.consumed import Consumed, consume_available
 from topics.transient import retry_transient
 
 log = structlog.get_logger(__name__)
@@ -67,7 +67,7 @@ def restore_partition(
         while pending:
             if time.monotonic() > deadline:
                 raise RestoreError(f"partition {partition}: restore did not finish in {timeout_s}s")
-            for message in consumer.consume(10_000, timeout=0.2):
+            for message in consume_available(consumer, 10_000, 0.2):
                 if message.error() is not None:
                     raise RestoreError(f"partition {partition}: {message.error()}")
                 record = Consumed.of(message)

@@ -32,7 +32,7 @@ from runtime.messages import TimerFiredReport
 from runtime.store import PartitionStore, StoreBatch
 from topics import serde
 from topics.catalogue import TopicNames
-from topics.consumed import Consumed
+from topics.consumed import Consumed, consume_available
 from topics.partitioner import producer_config
 from workers.membership import membership_config
 from workers.restore import restore_partition
@@ -81,6 +81,7 @@ class TimerService:
             {
                 **producer_config(self._base),
                 "transactional.id": f"{config.namespace}.timer-service.{config.worker_id}",
+                "retry.backoff.ms": 5,  # see the workflow worker's producer
             }
         )
         self._stores: dict[int, PartitionStore] = {}
@@ -110,7 +111,7 @@ class TimerService:
                 store.close()
 
     def _step(self) -> None:
-        records = self._consumer.consume(1000, timeout=self._poll_timeout())
+        records = consume_available(self._consumer, 1000, self._poll_timeout())
         self._restore_assigned()
         batches: dict[int, StoreBatch] = {}
         for message in records:

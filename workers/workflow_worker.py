@@ -38,7 +38,7 @@ from runtime.store import PartitionStore
 from topics import serde
 from topics.admin import TopicAdmin
 from topics.catalogue import Catalogue, TopicNames
-from topics.consumed import Consumed
+from topics.consumed import Consumed, consume_available
 from topics.errors import DecodeError
 from topics.partitioner import producer_config
 from workers.membership import membership_config
@@ -100,6 +100,10 @@ class WorkflowWorker:
                 **producer_config(base),
                 "transactional.id": f"{config.namespace}.workflow-worker.{config.worker_id}",
                 "linger.ms": 2,
+                # Right after a commit the coordinator may answer the next transaction's
+                # first request with CONCURRENT_TRANSACTIONS; librdkafka's default 100 ms
+                # backoff would then add 100 ms to the next batch.
+                "retry.backoff.ms": 5,
                 "queue.buffering.max.messages": 1_000_000,
             }
         )
@@ -161,7 +165,7 @@ class WorkflowWorker:
     # --- the loop ------------------------------------------------------------------
 
     def _step(self) -> None:
-        records = self._consumer.consume(self._config.max_batch, timeout=self._poll_timeout())
+        records = consume_available(self._consumer, self._config.max_batch, self._poll_timeout())
         self._restore_assigned()
         now = _now_ms()
         next_offsets: dict[int, int] = {}

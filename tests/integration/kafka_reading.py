@@ -11,6 +11,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from runtime.events import HistoryEvent
 from topics import serde
 from topics.catalogue import TopicNames
+from topics.consumed import consume_available
 
 
 def read_topic(bootstrap: str, topic: str, timeout_s: float = 30.0) -> list[Any]:
@@ -35,7 +36,7 @@ def read_topic(bootstrap: str, topic: str, timeout_s: float = 30.0) -> list[Any]
         records: list[Any] = []
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            records += [r for r in consumer.consume(1000, timeout=0.2) if not r.error()]
+            records += [r for r in consume_available(consumer, 1000, 0.2) if not r.error()]
             positions = consumer.position(
                 [TopicPartition(topic, p) for p in partitions if ends[p] > 0]
             )
