@@ -7,6 +7,7 @@ environments expose the very same `Client`.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Sequence
 from datetime import timedelta
@@ -127,11 +128,9 @@ class Client:
         result_type: Any = None,
     ) -> WorkflowHandle:
         """Start a run; a repeated `request_id` returns the run it started (idempotent)."""
-        name = workflow_name(workflow)
-        defn = None if isinstance(workflow, str) else workflow_definition(workflow)
         message = StartWorkflow(
             workflow_id=id,
-            workflow_type=name,
+            workflow_type=workflow_name(workflow),
             task_queue=task_queue,
             input=self.data_converter.encode(args),
             request_id=request_id or _request_id(),
@@ -144,15 +143,34 @@ class Client:
             raise exception_from_failure(body.failure, self.data_converter.decode)
         if not isinstance(body, StartAccepted):
             raise RPCError(f"unexpected reply to a start: {body!r}")
-        rtype = result_type if result_type is not None else (defn.return_type if defn else None)
         return WorkflowHandle(
-            self, id, run_id=body.run_id, first_run_id=body.run_id, result_type=rtype
+            self,
+            id,
+            run_id=body.run_id,
+            first_run_id=body.run_id,
+            result_type=_result_type(workflow, result_type),
         )
 
     async def execute_workflow(self, workflow: Any, *args: Any, **kwargs: Any) -> Any:
-        """Start a run and wait for its result."""
-        handle = await self.start_workflow(workflow, *args, **kwargs)
-        return await handle.result()
+        """Start a run and wait for its result.
+
+        The result request is sent right behind the start, without waiting for the start's
+        answer: both travel to the workflow's partition in order, so the owner registers
+        the waiter just after starting the run, and one round trip is saved. A refused
+        start raises its error; the result request then goes unanswered and is dropped.
+        """
+        starting = asyncio.ensure_future(self.start_workflow(workflow, *args, **kwargs))
+        await asyncio.sleep(0)  # the start is produced before the first await inside
+        early = self.get_workflow_handle(
+            kwargs["id"], result_type=_result_type(workflow, kwargs.get("result_type"))
+        )
+        waiting = asyncio.ensure_future(early.result())
+        try:
+            await starting
+        except BaseException:
+            waiting.cancel()
+            raise
+        return await waiting
 
     def get_workflow_handle(
         self, workflow_id: str, *, run_id: str | None = None, result_type: Any = None
@@ -287,6 +305,14 @@ class WorkflowHandle:
         body = await self.client._request(message)
         if not isinstance(body, RequestAccepted):
             raise RPCError(f"unexpected reply: {body!r}")
+
+
+def _result_type(workflow: Any, explicit: Any) -> Any:
+    """The type to decode a result into: given, else the workflow's return annotation."""
+    if explicit is not None:
+        return explicit
+    defn = None if isinstance(workflow, str) else workflow_definition(workflow)
+    return defn.return_type if defn is not None else None
 
 
 def _return_hint(handler: Any) -> Any:
