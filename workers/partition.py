@@ -39,21 +39,18 @@ class Outbound:
 class PendingWrites:
     """What one transaction will write, and the store changes that follow its commit.
 
-    Records bound for this partition's own history and timers topics are remembered with
-    their position in ``records`` so their offsets, known only from delivery reports, can
-    become the store's checkpoints.
+    The store changes are staged as the records are; what only the commit can tell —
+    the offsets of this partition's history and timer records, the store's checkpoints —
+    is added by `OwnedPartition.apply_committed`.
     """
 
     records: list[Outbound] = field(default_factory=list)
     store: StoreBatch = field(default_factory=StoreBatch)
-    #: index in ``records`` -> (workflow id, event id) of a history event
-    history_records: dict[int, tuple[str, int]] = field(default_factory=dict)
-    #: index in ``records`` -> (workflow id, timer id, fire time) of a timer change
-    timer_records: dict[int, tuple[str, str, int]] = field(default_factory=dict)
+    #: workflow ids with history records in this transaction
+    touched: set[str] = field(default_factory=set)
 
-    def add(self, record: Outbound) -> int:
+    def add(self, record: Outbound) -> None:
         self.records.append(record)
-        return len(self.records) - 1
 
 
 class OwnedPartition:
@@ -88,7 +85,7 @@ class OwnedPartition:
         due = self.store.due_timers(now_ms, limit)
         for timer in due:
             record = serde.decode_timer(timer.record)
-            self._remove_timer(timer.workflow_id, timer.timer_id, timer.fire_at_ms)
+            self._put_timer(timer.workflow_id, timer.timer_id, timer.fire_at_ms, None)
             fired = TimerFiredReport(record.workflow_id, record.run_id, record.timer_id, now_ms)
             self.handle(fired, now_ms)
         return len(due)
@@ -103,7 +100,7 @@ class OwnedPartition:
         stopped. A workflow touched by the pending transaction is left for the next sweep.
         Returns how many workflows were collected.
         """
-        touched = {workflow_id for workflow_id, _ in self.pending.history_records.values()}
+        touched = self.pending.touched
         collected, scanned, last = 0, 0, None
         for workflow_id, last_record in self.store.workflow_ids(after=self._gc_resume):
             if scanned == limit:
@@ -129,20 +126,16 @@ class OwnedPartition:
         pending, self.pending = self.pending, PendingWrites()
         return pending
 
-    def apply_committed(self, pending: PendingWrites, offsets: dict[int, int]) -> None:
+    def apply_committed(self, pending: PendingWrites, last_offsets: dict[str, int]) -> None:
         """After the commit: the store catches up with what the topics now hold.
 
-        ``offsets`` maps indexes of ``pending.records`` to the offsets Kafka gave them.
+        ``last_offsets`` has, per topic, the highest offset Kafka gave a record of this
+        partition in the transaction: the next one to read is the store's checkpoint.
         """
         batch = pending.store
-        for index, (workflow_id, event_id) in pending.history_records.items():
-            batch.put_event(workflow_id, event_id, pending.records[index].value)
-            if index in offsets:
-                batch.checkpoint(self._names.history, offsets[index] + 1)
-        for index, (workflow_id, timer_id, fire_at_ms) in pending.timer_records.items():
-            batch.put_timer(workflow_id, timer_id, fire_at_ms, pending.records[index].value)
-            if index in offsets:
-                batch.checkpoint(self._names.timers, offsets[index] + 1)
+        for topic in (self._names.history, self._names.timers):
+            if topic in last_offsets:
+                batch.checkpoint(topic, last_offsets[topic] + 1)
         if batch:
             self.store.write(batch)
 
@@ -180,70 +173,55 @@ class OwnedPartition:
     def _record(self, instance: WorkflowInstance, transition: Transition) -> None:
         pending, names, p = self.pending, self._names, self.number
         for event in transition.events:
-            index = pending.add(
-                Outbound(
-                    names.history,
-                    serde.encode_history_key(event.workflow_id, event.event_id),
-                    serde.encode_history_event(event),
-                    p,
-                )
-            )
-            pending.history_records[index] = (event.workflow_id, event.event_id)
+            self._put_event(event.workflow_id, event.event_id, serde.encode_history_event(event))
         for timer in transition.timers:
-            index = pending.add(
-                Outbound(
-                    names.timers,
-                    serde.encode_timer_key(timer.workflow_id, timer.timer_id),
-                    serde.encode_timer(timer),
-                    p,
-                )
+            self._put_timer(
+                timer.workflow_id, timer.timer_id, timer.fire_at_ms, serde.encode_timer(timer)
             )
-            pending.timer_records[index] = (timer.workflow_id, timer.timer_id, timer.fire_at_ms)
         for workflow_id, timer_id in transition.cancelled_timers:
-            self._remove_timer(workflow_id, timer_id, 0)
+            self._put_timer(workflow_id, timer_id, 0, None)
         for task in transition.tasks:
             pending.add(
                 Outbound(
                     names.tasks(task.task_queue),
-                    f"{task.workflow_id}/{task.seq}".encode(),
+                    serde.task_key(task.workflow_id, task.seq),
                     serde.encode_task(task),
                 )
             )
         for message in transition.messages:
-            pending.add(
-                Outbound(names.inbox, message.workflow_id.encode(), serde.encode_inbox(message))
-            )
+            key = serde.workflow_key(message.workflow_id)
+            pending.add(Outbound(names.inbox, key, serde.encode_inbox(message)))
         for reply in transition.replies:
-            pending.add(
-                Outbound(names.replies, reply.client_id.encode(), serde.encode_reply(reply))
-            )
+            key = serde.client_key(reply.client_id)
+            pending.add(Outbound(names.replies, key, serde.encode_reply(reply)))
         if transition.status is not None:
             status = transition.status
-            pending.add(
-                Outbound(names.status, status.workflow_id.encode(), serde.encode_status(status), p)
-            )
+            key = serde.workflow_key(status.workflow_id)
+            pending.add(Outbound(names.status, key, serde.encode_status(status), p))
         if not instance.has_waiters() and instance.is_idle():
             self._cache.move_to_end(instance.workflow_id, last=False)
 
     def _tombstone(self, workflow_id: str) -> None:
-        pending, names, p = self.pending, self._names, self.number
         for event_id in self.store.event_ids(workflow_id):
-            key = serde.encode_history_key(workflow_id, event_id)
-            index = pending.add(Outbound(names.history, key, None, p))
-            pending.history_records[index] = (workflow_id, event_id)
-        pending.add(Outbound(names.status, serde.workflow_key(workflow_id), None, p))
+            self._put_event(workflow_id, event_id, None)
+        key = serde.workflow_key(workflow_id)
+        self.pending.add(Outbound(self._names.status, key, None, self.number))
         self._cache.pop(workflow_id, None)
 
-    def _remove_timer(self, workflow_id: str, timer_id: str, fire_at_ms: int) -> None:
-        index = self.pending.add(
-            Outbound(
-                self._names.timers,
-                serde.encode_timer_key(workflow_id, timer_id),
-                None,
-                self.number,
-            )
-        )
-        self.pending.timer_records[index] = (workflow_id, timer_id, fire_at_ms)
+    def _put_event(self, workflow_id: str, event_id: int, record: bytes | None) -> None:
+        """A history record for the transaction, and the same change staged for the store."""
+        key = serde.encode_history_key(workflow_id, event_id)
+        self.pending.add(Outbound(self._names.history, key, record, self.number))
+        self.pending.store.put_event(workflow_id, event_id, record)
+        self.pending.touched.add(workflow_id)
+
+    def _put_timer(
+        self, workflow_id: str, timer_id: str, fire_at_ms: int, record: bytes | None
+    ) -> None:
+        """A timer (``record=None``: its tombstone) for the transaction and the store."""
+        key = serde.encode_timer_key(workflow_id, timer_id)
+        self.pending.add(Outbound(self._names.timers, key, record, self.number))
+        self.pending.store.put_timer(workflow_id, timer_id, fire_at_ms, record)
 
 
 def _closed_for_good(event: HistoryEvent) -> bool:

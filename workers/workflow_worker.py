@@ -29,6 +29,7 @@ from confluent_kafka import (
     Consumer,
     KafkaError,
     KafkaException,
+    Message,
     Producer,
     TopicPartition,
 )
@@ -249,13 +250,21 @@ class WorkflowWorker:
     def _commit(self, next_offsets: dict[int, int]) -> None:
         pendings = {number: p.take_pending() for number, p in self._partitions.items()}
         self._ensure_task_topics(pendings)
-        offsets: dict[tuple[int, int], int] = {}
+        # (topic, partition) -> the highest offset delivered in this transaction
+        last_offsets: dict[tuple[str, int], int] = {}
+
+        def delivered(error: KafkaError | None, message: Message) -> None:
+            topic, partition, offset = message.topic(), message.partition(), message.offset()
+            if error is None and topic is not None and partition is not None and offset is not None:
+                key = (topic, partition)
+                last_offsets[key] = max(offset, last_offsets.get(key, -1))
+
         producer = self._producer
         try:
             producer.begin_transaction()
-            for number, pending in pendings.items():
-                for index, record in enumerate(pending.records):
-                    self._produce(record, self._on_delivery(offsets, number, index))
+            for pending in pendings.values():
+                for record in pending.records:
+                    self._produce(record, delivered)
             producer.send_offsets_to_transaction(
                 self._inbox_positions(next_offsets), self._consumer.consumer_group_metadata()
             )
@@ -266,8 +275,8 @@ class WorkflowWorker:
         for number, pending in pendings.items():
             partition = self._partitions.get(number)
             if partition is not None:
-                committed = {i: o for (n, i), o in offsets.items() if n == number}
-                partition.apply_committed(pending, committed)
+                mine = {topic: o for (topic, n), o in last_offsets.items() if n == number}
+                partition.apply_committed(pending, mine)
 
     def _produce(self, record: Outbound, on_delivery: Callable[[Any, Any], None]) -> None:
         kwargs: dict[str, Any] = {
@@ -285,16 +294,6 @@ class WorkflowWorker:
                 return
             except BufferError:
                 self._producer.poll(0.05)
-
-    @staticmethod
-    def _on_delivery(
-        offsets: dict[tuple[int, int], int], number: int, index: int
-    ) -> Callable[[Any, Any], None]:
-        def delivered(error: Any, message: Any) -> None:
-            if error is None:
-                offsets[(number, index)] = message.offset()
-
-        return delivered
 
     def _inbox_positions(self, next_offsets: dict[int, int]) -> list[TopicPartition]:
         """Every owned partition's position: a transaction with none would not fence."""
