@@ -17,6 +17,7 @@ from workers.cli_history import history
 from workers.cli_timers import timers
 from workers.cli_topics import topics
 from workers.cli_worker import worker
+from workers.cli_workflow import workflow
 from workers.kafka_cli import kafka
 
 EXIT_KAFKA_UNREACHABLE = 2
@@ -76,6 +77,7 @@ cli.add_command(topics)
 cli.add_command(worker)
 cli.add_command(history)
 cli.add_command(timers)
+cli.add_command(workflow)
 
 
 def main() -> None:

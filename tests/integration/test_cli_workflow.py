@@ -1,0 +1,106 @@
+"""``chronik workflow ...`` against worker processes: what an operator types in a shell."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import spawn_worker
+from tests.integration.processes import ChronikProcess
+
+pytestmark = pytest.mark.kafka
+
+MODULES = ("examples.order", "examples.transfer", "examples.approval")
+
+
+@pytest.fixture
+def cli_worker(
+    kafka_bootstrap: str,
+    topics_ready: str,
+    worker_processes: list[ChronikProcess],
+    tmp_path: Path,
+) -> ChronikProcess:
+    return spawn_worker(
+        worker_processes,
+        kafka_bootstrap,
+        topics_ready,
+        tmp_path,
+        role="all",
+        worker_id="cli",
+        modules=MODULES,
+    )
+
+
+async def _chronik(bootstrap: str, namespace: str, *args: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "workers.cli", "--bootstrap-servers", bootstrap]
+    return await asyncio.to_thread(
+        subprocess.run,
+        [*command, "--namespace", namespace, "workflow", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+async def test_start_wait_describe_and_history(
+    kafka_bootstrap: str, topics_ready: str, cli_worker: ChronikProcess
+) -> None:
+    done = await _chronik(
+        kafka_bootstrap, topics_ready,
+        "start", "process_order", "--id", "cli-1", "-q", "orders", "--arg", '"C-1"', "--wait",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {
+        "result": ["payment-C-1", "reservation-C-1", "shipment-C-1", "confirmation-C-1"]
+    }
+    described = await _chronik(kafka_bootstrap, topics_ready, "describe", "cli-1")
+    assert json.loads(described.stdout)["status"] == "completed"
+    history = await _chronik(kafka_bootstrap, topics_ready, "history", "cli-1")
+    types = [json.loads(line)["type"] for line in history.stdout.splitlines()]
+    assert types[0] == "WorkflowStarted"
+    assert types[-1] == "WorkflowCompleted"
+
+
+async def test_signal_query_and_result_of_a_waiting_workflow(
+    kafka_bootstrap: str, topics_ready: str, cli_worker: ChronikProcess
+) -> None:
+    started = await _chronik(
+        kafka_bootstrap, topics_ready, "start", "Approval", "--id", "ap-1", "-q", "orders",
+        "--arg", '"R-9"',
+    )  # fmt: skip
+    assert json.loads(started.stdout)["workflow_id"] == "ap-1"
+    waiting = await _chronik(kafka_bootstrap, topics_ready, "query", "ap-1", "status")
+    assert json.loads(waiting.stdout) == "waiting"
+    signalled = await _chronik(
+        kafka_bootstrap, topics_ready, "signal", "ap-1", "approve", "--arg", '"alice"'
+    )
+    assert signalled.returncode == 0, signalled.stderr
+    result = await _chronik(kafka_bootstrap, topics_ready, "result", "ap-1")
+    assert json.loads(result.stdout) == {"result": "R-9 approved by alice"}
+
+
+async def test_failures_are_one_line_with_an_exit_code(
+    kafka_bootstrap: str, topics_ready: str, cli_worker: ChronikProcess
+) -> None:
+    failed = await _chronik(
+        kafka_bootstrap, topics_ready, "start", "transfer", "--id", "cli-saga", "-q", "orders",
+        "--arg", '"alice"', "--arg", '"closed-bob"', "--arg", "5", "--wait",
+    )  # fmt: skip
+    assert failed.returncode == 1
+    assert failed.stderr.strip().splitlines() == [
+        "Error: workflow failed: activity 'deposit' (seq 2) failed"
+    ]
+    missing = await _chronik(kafka_bootstrap, topics_ready, "describe", "no-such-workflow")
+    assert missing.returncode == 1
+    assert "not found" in missing.stderr
+    assert "Traceback" not in missing.stderr
+    bad = await _chronik(
+        kafka_bootstrap, topics_ready, "start", "Approval", "--id", "x", "-q", "q", "--arg", "{"
+    )
+    assert bad.returncode == 2
+    assert "is not JSON" in bad.stderr

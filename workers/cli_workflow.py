@@ -1,0 +1,214 @@
+"""``chronik workflow ...``: start workflows and talk to them from a shell.
+
+The same `runtime.Client` a program uses, one command per handle operation. Arguments
+and results are JSON (``--arg '"A-17"' --arg 3``), so any workflow can be driven without
+importing its code. Outcomes print as one JSON document on stdout; failures as one line on
+stderr with exit code 1 (the workflow failed) or 2 (the request could not be served).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from enum import Enum
+from typing import Any, TypeVar
+
+import click
+
+from runtime.client import Client, WorkflowHandle
+from runtime.errors import ChronikError, WorkflowFailureError
+from runtime.history_json import event_to_dict
+from runtime.messages import IdReusePolicy
+from workers.cli_context import CliContext, pass_cli
+
+T = TypeVar("T")
+
+
+def _json_args(values: tuple[str, ...]) -> list[Any]:
+    parsed = []
+    for value in values:
+        try:
+            parsed.append(json.loads(value))
+        except json.JSONDecodeError as error:
+            raise click.BadParameter(f"{value!r} is not JSON ({error.msg})") from None
+    return parsed
+
+
+def _print(value: Any) -> None:
+    """``value`` as one JSON document; None (the command printed its own output) as nothing."""
+    if value is None:
+        return
+
+    def plain(item: Any) -> Any:
+        if isinstance(item, Enum):
+            return item.value
+        if dataclasses.is_dataclass(item) and not isinstance(item, type):
+            return {f.name: plain(getattr(item, f.name)) for f in dataclasses.fields(item)}
+        return item
+
+    click.echo(json.dumps(plain(value), default=str))
+
+
+def _run(ctx: CliContext, action: Callable[[Client], Awaitable[T]]) -> T:
+    """Connect, run ``action``, close; typed errors become one line and an exit code."""
+    ctx.ensure_kafka()
+
+    async def main() -> T:
+        client = await Client.connect(
+            ctx.bootstrap_servers, namespace=ctx.namespace, **dict[str, Any](ctx.kafka_config)
+        )
+        try:
+            return await action(client)
+        finally:
+            await client.close()
+
+    try:
+        return asyncio.run(main())
+    except WorkflowFailureError as failure:
+        click.echo(f"Error: workflow failed: {failure.cause}", err=True)
+        sys.exit(1)
+    except ChronikError as error:
+        raise click.ClickException(str(error)) from None
+
+
+ARG = click.option("--arg", "args", multiple=True, metavar="JSON", help="An argument; repeatable.")
+RUN_ID = click.option("--run-id", default=None, help="A specific run (default: the latest).")
+
+
+@click.group()
+def workflow() -> None:
+    """Start workflows, signal, query, cancel them, read their results and histories."""
+
+
+@workflow.command()
+@click.argument("workflow_type")
+@click.option("--id", "workflow_id", required=True, help="The workflow id.")
+@click.option("--task-queue", "-q", required=True)
+@ARG
+@click.option(
+    "--id-reuse-policy",
+    type=click.Choice([p.value for p in IdReusePolicy]),
+    default=IdReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY.value,
+    show_default=True,
+)
+@click.option("--wait", is_flag=True, help="Wait for the result and print it.")
+@pass_cli
+def start(
+    ctx: CliContext,
+    *,
+    workflow_type: str,
+    workflow_id: str,
+    task_queue: str,
+    args: tuple[str, ...],
+    id_reuse_policy: str,
+    wait: bool,
+) -> None:
+    """Start WORKFLOW_TYPE; print its run id (or, with --wait, its result)."""
+    values = _json_args(args)
+
+    async def action(client: Client) -> Any:
+        handle = await client.start_workflow(
+            workflow_type,
+            *values,
+            id=workflow_id,
+            task_queue=task_queue,
+            id_reuse_policy=IdReusePolicy(id_reuse_policy),
+        )
+        if wait:
+            return {"result": await handle.result()}
+        return {"workflow_id": workflow_id, "run_id": handle.run_id}
+
+    _print(_run(ctx, action))
+
+
+def _handle_command(
+    name: str, help_text: str, operation: Callable[[WorkflowHandle], Awaitable[Any]]
+) -> None:
+    """A command ``NAME WORKFLOW_ID [--run-id]`` that runs ``operation`` on the handle."""
+
+    @workflow.command(name=name, help=help_text)
+    @click.argument("workflow_id")
+    @RUN_ID
+    @pass_cli
+    def command(ctx: CliContext, *, workflow_id: str, run_id: str | None) -> None:
+        async def action(client: Client) -> Any:
+            return await operation(client.get_workflow_handle(workflow_id, run_id=run_id))
+
+        _print(_run(ctx, action))
+
+
+async def _result(handle: WorkflowHandle) -> Any:
+    return {"result": await handle.result()}
+
+
+async def _history(handle: WorkflowHandle) -> None:
+    for event in await handle.fetch_history():
+        sys.stdout.write(json.dumps(event_to_dict(event)) + "\n")
+
+
+_handle_command("result", "Wait for the workflow's result and print it.", _result)
+_handle_command("describe", "Print the workflow's status record.", WorkflowHandle.describe)
+_handle_command("history", "Print the workflow's history as JSON lines.", _history)
+
+
+@workflow.command()
+@click.argument("workflow_id")
+@click.argument("signal_name")
+@ARG
+@RUN_ID
+@pass_cli
+def signal(
+    ctx: CliContext,
+    *,
+    workflow_id: str,
+    signal_name: str,
+    args: tuple[str, ...],
+    run_id: str | None,
+) -> None:
+    """Send SIGNAL_NAME to the workflow."""
+    values = _json_args(args)
+
+    async def action(client: Client) -> None:
+        await client.get_workflow_handle(workflow_id, run_id=run_id).signal(signal_name, *values)
+
+    _run(ctx, action)
+
+
+@workflow.command()
+@click.argument("workflow_id")
+@click.argument("query_name")
+@ARG
+@RUN_ID
+@pass_cli
+def query(
+    ctx: CliContext, *, workflow_id: str, query_name: str, args: tuple[str, ...], run_id: str | None
+) -> None:
+    """Ask the workflow QUERY_NAME and print the answer."""
+    values = _json_args(args)
+
+    async def action(client: Client) -> Any:
+        handle = client.get_workflow_handle(workflow_id, run_id=run_id)
+        return await handle.query(query_name, *values)
+
+    _print(_run(ctx, action))
+
+
+@workflow.command()
+@click.argument("workflow_id")
+@click.option("--reason", default="", help="Recorded in the history.")
+@click.option("--terminate", is_flag=True, help="End it at once: no cleanup code runs.")
+@RUN_ID
+@pass_cli
+def cancel(
+    ctx: CliContext, *, workflow_id: str, reason: str, terminate: bool, run_id: str | None
+) -> None:
+    """Request cancellation of the workflow (or terminate it)."""
+
+    async def action(client: Client) -> None:
+        handle = client.get_workflow_handle(workflow_id, run_id=run_id)
+        await (handle.terminate(reason) if terminate else handle.cancel(reason))
+
+    _run(ctx, action)
