@@ -27,6 +27,12 @@ from workers.cli_context import CliContext, pass_cli
 T = TypeVar("T")
 
 
+class RequestNotServed(click.ClickException):
+    """Not found, refused, no answer: ``Error: <reason>`` and exit code 2."""
+
+    exit_code = 2
+
+
 def _json_args(values: tuple[str, ...]) -> list[Any]:
     parsed = []
     for value in values:
@@ -71,7 +77,7 @@ def _run(ctx: CliContext, action: Callable[[Client], Awaitable[T]]) -> T:
         click.echo(f"Error: workflow failed: {failure.cause}", err=True)
         sys.exit(1)
     except ChronikError as error:
-        raise click.ClickException(str(error)) from None
+        raise RequestNotServed(str(error)) from None
 
 
 ARG = click.option("--arg", "args", multiple=True, metavar="JSON", help="An argument; repeatable.")

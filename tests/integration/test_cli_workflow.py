@@ -96,7 +96,7 @@ async def test_failures_are_one_line_with_an_exit_code(
         "Error: workflow failed: activity 'deposit' (seq 2) failed"
     ]
     missing = await _chronik(kafka_bootstrap, topics_ready, "describe", "no-such-workflow")
-    assert missing.returncode == 1
+    assert missing.returncode == 2
     assert "not found" in missing.stderr
     assert "Traceback" not in missing.stderr
     bad = await _chronik(
