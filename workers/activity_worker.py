@@ -15,8 +15,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import structlog
 from confluent_kafka import (
@@ -44,7 +43,7 @@ from topics.catalogue import Catalogue, TopicNames
 from topics.consumed import Consumed, consume_available
 from topics.errors import DecodeError
 from topics.partitioner import producer_config
-from workers.membership import membership_config
+from workers.membership import Member
 from workers.offsets import PartitionProgress
 
 log = structlog.get_logger(__name__)
@@ -52,17 +51,12 @@ log = structlog.get_logger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class ActivityWorkerConfig:
-    bootstrap_servers: str
-    namespace: str
+    member: Member
     task_queue: str
-    identity: str
-    kafka: dict[str, Any] = field(default_factory=dict)
     max_concurrent: int = 200
     #: Heartbeats without a heartbeat timeout are still sent (their details survive a
     #: retry), at most this often.
     heartbeat_interval_s: float = 10.0
-    #: The identity survives restarts: join as a static group member.
-    stable_id: bool = False
 
 
 @dataclass(slots=True)
@@ -82,22 +76,16 @@ class ActivityWorker:
         self._config = config
         self._registry = registry
         self._converter = converter
-        self._names = TopicNames(config.namespace)
-        base = {"bootstrap.servers": config.bootstrap_servers, **config.kafka}
+        member = config.member
+        self._names = TopicNames(member.namespace)
         self._consumer = Consumer(
             {
-                **base,
-                "group.id": self._names.activity_group(config.task_queue),
-                "enable.auto.commit": False,
-                "auto.offset.reset": "earliest",
-                "isolation.level": "read_committed",
-                "partition.assignment.strategy": "cooperative-sticky",
+                **member.group_config(self._names.activity_group(config.task_queue)),
                 "fetch.wait.max.ms": 5,
-                **membership_config(config.identity, stable_id=config.stable_id),
             }
         )
-        self._producer = Producer({**producer_config(base), "linger.ms": 2})
-        self._admin = TopicAdmin(base)
+        self._producer = Producer({**producer_config(member.client_config()), "linger.ms": 2})
+        self._admin = TopicAdmin(member.client_config())
         self._progress: dict[int, PartitionProgress] = {}
         self._running: dict[tuple[str, str, int, int], _Running] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -108,7 +96,7 @@ class ActivityWorker:
         # Subscribing to a topic that does not exist yet would wait for nothing.
         await asyncio.to_thread(
             self._admin.ensure_task_queue,
-            Catalogue(self._config.namespace),
+            Catalogue(self._config.member.namespace),
             self._config.task_queue,
         )
         self._consumer.subscribe(
@@ -168,7 +156,11 @@ class ActivityWorker:
             if task.report_start:
                 self._report(
                     ActivityStartedReport(
-                        task.workflow_id, task.run_id, task.seq, task.attempt, self._config.identity
+                        task.workflow_id,
+                        task.run_id,
+                        task.seq,
+                        task.attempt,
+                        self._config.member.worker_id,
                     )
                 )
             report = await self._run_with_deadline(running)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import threading
 from pathlib import Path
@@ -11,7 +10,8 @@ from types import FrameType
 import click
 
 from workers.cli_context import CliContext, pass_cli
-from workers.kafka_host import default_state_dir, default_worker_id
+from workers.kafka_host import default_state_dir
+from workers.membership import Member
 from workers.timer_service import TimerService, TimerServiceConfig
 
 
@@ -24,16 +24,10 @@ from workers.timer_service import TimerService, TimerServiceConfig
 def timers(ctx: CliContext, *, worker_id: str | None, state_dir: Path | None) -> None:
     """Fire due timers of the namespace; pair with `chronik worker --no-timers`."""
     ctx.ensure_kafka()
-    stable_id = worker_id is not None
-    worker_id = worker_id or default_worker_id()
+    member = Member.resolve(ctx.bootstrap_servers, ctx.namespace, ctx.kafka_config, worker_id)
     service = TimerService(
         TimerServiceConfig(
-            bootstrap_servers=ctx.bootstrap_servers,
-            namespace=ctx.namespace,
-            state_dir=(state_dir or default_state_dir()) / worker_id,
-            worker_id=worker_id,
-            kafka=dict(ctx.kafka_config),
-            stable_id=stable_id or "CHRONIK_WORKER_ID" in os.environ,
+            member=member, state_dir=(state_dir or default_state_dir()) / member.worker_id
         )
     )
     stop = threading.Event()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import threading
 from enum import StrEnum
 from pathlib import Path
@@ -21,6 +20,7 @@ from runtime.client import Client
 from runtime.kafka_transport import KafkaTransport
 from runtime.worker_spec import WorkerSpec
 from workers.activity_worker import ActivityWorker, ActivityWorkerConfig
+from workers.membership import Member
 from workers.workflow_worker import WorkflowWorker, WorkflowWorkerConfig
 
 log = structlog.get_logger(__name__)
@@ -32,21 +32,17 @@ class Role(StrEnum):
     ACTIVITY = "activity"
 
 
-def default_worker_id() -> str:
-    """``CHRONIK_WORKER_ID``, else one per process.
-
-    A stable id (set it per replica) keeps the state directory across restarts, so a
-    restart restores only the tail of the history instead of all of it.
-    """
-    return os.environ.get("CHRONIK_WORKER_ID") or f"{socket.gethostname()}-{os.getpid()}"
-
-
 def default_retention_s() -> float:
     """``CHRONIK_RETENTION_SECONDS``, else 7 days: how long closed workflows are kept."""
     return float(os.environ.get("CHRONIK_RETENTION_SECONDS", str(7 * 24 * 3600)))
 
 
 def default_state_dir() -> Path:
+    """``CHRONIK_STATE_DIR``, else ``.chronik/state``; each worker id gets its own folder.
+
+    A stable worker id therefore keeps its stores across restarts, and a restart restores
+    only the tail of the history instead of all of it.
+    """
     return Path(os.environ.get("CHRONIK_STATE_DIR", ".chronik/state"))
 
 
@@ -64,22 +60,18 @@ async def run_kafka_worker(
     transport = client.transport
     if not isinstance(transport, KafkaTransport):
         raise TypeError("run_kafka_worker needs a client made by Client.connect(...)")
-    stable_id = worker_id is not None or "CHRONIK_WORKER_ID" in os.environ
-    worker_id = worker_id or default_worker_id()
+    member = Member.resolve(
+        transport.bootstrap_servers, transport.namespace, transport.kafka_config, worker_id
+    )
     retention = retention_s if retention_s is not None else default_retention_s()
-    kafka_config = {k: v for k, v in transport.kafka_config.items() if k != "bootstrap.servers"}
     jobs: list[asyncio.Future[None]] = []
     stop_thread = threading.Event()
     stop_async = asyncio.Event()
     if role in (Role.ALL, Role.WORKFLOW) and spec.workflows:
         workflow_worker = WorkflowWorker(
             WorkflowWorkerConfig(
-                bootstrap_servers=transport.bootstrap_servers,
-                namespace=transport.namespace,
-                state_dir=(state_dir or default_state_dir()) / worker_id,
-                worker_id=worker_id,
-                kafka=kafka_config,
-                stable_id=stable_id,
+                member=member,
+                state_dir=(state_dir or default_state_dir()) / member.worker_id,
                 fire_timers=fire_timers,
                 retention_ms=round(retention * 1000),
                 # Sweep often enough that nothing outlives its retention by much.
@@ -91,13 +83,9 @@ async def run_kafka_worker(
     if role in (Role.ALL, Role.ACTIVITY) and spec.activities:
         activity_worker = ActivityWorker(
             ActivityWorkerConfig(
-                bootstrap_servers=transport.bootstrap_servers,
-                namespace=transport.namespace,
+                member=member,
                 task_queue=spec.task_queue,
-                identity=worker_id,
-                kafka=kafka_config,
                 max_concurrent=spec.max_concurrent_activities,
-                stable_id=stable_id,
             ),
             spec.activity_registry(),
             spec.data_converter,
@@ -114,4 +102,4 @@ async def run_kafka_worker(
         stop_thread.set()
         stop_async.set()
         await asyncio.gather(*jobs, return_exceptions=True)
-        log.info("worker stopped", worker_id=worker_id)
+        log.info("worker stopped", worker_id=member.worker_id)

@@ -1,23 +1,85 @@
-"""How our consumers join their groups, so a crashed worker's partitions move quickly.
+"""Who a worker process is, where its cluster is, and how it joins consumer groups.
 
-A worker killed with ``kill -9`` never leaves its group: the coordinator notices only when
-its session times out, and until then nobody processes its partitions. A short session
-bounds that pause. A worker started with a stable id (``--worker-id``,
-``CHRONIK_WORKER_ID``) also joins as a *static* member: when it restarts, it gets its
-partitions back at once, with no rebalance of the others.
+Every worker kind (workflow worker, activity worker, timer service) needs the same four
+facts — bootstrap servers, namespace, its id, extra librdkafka settings — and joins its
+group the same way, so a crashed worker's partitions move quickly: a worker killed with
+``kill -9`` never leaves its group, the coordinator notices only when its session times
+out, and a short session bounds that pause. A worker started with a stable id
+(``--worker-id``, ``CHRONIK_WORKER_ID``) also joins as a *static* member: when it restarts,
+it gets its partitions back at once, with no rebalance of the others.
 """
 
 from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass, field
+from typing import Any
+
+from runtime.logging import kafka_logger
+from topics.partitioner import producer_config
 
 SESSION_TIMEOUT_MS = 10_000
 HEARTBEAT_INTERVAL_MS = 2_000
 
 
-def membership_config(worker_id: str, *, stable_id: bool) -> dict[str, str | int]:
-    config: dict[str, str | int] = {
-        "session.timeout.ms": SESSION_TIMEOUT_MS,
-        "heartbeat.interval.ms": HEARTBEAT_INTERVAL_MS,
-    }
-    if stable_id:
-        config["group.instance.id"] = worker_id
-    return config
+@dataclass(frozen=True, slots=True)
+class Member:
+    bootstrap_servers: str
+    namespace: str
+    #: The transactional id and the state directory derive from it.
+    worker_id: str
+    kafka: dict[str, Any] = field(default_factory=dict)
+    #: The id survives restarts: join groups as a static member.
+    stable_id: bool = False
+
+    @classmethod
+    def resolve(
+        cls,
+        bootstrap_servers: str,
+        namespace: str,
+        kafka: dict[str, Any],
+        worker_id: str | None = None,
+    ) -> Member:
+        """An id given here or in ``CHRONIK_WORKER_ID`` is stable; else one per process."""
+        chosen = worker_id or os.environ.get("CHRONIK_WORKER_ID")
+        return cls(
+            bootstrap_servers,
+            namespace,
+            chosen or f"{socket.gethostname()}-{os.getpid()}",
+            {k: v for k, v in kafka.items() if k != "bootstrap.servers"},
+            stable_id=chosen is not None,
+        )
+
+    def client_config(self) -> dict[str, Any]:
+        """librdkafka settings for any client of this worker (logs through ours)."""
+        return {"bootstrap.servers": self.bootstrap_servers, "logger": kafka_logger(), **self.kafka}
+
+    def group_config(self, group_id: str) -> dict[str, Any]:
+        """A consumer of ``group_id``: short session, static when the id is stable."""
+        config: dict[str, Any] = {
+            **self.client_config(),
+            "group.id": group_id,
+            "session.timeout.ms": SESSION_TIMEOUT_MS,
+            "heartbeat.interval.ms": HEARTBEAT_INTERVAL_MS,
+            "partition.assignment.strategy": "cooperative-sticky",
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+            "auto.offset.reset": "earliest",
+        }
+        if self.stable_id:
+            config["group.instance.id"] = self.worker_id
+        return config
+
+    def transactional_producer_config(self, role: str) -> dict[str, Any]:
+        """A transactional producer whose id survives restarts of this worker in ``role``.
+
+        Right after a commit the coordinator may answer the next transaction's first request
+        with CONCURRENT_TRANSACTIONS; librdkafka's default 100 ms backoff would then delay
+        every other batch, so retries come after 5 ms.
+        """
+        return {
+            **producer_config(self.client_config()),
+            "transactional.id": f"{self.namespace}.{role}.{self.worker_id}",
+            "retry.backoff.ms": 5,
+        }

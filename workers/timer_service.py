@@ -20,21 +20,18 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import structlog
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
-from runtime.logging import kafka_logger
 from runtime.messages import TimerFiredReport
 from runtime.store import PartitionStore, StoreBatch
 from topics import serde
 from topics.catalogue import TopicNames
 from topics.consumed import Consumed, consume_available
-from topics.partitioner import producer_config
-from workers.membership import membership_config
+from workers.membership import Member
 from workers.restore import restore_partition
 from workers.workflow_worker import WorkerFencedError
 
@@ -43,12 +40,9 @@ log = structlog.get_logger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class TimerServiceConfig:
-    bootstrap_servers: str
-    namespace: str
+    member: Member
+    #: Due-time indexes live in ``<state_dir>/<namespace>/timers-<p>``.
     state_dir: Path
-    worker_id: str
-    kafka: dict[str, Any] = field(default_factory=dict)
-    stable_id: bool = False
     max_fires_per_batch: int = 1000
 
 
@@ -59,31 +53,13 @@ def _now_ms() -> int:
 class TimerService:
     def __init__(self, config: TimerServiceConfig) -> None:
         self._config = config
-        self._names = TopicNames(config.namespace)
-        self._base = {
-            "bootstrap.servers": config.bootstrap_servers,
-            "logger": kafka_logger(),
-            **config.kafka,
-        }
+        member = config.member
+        self._names = TopicNames(member.namespace)
+        self._base = member.client_config()
         self._consumer = Consumer(
-            {
-                **self._base,
-                "group.id": f"{config.namespace}.timer-service",
-                "enable.auto.commit": False,
-                "isolation.level": "read_committed",
-                "auto.offset.reset": "earliest",
-                "partition.assignment.strategy": "cooperative-sticky",
-                "fetch.wait.max.ms": 20,
-                **membership_config(config.worker_id, stable_id=config.stable_id),
-            }
+            {**member.group_config(f"{member.namespace}.timer-service"), "fetch.wait.max.ms": 20}
         )
-        self._producer = Producer(
-            {
-                **producer_config(self._base),
-                "transactional.id": f"{config.namespace}.timer-service.{config.worker_id}",
-                "retry.backoff.ms": 5,  # see the workflow worker's producer
-            }
-        )
+        self._producer = Producer(member.transactional_producer_config("timer-service"))
         self._stores: dict[int, PartitionStore] = {}
         self._to_restore: set[int] = set()
 
@@ -95,7 +71,7 @@ class TimerService:
             on_revoke=lambda _c, tps: self._release([tp.partition for tp in tps]),
             on_lost=lambda _c, tps: self._release([tp.partition for tp in tps]),
         )
-        log.info("timer service started", worker_id=self._config.worker_id)
+        log.info("timer service started", worker_id=self._config.member.worker_id)
         try:
             while not stop.is_set():
                 self._step()
@@ -191,7 +167,7 @@ class TimerService:
         while self._to_restore:
             number = min(self._to_restore)
             store = PartitionStore(
-                self._config.state_dir / self._config.namespace / f"timers-{number}"
+                self._config.state_dir / self._config.member.namespace / f"timers-{number}"
             )
             restore_partition(self._base, self._names, store, number, topics=(self._names.timers,))
             self._to_restore.discard(number)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +41,7 @@ from topics.admin import TopicAdmin
 from topics.catalogue import Catalogue, TopicNames
 from topics.consumed import Consumed, consume_available
 from topics.errors import DecodeError
-from topics.partitioner import producer_config
-from workers.membership import membership_config
+from workers.membership import Member
 from workers.partition import Outbound, OwnedPartition, PendingWrites
 from workers.restore import restore_partition
 
@@ -55,17 +54,12 @@ class WorkerFencedError(RuntimeError):
 
 @dataclass(frozen=True, slots=True)
 class WorkflowWorkerConfig:
-    bootstrap_servers: str
-    namespace: str
+    member: Member
+    #: Partition stores live in ``<state_dir>/<namespace>/partition-<p>``.
     state_dir: Path
-    #: Stable across restarts of the same worker, so a restarted worker fences its zombie.
-    worker_id: str
-    kafka: dict[str, Any] = field(default_factory=dict)
     max_batch: int = 1000
     cache_size: int = 10_000
     fetch_wait_ms: int = 5
-    #: The id survives restarts: join as a static group member (`workers.membership`).
-    stable_id: bool = False
     #: Fire the due timers of owned partitions here; off when `chronik timers` runs.
     fire_timers: bool = True
     #: How long a closed workflow keeps its history, status and result.
@@ -81,35 +75,24 @@ class WorkflowWorker:
     def __init__(self, config: WorkflowWorkerConfig, registry: WorkflowRegistry) -> None:
         self._config = config
         self._registry = registry
-        self._names = TopicNames(config.namespace)
-        base = {"bootstrap.servers": config.bootstrap_servers, **config.kafka}
-        self._base = base
+        member = config.member
+        self._names = TopicNames(member.namespace)
+        self._base = member.client_config()
         self._consumer = Consumer(
             {
-                **base,
-                "group.id": self._names.workflow_group,
-                "enable.auto.commit": False,
-                "isolation.level": "read_committed",
-                "auto.offset.reset": "earliest",
-                "partition.assignment.strategy": "cooperative-sticky",
+                **member.group_config(self._names.workflow_group),
                 "fetch.wait.max.ms": config.fetch_wait_ms,
-                **membership_config(config.worker_id, stable_id=config.stable_id),
             }
         )
         self._producer = Producer(
             {
-                **producer_config(base),
-                "transactional.id": f"{config.namespace}.workflow-worker.{config.worker_id}",
+                **member.transactional_producer_config("workflow-worker"),
                 "linger.ms": 2,
-                # Right after a commit the coordinator may answer the next transaction's
-                # first request with CONCURRENT_TRANSACTIONS; librdkafka's default 100 ms
-                # backoff would then add 100 ms to the next batch.
-                "retry.backoff.ms": 5,
                 "queue.buffering.max.messages": 1_000_000,
             }
         )
-        self._admin = TopicAdmin(base)
-        self._catalogue = Catalogue(config.namespace)
+        self._admin = TopicAdmin(self._base)
+        self._catalogue = Catalogue(member.namespace)
         self._partitions: dict[int, OwnedPartition] = {}
         self._to_restore: set[int] = set()
         self._known_task_topics: set[str] = set()
@@ -126,7 +109,7 @@ class WorkflowWorker:
             on_revoke=self._on_revoke,
             on_lost=self._on_lost,
         )
-        log.info("workflow worker started", worker_id=self._config.worker_id)
+        log.info("workflow worker started", worker_id=self._config.member.worker_id)
         try:
             while not stop.is_set():
                 self._step()
@@ -233,7 +216,7 @@ class WorkflowWorker:
         while self._to_restore:
             number = min(self._to_restore)
             store = PartitionStore(
-                self._config.state_dir / self._config.namespace / f"partition-{number}"
+                self._config.state_dir / self._config.member.namespace / f"partition-{number}"
             )
             try:
                 restore_partition(self._base, self._names, store, number)
