@@ -84,7 +84,7 @@ class ActivityWorker:
                 "fetch.wait.max.ms": 5,
             }
         )
-        self._producer = Producer({**producer_config(member.client_config()), "linger.ms": 2})
+        self._producer = Producer({**producer_config(member.client_config()), "linger.ms": 0})
         self._admin = TopicAdmin(member.client_config())
         self._progress: dict[int, PartitionProgress] = {}
         self._running: dict[tuple[str, str, int, int], _Running] = {}
