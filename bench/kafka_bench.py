@@ -135,9 +135,13 @@ def broker(bootstrap: str | None, workdir: Path) -> Iterator[str]:
 class WorkerProcesses:
     """``chronik worker --role workflow`` and ``--role activity``, stopped by their PIDs."""
 
-    def __init__(self, bootstrap: str, namespace: str, workdir: Path) -> None:
+    def __init__(
+        self, bootstrap: str, namespace: str, workdir: Path, workflow_processes: int = 1
+    ) -> None:
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
-        for role in ("workflow", "activity"):
+        names = [f"workflow-{n}" for n in range(workflow_processes)] + ["activity"]
+        for name in names:
+            role = name.split("-")[0]
             command = [
                 sys.executable,
                 "-m",
@@ -153,13 +157,13 @@ class WorkerProcesses:
                 "--role",
                 role,
                 "--worker-id",
-                f"bench-{role}",
+                f"bench-{name}",
                 "--state-dir",
                 str(workdir / "state"),
             ]
             env = {**os.environ, "CHRONIK_LOG_FORMAT": "json", "CHRONIK_LOG_LEVEL": "WARNING"}
-            with (workdir / f"{role}.log").open("ab") as log:
-                self.processes[role] = subprocess.Popen(
+            with (workdir / f"{name}.log").open("ab") as log:
+                self.processes[name] = subprocess.Popen(
                     command, stdout=log, stderr=log, env=env, cwd=REPO
                 )
 
@@ -501,7 +505,7 @@ async def run_mode(
     worker: Worker | None = None
     try:
         if mode == "procs":
-            processes = WorkerProcesses(bootstrap, namespace, moddir)
+            processes = WorkerProcesses(bootstrap, namespace, moddir, args.workflow_processes)
             say(f"worker processes: {processes.pids()}")
         else:
             os.environ["CHRONIK_STATE_DIR"] = str(moddir / "state")
@@ -711,6 +715,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--partitions", type=int, default=12)
     parser.add_argument("--scenarios", default="w1,w2,timer,restore,baseline")
     parser.add_argument("--modes", default="inproc,procs")
+    parser.add_argument(
+        "--workflow-processes",
+        type=int,
+        default=1,
+        help="procs mode: how many `--role workflow` processes share the partitions",
+    )
     parser.add_argument(
         "--profile", type=Path, default=None, help="py-spy the worker processes into DIR"
     )
