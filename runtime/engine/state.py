@@ -131,3 +131,14 @@ class RunState:
     @property
     def task_queue(self) -> str:
         return self.started.task_queue
+
+    def detach_code(self, error: NonDeterminismError) -> None:
+        """The code can no longer be trusted with this run: it waits for fixed code.
+
+        The state machines go on (activities, timers and children are still tracked), so
+        a redeploy resumes the run where it stands.
+        """
+        self.stuck = error
+        if self.code is not None:
+            self.code.destroy()
+            self.code = None

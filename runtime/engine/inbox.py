@@ -1,0 +1,383 @@
+"""What each inbox message means: the events it records and the replies it earns.
+
+Handlers decide; they never change run state themselves. Everything they want done is an
+event recorded through `Execution.record`, so that replaying the history reproduces it.
+Stale, duplicate or late messages (a second start, a report for an old attempt, a fire of
+a cancelled timer) are answered from state or ignored, never recorded twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from runtime.engine import activities
+from runtime.engine.execution import Execution
+from runtime.engine.ids import EXECUTION_TIMEOUT_TIMER, derive_run_id, parse_timer_id
+from runtime.engine.state import ActivityState, Phase, RunState
+from runtime.errors import already_started_failure, failure_from_exception, not_found_failure
+from runtime.events import (
+    ActivityCompleted,
+    ActivityHeartbeatRecorded,
+    ActivityRetryScheduled,
+    ActivityStarted,
+    ActivityTimedOut,
+    ChildWorkflowCompleted,
+    ChildWorkflowFailed,
+    ChildWorkflowStarted,
+    ChildWorkflowStartFailed,
+    EventAttributes,
+    SignalReceived,
+    TimerFired,
+    UpdateAccepted,
+    WorkflowCancelRequested,
+    WorkflowFailed,
+    WorkflowStarted,
+    WorkflowTerminated,
+    WorkflowTimedOut,
+)
+from runtime.messages import (
+    ActivityCompletedReport,
+    ActivityFailedReport,
+    ActivityHeartbeat,
+    ActivityStartedReport,
+    CancelWorkflow,
+    ChildClosedReport,
+    ChildStartedReport,
+    ChildStartFailedReport,
+    DescribeWorkflow,
+    FetchHistory,
+    GetWorkflowResult,
+    HistoryPage,
+    IdReusePolicy,
+    InboxMessage,
+    QueryAnswer,
+    QueryWorkflow,
+    RequestAccepted,
+    RequestFailed,
+    SignalWorkflow,
+    StartAccepted,
+    StartWorkflow,
+    TerminateWorkflow,
+    TimerFiredReport,
+    UpdateOutcome,
+    UpdateWorkflow,
+    WorkflowDescription,
+    WorkflowStatus,
+)
+from runtime.payloads import Failure
+
+_FAILED_STATUSES = {
+    WorkflowStatus.FAILED,
+    WorkflowStatus.CANCELLED,
+    WorkflowStatus.TERMINATED,
+    WorkflowStatus.TIMED_OUT,
+}
+
+ActivityReport = ActivityStartedReport | ActivityHeartbeat | ActivityCompletedReport
+ChildReport = ChildStartedReport | ChildStartFailedReport | ChildClosedReport
+
+
+def handle_message(ex: Execution, message: InboxMessage) -> None:
+    handler = _HANDLERS.get(type(message))
+    if handler is not None:
+        handler(ex, message)
+
+
+# --- client requests --------------------------------------------------------------------------
+
+
+class _RunRequest(Protocol):
+    """A client request aimed at one run (None: the current one)."""
+
+    @property
+    def run_id(self) -> str | None: ...
+    @property
+    def request_id(self) -> str: ...
+    @property
+    def reply_to(self) -> str | None: ...
+
+
+def _find_run(ex: Execution, msg: _RunRequest, *, open_only: bool) -> RunState | None:
+    """The run `msg` targets; if there is none, the caller is told so here."""
+    run = ex.runs.target(msg.run_id, open_only=open_only)
+    if run is None:
+        failure = not_found_failure(ex.workflow_id, msg.run_id)
+        ex.fx.reply(msg.reply_to, msg.request_id, RequestFailed(failure))
+    return run
+
+
+def _accept(
+    ex: Execution, msg: _RunRequest, event_for: Callable[[RunState], EventAttributes | None]
+) -> None:
+    """Record what a request to an open run implies (None: seen already), then accept it."""
+    run = _find_run(ex, msg, open_only=True)
+    if run is None:
+        return
+    event = event_for(run)
+    if event is not None:
+        ex.record(event, run.run_id)
+    ex.fx.reply(msg.reply_to, msg.request_id, RequestAccepted())
+
+
+def _on_signal(ex: Execution, msg: SignalWorkflow) -> None:
+    def received(run: RunState) -> SignalReceived | None:
+        if msg.request_id in run.signal_ids:
+            return None
+        return SignalReceived(msg.signal_name, msg.input, msg.request_id)
+
+    _accept(ex, msg, received)
+
+
+def _on_cancel(ex: Execution, msg: CancelWorkflow) -> None:
+    def requested(run: RunState) -> WorkflowCancelRequested | None:
+        # Only the first cancel request counts; the code has been told already.
+        if run.cancel_request_ids:
+            return None
+        return WorkflowCancelRequested(msg.reason, msg.request_id)
+
+    _accept(ex, msg, requested)
+
+
+def _on_terminate(ex: Execution, msg: TerminateWorkflow) -> None:
+    _accept(ex, msg, lambda run: WorkflowTerminated(msg.reason, msg.request_id))
+
+
+def _on_start(ex: Execution, msg: StartWorkflow) -> None:
+    existing = ex.runs.started_by(msg.request_id)
+    if existing is not None:
+        ex.fx.reply(msg.reply_to, msg.request_id, StartAccepted(existing, created=False))
+        return
+    current = ex.runs.current
+    if current is not None and _refuses_start(ex, current, msg):
+        failure = already_started_failure(ex.workflow_id, current.run_id)
+        if msg.parent is not None:
+            p = msg.parent
+            ex.fx.send(
+                ChildStartFailedReport(p.workflow_id, p.run_id, p.seq, ex.workflow_id, failure)
+            )
+        ex.fx.reply(msg.reply_to, msg.request_id, RequestFailed(failure))
+        return
+    run_id = derive_run_id(ex.workflow_id, msg.request_id, ex.next_event_id())
+    started = WorkflowStarted(
+        workflow_type=msg.workflow_type,
+        task_queue=msg.task_queue,
+        input=msg.input,
+        request_id=msg.request_id,
+        execution_timeout_ms=msg.execution_timeout_ms,
+        run_timeout_ms=msg.run_timeout_ms,
+        parent=msg.parent,
+        first_run_id=run_id,
+    )
+    ex.fx.reply(msg.reply_to, msg.request_id, StartAccepted(run_id))
+    ex.record(started, run_id)
+    if ex.registry.get(msg.workflow_type) is None:
+        # Recorded as started, then failed, so the failure is visible in history and status.
+        ex.record(WorkflowFailed(_unknown_type_failure(ex, started)), run_id)
+
+
+def _refuses_start(ex: Execution, current: RunState, msg: StartWorkflow) -> bool:
+    """Apply the id reuse policy; terminating a running run is part of saying yes."""
+    policy = msg.id_reuse_policy
+    if not current.closed:
+        if policy is not IdReusePolicy.TERMINATE_IF_RUNNING:
+            return True
+        ex.record(WorkflowTerminated("terminated by a new start", msg.request_id), current.run_id)
+        return False
+    if policy is IdReusePolicy.REJECT_DUPLICATE:
+        return True
+    if policy is IdReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY:
+        return current.status not in _FAILED_STATUSES
+    return False
+
+
+def _unknown_type_failure(ex: Execution, started: WorkflowStarted) -> Failure:
+    known = ", ".join(ex.registry.names()) or "none"
+    return Failure(
+        f"workflow type {started.workflow_type!r} is not registered on task queue "
+        f"{started.task_queue!r} (registered: {known})",
+        type="WorkflowTypeNotFound",
+        non_retryable=True,
+    )
+
+
+def _on_query(ex: Execution, msg: QueryWorkflow) -> None:
+    run = _find_run(ex, msg, open_only=False)
+    if run is None:
+        return
+    if run.code is None:
+        # A run stuck on non-determinism stays silent: fixed code will answer.
+        if run.stuck is None:
+            failure = Failure(f"workflow {ex.workflow_id!r} has no code to answer queries")
+            ex.fx.reply(msg.reply_to, msg.request_id, QueryAnswer(None, failure))
+        return
+    try:
+        result = run.code.query(msg.query_name, msg.input)
+    except Exception as exc:
+        failure = failure_from_exception(exc, ex.registry.converter.encode, with_stack=False)
+        ex.fx.reply(msg.reply_to, msg.request_id, QueryAnswer(None, failure))
+        return
+    ex.fx.reply(msg.reply_to, msg.request_id, QueryAnswer(result, None))
+
+
+def _on_update(ex: Execution, msg: UpdateWorkflow) -> None:
+    run = _find_run(ex, msg, open_only=True)
+    if run is None:
+        return
+    if msg.update_id in run.updates:
+        done = run.updates[msg.update_id]
+        if done is not None:
+            outcome = UpdateOutcome(done.update_id, done.result, done.failure)
+            ex.fx.reply(msg.reply_to, msg.request_id, outcome)
+        else:
+            ex.waiters.await_update(msg.update_id, msg.reply_to, msg.request_id)
+        return
+    if run.code is None:
+        return
+    rejection = run.code.validate_update(msg.update_name, msg.input)
+    if rejection is not None:
+        ex.fx.reply(msg.reply_to, msg.request_id, UpdateOutcome(msg.update_id, None, rejection))
+        return
+    ex.waiters.await_update(msg.update_id, msg.reply_to, msg.request_id)
+    ex.record(UpdateAccepted(msg.update_id, msg.update_name, msg.input), run.run_id)
+
+
+def _on_get_result(ex: Execution, msg: GetWorkflowResult) -> None:
+    outcome = ex.runs.final_outcome(msg.run_id, msg.follow_runs)
+    if outcome is None:
+        ex.waiters.await_result(msg)
+    elif isinstance(outcome, Failure):
+        ex.fx.reply(msg.reply_to, msg.request_id, RequestFailed(outcome))
+    else:
+        ex.fx.reply(msg.reply_to, msg.request_id, outcome)
+
+
+def _on_describe(ex: Execution, msg: DescribeWorkflow) -> None:
+    run = _find_run(ex, msg, open_only=False)
+    if run is not None:
+        ex.fx.reply(msg.reply_to, msg.request_id, WorkflowDescription(ex.status_record(run)))
+
+
+def _on_fetch_history(ex: Execution, msg: FetchHistory) -> None:
+    events = tuple(e for e in ex.history if msg.run_id in (None, e.run_id))
+    ex.fx.reply(msg.reply_to, msg.request_id, HistoryPage(events))
+
+
+# --- reports from activity workers, the timer service and children ----------------------------
+
+
+def _current_attempt(
+    ex: Execution, run_id: str, seq: int, attempt: int
+) -> tuple[RunState, ActivityState] | None:
+    """The activity a report is about, if the report is about its current, open attempt."""
+    run = ex.runs.get(run_id)
+    if run is None or run.closed or run is not ex.runs.current:
+        return None
+    state = run.activities.get(seq)
+    if state is None or state.attempt != attempt:
+        return None
+    if state.phase not in (Phase.SCHEDULED, Phase.STARTED):
+        return None
+    return run, state
+
+
+def _on_activity_report(ex: Execution, msg: ActivityReport | ActivityFailedReport) -> None:
+    found = _current_attempt(ex, msg.run_id, msg.seq, msg.attempt)
+    if found is None:
+        return  # a stale attempt, a closed run or a duplicate: normal, ignored
+    run, state = found
+    match msg:
+        case ActivityStartedReport():
+            if state.phase is Phase.SCHEDULED:
+                ex.record(ActivityStarted(msg.seq, msg.attempt, msg.identity), run.run_id)
+        case ActivityHeartbeat():
+            ex.record(ActivityHeartbeatRecorded(msg.seq, msg.attempt, msg.details), run.run_id)
+        case ActivityCompletedReport():
+            ex.record(ActivityCompleted(msg.seq, msg.attempt, msg.result), run.run_id)
+        case ActivityFailedReport():
+            ex.record(activities.after_failure(state, msg.failure, ex.now_ms), run.run_id)
+
+
+def _on_timer(ex: Execution, msg: TimerFiredReport) -> None:
+    run = ex.runs.get(msg.run_id)
+    if run is None or run.closed:
+        return
+    deadline = run.deadlines.get(msg.timer_id)
+    if deadline is None or msg.fire_at_ms < deadline:
+        return  # fired already, cancelled, or superseded by a later deadline
+    if msg.timer_id == EXECUTION_TIMEOUT_TIMER:
+        failure = Failure(
+            "workflow execution timed out", kind="timeout", timeout_type="workflow_execution"
+        )
+        ex.record(WorkflowTimedOut(failure), run.run_id)
+        return
+    timer = parse_timer_id(msg.timer_id)
+    match timer.family:
+        case "sleep":
+            ex.record(TimerFired(timer.seq), run.run_id)
+        case "retry":
+            ex.record(ActivityRetryScheduled(timer.seq, timer.attempt), run.run_id)
+        case "activity":
+            _on_activity_timeout(ex, run, timer.seq, timer.kind)
+
+
+def _on_activity_timeout(ex: Execution, run: RunState, seq: int, kind: str) -> None:
+    state = run.activities[seq]
+    failure = activities.timeout_failure(kind)
+    ex.fx.cancel_attempt(run, state)
+    if kind in activities.FINAL_TIMEOUTS:
+        ex.record(ActivityTimedOut(seq, state.attempt, failure), run.run_id)
+    else:
+        ex.record(activities.after_failure(state, failure, ex.now_ms), run.run_id)
+
+
+def _on_child_report(ex: Execution, msg: ChildReport) -> None:
+    run = ex.runs.get(msg.run_id)
+    if run is None or run.closed:
+        return
+    child = run.children.get(msg.seq)
+    if child is None or child.closed:
+        return
+    if child.run_id is None:
+        # The first report of a child records its start; a close that overtook the start
+        # report implies the start.
+        match msg:
+            case ChildStartFailedReport():
+                started: EventAttributes = ChildWorkflowStartFailed(
+                    msg.seq, msg.child_workflow_id, msg.failure
+                )
+            case _:
+                started = ChildWorkflowStarted(msg.seq, msg.child_workflow_id, msg.child_run_id)
+        ex.record(started, run.run_id)
+        if child.closed or run.closed:
+            return
+    if not isinstance(msg, ChildClosedReport):
+        return
+    if msg.failure is None:
+        closed: EventAttributes = ChildWorkflowCompleted(
+            msg.seq, msg.child_workflow_id, msg.child_run_id, msg.result
+        )
+    else:
+        closed = ChildWorkflowFailed(msg.seq, msg.child_workflow_id, msg.child_run_id, msg.failure)
+    ex.record(closed, run.run_id)
+
+
+_HANDLERS: dict[type[InboxMessage], Callable[[Execution, Any], None]] = {
+    StartWorkflow: _on_start,
+    SignalWorkflow: _on_signal,
+    CancelWorkflow: _on_cancel,
+    TerminateWorkflow: _on_terminate,
+    QueryWorkflow: _on_query,
+    UpdateWorkflow: _on_update,
+    GetWorkflowResult: _on_get_result,
+    DescribeWorkflow: _on_describe,
+    FetchHistory: _on_fetch_history,
+    ActivityStartedReport: _on_activity_report,
+    ActivityHeartbeat: _on_activity_report,
+    ActivityCompletedReport: _on_activity_report,
+    ActivityFailedReport: _on_activity_report,
+    TimerFiredReport: _on_timer,
+    ChildStartedReport: _on_child_report,
+    ChildStartFailedReport: _on_child_report,
+    ChildClosedReport: _on_child_report,
+}

@@ -1,0 +1,114 @@
+"""`RecordedEvents`: a pass over a recorded history, checking the code against it.
+
+On replay the code issues its commands again. Each must equal the next recorded COMMAND
+event by kind and identity; bookkeeping events recorded before it (engine decisions the
+code never saw) are consumed on the way. A disagreement detaches the code from the run
+(`NonDeterminismError`), which fails the workflow *task*, not the workflow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from runtime.engine.commands import Command, describe, same_command
+from runtime.engine.state import EventClass, RunState, classify
+from runtime.engine.workflow_run import PATCH_MARKER
+from runtime.errors import NonDeterminismError
+from runtime.events import EventAttributes, HistoryEvent, MarkerRecorded
+
+
+class RecordedEvents:
+    """The events being replayed and how far replay got; empty while live.
+
+    `consume` appends one recorded event to the instance's history and applies it;
+    `failures` collects every non-determinism found (the Replayer reports them).
+    """
+
+    def __init__(
+        self,
+        events: Sequence[HistoryEvent],
+        consume: Callable[[HistoryEvent], None],
+        failures: list[NonDeterminismError],
+    ) -> None:
+        self._events = events
+        self._cursor = 0
+        self._consume = consume
+        self._failures = failures
+
+    @property
+    def consumed(self) -> int:
+        """How many events replay has consumed (taken with `next` or matched)."""
+        return self._cursor
+
+    def next(self) -> HistoryEvent | None:
+        """The next event not consumed yet, now counted as consumed."""
+        if self._cursor >= len(self._events):
+            return None
+        self._cursor += 1
+        return self._events[self._cursor - 1]
+
+    def check_recorded(self, run: RunState, event: HistoryEvent) -> None:
+        """A recorded command the code did not issue while matching: compare it to the
+        commands the code queued (lenient mode) or fail the task."""
+        if run.pending_commands:
+            expected = run.pending_commands.pop(0)
+            if not same_command(expected, event.attributes):
+                self._mismatch(run, event.event_id, event.attributes, describe(expected))
+        elif not run.stuck:
+            self._mismatch(run, event.event_id, event.attributes, "nothing")
+
+    def match(self, run: RunState, command: Command) -> None:
+        """The code issued `command`; the next recorded command event must agree."""
+        if run.pending_commands:
+            run.pending_commands.append(command)
+            return
+        ahead = self._skip_bookkeeping()
+        if ahead is not None and classify(ahead.attributes) is EventClass.COMMAND:
+            if not same_command(command, ahead.attributes):
+                self._mismatch(run, ahead.event_id, ahead.attributes, describe(command))
+                return
+            self._cursor += 1
+            self._consume(ahead)
+            return
+        if run.lenient:
+            run.pending_commands.append(command)
+            return
+        if ahead is None:
+            last_id = self._events[-1].event_id if self._events else 0
+            self._mismatch(run, last_id + 1, None, describe(command))
+        else:
+            self._mismatch(run, ahead.event_id, ahead.attributes, describe(command))
+
+    def has_patch_marker(self, patch_id: str) -> bool:
+        """Whether the commands recorded before the next WAKE event include `patch_id`."""
+        for event in self._events[self._cursor :]:
+            attrs = event.attributes
+            if classify(attrs) is EventClass.WAKE:
+                break
+            if (
+                isinstance(attrs, MarkerRecorded)
+                and attrs.name == PATCH_MARKER
+                and attrs.marker_id == patch_id
+            ):
+                return True
+        return False
+
+    def _skip_bookkeeping(self) -> HistoryEvent | None:
+        """Consume the bookkeeping recorded before the next command; return what follows."""
+        while self._cursor < len(self._events):
+            ahead = self._events[self._cursor]
+            if classify(ahead.attributes) is not EventClass.BOOKKEEPING or ahead.closes_run:
+                return ahead
+            self._cursor += 1
+            self._consume(ahead)
+        return None
+
+    def _mismatch(
+        self, run: RunState, event_id: int, expected: EventAttributes | None, got: str
+    ) -> None:
+        error = NonDeterminismError(
+            event_id, describe(expected) if expected else "end of history", got
+        )
+        self._failures.append(error)
+        run.pending_commands.clear()
+        run.detach_code(error)

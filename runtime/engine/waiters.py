@@ -1,0 +1,43 @@
+"""`Waiters`: callers answered later, when a run closes or an update completes.
+
+They are the only state of an instance not derived from its history: a host must not evict
+an instance that has some (`WorkflowInstance.is_idle`), and after a crash callers re-ask.
+"""
+
+from __future__ import annotations
+
+from runtime.engine.effects import Effects
+from runtime.engine.runs import Runs
+from runtime.events import UpdateCompleted
+from runtime.messages import GetWorkflowResult, UpdateOutcome, WorkflowOutcome
+
+
+class Waiters:
+    def __init__(self) -> None:
+        self._results: list[GetWorkflowResult] = []
+        self._updates: dict[str, list[tuple[str, str]]] = {}
+
+    def any(self) -> bool:
+        return bool(self._results) or any(self._updates.values())
+
+    def await_result(self, request: GetWorkflowResult) -> None:
+        self._results.append(request)
+
+    def await_update(self, update_id: str, reply_to: str, request_id: str) -> None:
+        self._updates.setdefault(update_id, []).append((reply_to, request_id))
+
+    def answer_update(self, fx: Effects, done: UpdateCompleted) -> None:
+        outcome = UpdateOutcome(done.update_id, done.result, done.failure)
+        for reply_to, request_id in self._updates.pop(done.update_id, []):
+            fx.reply(reply_to, request_id, outcome)
+
+    def answer_results(self, fx: Effects, runs: Runs) -> None:
+        """Answer every result request a closed run settles; keep the rest waiting."""
+        still: list[GetWorkflowResult] = []
+        for waiter in self._results:
+            outcome = runs.final_outcome(waiter.run_id, waiter.follow_runs)
+            if outcome is None:
+                still.append(waiter)
+            elif isinstance(outcome, WorkflowOutcome):
+                fx.reply(waiter.reply_to, waiter.request_id, outcome)
+        self._results = still
