@@ -6,11 +6,10 @@ import asyncio
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import spawn_worker
+from tests.integration.conftest import Launcher
 from tests.integration.processes import ChronikProcess
 
 pytestmark = pytest.mark.kafka
@@ -19,17 +18,8 @@ MODULES = ("examples.order", "examples.transfer", "examples.approval")
 
 
 @pytest.fixture
-def cli_worker(
-    kafka_bootstrap: str,
-    topics_ready: str,
-    worker_processes: list[ChronikProcess],
-    tmp_path: Path,
-) -> ChronikProcess:
-    return spawn_worker(
-        worker_processes,
-        kafka_bootstrap,
-        topics_ready,
-        tmp_path,
+def cli_worker(launch: Launcher) -> ChronikProcess:
+    return launch.worker(
         role="all",
         worker_id="cli",
         modules=MODULES,

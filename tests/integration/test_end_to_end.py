@@ -14,9 +14,8 @@ from runtime import ActivityError
 from runtime.client import Client
 from runtime.errors import WorkflowFailureError, WorkflowNotFoundError
 from runtime.events import ActivityScheduled, WorkflowCompleted, WorkflowFailed
-from tests.integration.conftest import spawn_worker
+from tests.integration.conftest import Launcher
 from tests.integration.kafka_reading import read_topic
-from tests.integration.processes import ChronikProcess
 from topics.catalogue import TopicNames
 from workers.worker import Worker
 
@@ -120,15 +119,10 @@ async def test_seed_workflows_complete_through_separate_worker_processes(
     client: Client,
     kafka_bootstrap: str,
     topics_ready: str,
-    worker_processes: list[ChronikProcess],
-    tmp_path: Path,
+    launch: Launcher,
 ) -> None:
     for role in ("workflow", "activity"):
-        spawn_worker(
-            worker_processes,
-            kafka_bootstrap,
-            topics_ready,
-            tmp_path,
+        launch.worker(
             role=role,
             worker_id=f"seed-{role}",
             modules=("examples.order", "examples.transfer"),

@@ -18,7 +18,7 @@ from runtime.client import Client, WorkflowHandle
 from runtime.events import HistoryEvent, WorkflowCompleted
 from runtime.messages import WorkflowStatus
 from runtime.store import PartitionStore
-from tests.integration.conftest import spawn_timer_service, spawn_worker
+from tests.integration.conftest import Launcher
 from tests.integration.kafka_reading import read_history, read_topic
 from tests.integration.ledger_workflows import ledger_order, sleeper
 from tests.integration.processes import ChronikProcess
@@ -63,22 +63,14 @@ async def test_kill_9_of_workflow_then_activity_worker_loses_and_duplicates_noth
     client: Client,
     kafka_bootstrap: str,
     topics_ready: str,
-    worker_processes: list[ChronikProcess],
+    launch: Launcher,
     tmp_path: Path,
 ) -> None:
     ledger = tmp_path / "ledger"
     env = {"CHRONIK_TEST_LEDGER": str(ledger)}
 
     def spawn(role: str, worker_id: str) -> ChronikProcess:
-        return spawn_worker(
-            worker_processes,
-            kafka_bootstrap,
-            topics_ready,
-            tmp_path,
-            role=role,
-            worker_id=worker_id,
-            env=env,
-        )
+        return launch.worker(role=role, worker_id=worker_id, env=env)
 
     workflow_worker = spawn("workflow", "wf-1")
     activity_worker = spawn("activity", "act-1")
@@ -126,27 +118,19 @@ async def test_three_workflow_workers_share_partitions_and_survive_losing_one(
     client: Client,
     kafka_bootstrap: str,
     topics_ready: str,
-    worker_processes: list[ChronikProcess],
+    launch: Launcher,
     tmp_path: Path,
 ) -> None:
     env = {"CHRONIK_TEST_LEDGER": str(tmp_path / "ledger")}
     workers = [
-        spawn_worker(
-            worker_processes,
-            kafka_bootstrap,
-            topics_ready,
-            tmp_path,
+        launch.worker(
             role="workflow",
             worker_id=f"wf-{n}",
             env=env,
         )
         for n in range(3)
     ]
-    spawn_worker(
-        worker_processes,
-        kafka_bootstrap,
-        topics_ready,
-        tmp_path,
+    launch.worker(
         role="activity",
         worker_id="act",
         env=env,
@@ -172,15 +156,11 @@ async def test_deleted_state_directory_is_rebuilt_from_the_history_topic(
     client: Client,
     kafka_bootstrap: str,
     topics_ready: str,
-    worker_processes: list[ChronikProcess],
+    launch: Launcher,
     tmp_path: Path,
 ) -> None:
     env = {"CHRONIK_TEST_LEDGER": str(tmp_path / "ledger")}
-    worker = spawn_worker(
-        worker_processes,
-        kafka_bootstrap,
-        topics_ready,
-        tmp_path,
+    worker = launch.worker(
         role="all",
         worker_id="keeper",
         env=env,
@@ -193,11 +173,7 @@ async def test_deleted_state_directory_is_rebuilt_from_the_history_topic(
     assert any(state.rglob("CURRENT")), "the worker kept a RocksDB store"
     shutil.rmtree(state)
 
-    spawn_worker(
-        worker_processes,
-        kafka_bootstrap,
-        topics_ready,
-        tmp_path,
+    launch.worker(
         role="all",
         worker_id="keeper",
         env=env,
@@ -214,19 +190,12 @@ async def test_short_and_30_day_timers_survive_restarts_of_the_worker(
     client: Client,
     kafka_bootstrap: str,
     topics_ready: str,
-    worker_processes: list[ChronikProcess],
+    launch: Launcher,
     tmp_path: Path,
 ) -> None:
 
     def spawn(worker_id: str) -> ChronikProcess:
-        return spawn_worker(
-            worker_processes,
-            kafka_bootstrap,
-            topics_ready,
-            tmp_path,
-            role="all",
-            worker_id=worker_id,
-        )
+        return launch.worker(role="all", worker_id=worker_id)
 
     first = spawn("timers-1")
     month = await client.start_workflow(sleeper, 30 * 86400.0, id="month", task_queue="orders")
@@ -262,21 +231,15 @@ async def test_standalone_timer_service_fires_timers_and_survives_kill_9(
     client: Client,
     kafka_bootstrap: str,
     topics_ready: str,
-    worker_processes: list[ChronikProcess],
+    launch: Launcher,
     tmp_path: Path,
 ) -> None:
-    spawn_worker(
-        worker_processes,
-        kafka_bootstrap,
-        topics_ready,
-        tmp_path,
+    launch.worker(
         role="all",
         worker_id="no-timers",
         extra_args=("--no-timers",),
     )
-    service = spawn_timer_service(
-        worker_processes, kafka_bootstrap, topics_ready, tmp_path, "timer-service-1"
-    )
+    service = launch.timer_service("timer-service-1")
     first = await client.start_workflow(sleeper, 1.0, id="first", task_queue="orders")
     assert await asyncio.wait_for(first.result(), 60) == "slept 1.0"
 
@@ -284,7 +247,5 @@ async def test_standalone_timer_service_fires_timers_and_survives_kill_9(
     service.kill()
     await asyncio.sleep(4)  # the timer is due while no timer service runs
     assert (await second.describe()).status == WorkflowStatus.RUNNING
-    spawn_timer_service(
-        worker_processes, kafka_bootstrap, topics_ready, tmp_path, "timer-service-2"
-    )
+    launch.timer_service("timer-service-2")
     assert await asyncio.wait_for(second.result(), 60) == "slept 3.0"
