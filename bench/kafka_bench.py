@@ -543,6 +543,24 @@ async def run_mode(
     return result
 
 
+async def _profiled_throughput(
+    client: Client,
+    workload: Callable[[str], Awaitable[Any]],
+    label: str,
+    *,
+    result: ModeResult,
+    args: argparse.Namespace,
+    processes: WorkerProcesses | None,
+) -> tuple[float, list[float]]:
+    """`throughput` of ``workload``, with py-spy on the worker processes under --profile."""
+    pids = processes.pids() if processes else {}
+    profiler = Profiler(args.profile, pids, f"{result.mode}-{label}")
+    try:
+        return await throughput(client, workload, args.workflows, args.in_flight)
+    finally:
+        profiler.stop()
+
+
 def _w1(client: Client) -> Callable[[str], Awaitable[Any]]:
     return lambda wid: client.execute_workflow(order.one_activity, id=wid, task_queue=TASK_QUEUE)
 
@@ -574,13 +592,9 @@ async def _measure(
         )
         partitions = namespace_partitions(bootstrap, result.namespace)
         before = high_watermarks(bootstrap, partitions)
-        profiler = Profiler(
-            args.profile, processes.pids() if processes else {}, f"{result.mode}-w1"
+        seconds, loaded = await _profiled_throughput(
+            client, _w1(client), "w1", result=result, args=args, processes=processes
         )
-        try:
-            seconds, loaded = await throughput(client, _w1(client), args.workflows, args.in_flight)
-        finally:
-            profiler.stop()
         figures["w1_wps"] = args.workflows / seconds
         figures["w1_loaded_p50_ms"] = statistics.median(loaded)
         figures["w1_loaded_p99_ms"] = _percentile(loaded, 0.99)
@@ -604,13 +618,9 @@ async def _measure(
             f"{per_topic}; {figures['w1_record_bytes']:.0f} bytes each on average)"
         )
     if "w2" in scenarios:
-        profiler = Profiler(
-            args.profile, processes.pids() if processes else {}, f"{result.mode}-w2"
+        seconds, loaded = await _profiled_throughput(
+            client, _w2(client), "w2", result=result, args=args, processes=processes
         )
-        try:
-            seconds, loaded = await throughput(client, _w2(client), args.workflows, args.in_flight)
-        finally:
-            profiler.stop()
         figures["w2_wps"] = args.workflows / seconds
         figures["w2_loaded_p50_ms"] = statistics.median(loaded)
         say(
