@@ -7,7 +7,6 @@ environments expose the very same `Client`.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Sequence
 from datetime import timedelta
@@ -128,19 +127,16 @@ class Client:
         result_type: Any = None,
     ) -> WorkflowHandle:
         """Start a run; a repeated `request_id` returns the run it started (idempotent)."""
-        message = StartWorkflow(
-            workflow_id=id,
-            workflow_type=workflow_name(workflow),
+        message = self._start_message(
+            workflow,
+            args,
+            id=id,
             task_queue=task_queue,
-            input=self.data_converter.encode(args),
-            request_id=request_id or _request_id(),
             id_reuse_policy=id_reuse_policy,
-            reply_to=self.transport.client_id,
-            execution_timeout_ms=_ms(execution_timeout),
+            execution_timeout=execution_timeout,
+            request_id=request_id,
         )
-        body = await self.transport.request(message, self.rpc_timeout)
-        if isinstance(body, RequestFailed):
-            raise exception_from_failure(body.failure, self.data_converter.decode)
+        body = await self._request(message)
         if not isinstance(body, StartAccepted):
             raise RPCError(f"unexpected reply to a start: {body!r}")
         return WorkflowHandle(
@@ -152,25 +148,42 @@ class Client:
         )
 
     async def execute_workflow(self, workflow: Any, *args: Any, **kwargs: Any) -> Any:
-        """Start a run and wait for its result.
+        """Start a run and wait for its result; takes the arguments of `start_workflow`.
 
-        The result request is sent right behind the start, without waiting for the start's
-        answer: both travel to the workflow's partition in order, so the owner registers
-        the waiter just after starting the run, and one round trip is saved. A refused
-        start raises its error; the result request then goes unanswered and is dropped.
+        One inbox message (a start with ``await_result``) and one reply (the outcome, or the
+        start's refusal): the owner answers when the run closes, following continue-as-new.
+        There is no acceptance to wait for, so there is no timeout either; while waiting the
+        transport re-sends the same start, which the owner treats as a re-ask.
         """
-        starting = asyncio.ensure_future(self.start_workflow(workflow, *args, **kwargs))
-        await asyncio.sleep(0)  # the start is produced before the first await inside
-        early = self.get_workflow_handle(
-            kwargs["id"], result_type=_result_type(workflow, kwargs.get("result_type"))
+        result_type = _result_type(workflow, kwargs.pop("result_type", None))
+        message = self._start_message(workflow, args, await_result=True, **kwargs)
+        body = await self._request(message, None)
+        return _outcome_value(body, self.data_converter, result_type)
+
+    def _start_message(
+        self,
+        workflow: Any,
+        args: Sequence[Any],
+        *,
+        id: str,
+        task_queue: str,
+        id_reuse_policy: IdReusePolicy = IdReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
+        execution_timeout: timedelta | None = None,
+        request_id: str | None = None,
+        await_result: bool = False,
+    ) -> StartWorkflow:
+        """The one place start arguments become a `StartWorkflow` addressed back to us."""
+        return StartWorkflow(
+            workflow_id=id,
+            workflow_type=workflow_name(workflow),
+            task_queue=task_queue,
+            input=self.data_converter.encode(args),
+            request_id=request_id or _request_id(),
+            id_reuse_policy=id_reuse_policy,
+            reply_to=self.transport.client_id,
+            execution_timeout_ms=_ms(execution_timeout),
+            await_result=await_result,
         )
-        waiting = asyncio.ensure_future(early.result())
-        try:
-            await starting
-        except BaseException:
-            waiting.cancel()
-            raise
-        return await waiting
 
     def get_workflow_handle(
         self, workflow_id: str, *, run_id: str | None = None, result_type: Any = None
@@ -217,13 +230,7 @@ class WorkflowHandle:
             self.id, self.run_id, _request_id(), self._transport.client_id, follow_runs
         )
         body = await self.client._request(message, timeout)
-        if not isinstance(body, WorkflowOutcome):
-            raise RPCError(f"unexpected reply to a result request: {body!r}")
-        if body.status is WorkflowStatus.COMPLETED:
-            return self._conv.decode_one(body.result, self.result_type)
-        if body.failure is None:
-            raise WorkflowFailureError(cause=RPCError(f"workflow run ended as {body.status}"))
-        raise WorkflowFailureError(cause=exception_from_failure(body.failure, self._conv.decode))
+        return _outcome_value(body, self._conv, self.result_type)
 
     async def signal(self, signal: Any, *args: Any) -> None:
         message = SignalWorkflow(
@@ -305,6 +312,17 @@ class WorkflowHandle:
         body = await self.client._request(message)
         if not isinstance(body, RequestAccepted):
             raise RPCError(f"unexpected reply: {body!r}")
+
+
+def _outcome_value(body: ReplyBody, converter: DataConverter, result_type: Any) -> Any:
+    """The value of a closed run's outcome; raise `WorkflowFailureError` unless it completed."""
+    if not isinstance(body, WorkflowOutcome):
+        raise RPCError(f"unexpected reply to a result request: {body!r}")
+    if body.status is WorkflowStatus.COMPLETED:
+        return converter.decode_one(body.result, result_type)
+    if body.failure is None:
+        raise WorkflowFailureError(cause=RPCError(f"workflow run ended as {body.status}"))
+    raise WorkflowFailureError(cause=exception_from_failure(body.failure, converter.decode))
 
 
 def _result_type(workflow: Any, explicit: Any) -> Any:

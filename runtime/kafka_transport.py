@@ -6,8 +6,9 @@ exactly the replies produced after it was there to ask. No consumer group: a cli
 goes away leaves nothing to rebalance.
 
 Waiting for a result can outlive a workflow worker (its waiters live in memory), so a
-pending `GetWorkflowResult` is sent again every ``result_resend_s`` until answered;
-duplicates of the answer are ignored.
+pending `GetWorkflowResult`, or a `StartWorkflow` with ``await_result``, is sent again every
+``result_resend_s`` until answered (the owner answers a repeated start like a result
+request); duplicates of the answer are ignored.
 """
 
 from __future__ import annotations
@@ -22,10 +23,10 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 from runtime.errors import RPCTimeoutError
 from runtime.logging import kafka_logger
-from runtime.messages import GetWorkflowResult, InboxMessage, Reply, ReplyBody
+from runtime.messages import InboxMessage, Reply, ReplyBody, awaits_outcome
 from topics import serde
 from topics.catalogue import TopicNames
-from topics.consumed import Consumed, consume_available
+from topics.consumed import FETCH_WAIT_MS, Consumed, consume_available
 from topics.errors import DecodeError
 from topics.partitioner import partition_for, producer_config
 from topics.reachability import ensure_reachable
@@ -67,7 +68,7 @@ class KafkaTransport:
                 **self.kafka_config,
                 "group.id": f"{namespace}.clients",  # required by the client, never joined
                 "enable.auto.commit": False,
-                "fetch.wait.max.ms": 5,
+                "fetch.wait.max.ms": FETCH_WAIT_MS,
             }
         )
         self._waiting: dict[str, asyncio.Future[ReplyBody]] = {}
@@ -137,11 +138,7 @@ class KafkaTransport:
         self._waiting[request_id] = answer
         try:
             await self.send(message)
-            waiting = (
-                self._await_result(message, answer)
-                if isinstance(message, GetWorkflowResult)
-                else answer
-            )
+            waiting = self._await_result(message, answer) if awaits_outcome(message) else answer
             return await asyncio.wait_for(waiting, timeout)
         except TimeoutError:
             raise RPCTimeoutError(
@@ -153,8 +150,9 @@ class KafkaTransport:
             self._waiting.pop(request_id, None)
 
     async def _await_result(
-        self, message: GetWorkflowResult, answer: asyncio.Future[ReplyBody]
+        self, message: InboxMessage, answer: asyncio.Future[ReplyBody]
     ) -> ReplyBody:
+        """Wait for an answer that comes when a run closes, re-asking in case a worker died."""
         while True:
             done, _ = await asyncio.wait({answer}, timeout=self._result_resend_s)
             if done:

@@ -50,11 +50,18 @@ class StartWorkflow:
     input: tuple[Payload, ...]
     request_id: str
     id_reuse_policy: IdReusePolicy = IdReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY
-    #: Client id to answer with a `StartAccepted`/`RequestFailed` reply; None: no answer.
+    #: Client id to answer with a `StartAccepted`/`RequestFailed` reply (with `await_result`,
+    #: a `WorkflowOutcome`/`RequestFailed`); None: no answer.
     reply_to: str | None = None
     parent: ParentRef | None = None
     execution_timeout_ms: int = 0
     run_timeout_ms: int = 0
+    #: The starter wants the run's outcome, not the acceptance: `reply_to` is answered once,
+    #: with the `WorkflowOutcome` when the run closes (following continue-as-new, like
+    #: `GetWorkflowResult(follow_runs=True)`), or at once with `RequestFailed` when the start
+    #: is refused. One inbox message and one reply instead of a start plus a result request;
+    #: re-sending it is a safe re-ask, since a duplicate is answered like a result request.
+    await_result: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,6 +239,13 @@ InboxMessage = (
     | ChildStartFailedReport
     | ChildClosedReport
 )
+
+
+def awaits_outcome(message: InboxMessage) -> bool:
+    """Whether `message` is answered only when a run closes, so the asker re-asks meanwhile."""
+    return isinstance(message, GetWorkflowResult) or (
+        isinstance(message, StartWorkflow) and message.await_result
+    )
 
 
 # --- tasks: to activity workers --------------------------------------------------------------

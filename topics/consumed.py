@@ -15,6 +15,13 @@ from confluent_kafka import Consumer, Message
 
 T_co = TypeVar("T_co", covariant=True)
 
+#: ``fetch.wait.max.ms`` of every consumer of ours. The broker answers a fetch as soon as
+#: data arrives, so this wait adds no latency; it only bounds how often an idle consumer
+#: asks again. At 5 ms, three idle consumers cost the broker 600 empty fetches a second,
+#: and under load the broker spent more CPU on fetches than on records: W1 went from 313
+#: to 383 workflows/s and its p50 from 27 to 23 ms when this went from 5 to 100 ms.
+FETCH_WAIT_MS = 100
+
 
 class Decoder(Protocol[T_co]):
     """The shape of every `topics.serde` decoder."""

@@ -79,10 +79,7 @@ class ActivityWorker:
         member = config.member
         self._names = TopicNames(member.namespace)
         self._consumer = Consumer(
-            {
-                **member.group_config(self._names.activity_group(config.task_queue)),
-                "fetch.wait.max.ms": 5,
-            }
+            member.group_config(self._names.activity_group(config.task_queue))
         )
         self._producer = Producer({**producer_config(member.client_config()), "linger.ms": 0})
         self._admin = TopicAdmin(member.client_config())

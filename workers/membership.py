@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from runtime.logging import kafka_logger
+from topics.consumed import FETCH_WAIT_MS
 from topics.partitioner import producer_config
 
 SESSION_TIMEOUT_MS = 10_000
@@ -66,6 +67,7 @@ class Member:
             "enable.auto.commit": False,
             "isolation.level": "read_committed",
             "auto.offset.reset": "earliest",
+            "fetch.wait.max.ms": FETCH_WAIT_MS,
         }
         if self.stable_id:
             config["group.instance.id"] = self.worker_id

@@ -56,9 +56,7 @@ class TimerService:
         member = config.member
         self._names = TopicNames(member.namespace)
         self._base = member.client_config()
-        self._consumer = Consumer(
-            {**member.group_config(f"{member.namespace}.timer-service"), "fetch.wait.max.ms": 20}
-        )
+        self._consumer = Consumer(member.group_config(f"{member.namespace}.timer-service"))
         self._producer = Producer(member.transactional_producer_config("timer-service"))
         self._stores: dict[int, PartitionStore] = {}
         self._to_restore: set[int] = set()

@@ -146,19 +146,31 @@ def _on_terminate(ex: Execution, msg: TerminateWorkflow) -> None:
 def _on_start(ex: Execution, msg: StartWorkflow) -> None:
     existing = ex.runs.started_by(msg.request_id)
     if existing is not None:
-        ex.fx.reply(msg.reply_to, msg.request_id, StartAccepted(existing, created=False))
+        _answer_duplicate_start(ex, msg, existing)
         return
     current = ex.runs.current
     if current is not None and _refuses_start(ex, current, msg):
-        failure = already_started_failure(ex.workflow_id, current.run_id)
-        if msg.parent is not None:
-            p = msg.parent
-            ex.fx.send(
-                ChildStartFailedReport(p.workflow_id, p.run_id, p.seq, ex.workflow_id, failure)
-            )
-        ex.fx.reply(msg.reply_to, msg.request_id, RequestFailed(failure))
+        _refuse_start(ex, msg, current.run_id)
         return
     run_id = derive_run_id(ex.workflow_id, msg.request_id, ex.next_event_id())
+    if not msg.await_result:
+        ex.fx.reply(msg.reply_to, msg.request_id, StartAccepted(run_id))
+    _record_start(ex, msg, run_id)
+    if msg.await_result:
+        # After the events: a run that closed within this message is answered at once.
+        _answer_with_outcome(ex, msg, run_id)
+
+
+def _refuse_start(ex: Execution, msg: StartWorkflow, current_run_id: str) -> None:
+    """The id reuse policy said no: tell the starter (and a parent, for a child start)."""
+    failure = already_started_failure(ex.workflow_id, current_run_id)
+    if msg.parent is not None:
+        p = msg.parent
+        ex.fx.send(ChildStartFailedReport(p.workflow_id, p.run_id, p.seq, ex.workflow_id, failure))
+    ex.fx.reply(msg.reply_to, msg.request_id, RequestFailed(failure))
+
+
+def _record_start(ex: Execution, msg: StartWorkflow, run_id: str) -> None:
     started = WorkflowStarted(
         workflow_type=msg.workflow_type,
         task_queue=msg.task_queue,
@@ -169,11 +181,32 @@ def _on_start(ex: Execution, msg: StartWorkflow) -> None:
         parent=msg.parent,
         first_run_id=run_id,
     )
-    ex.fx.reply(msg.reply_to, msg.request_id, StartAccepted(run_id))
     ex.record(started, run_id)
     if ex.registry.get(msg.workflow_type) is None:
         # Recorded as started, then failed, so the failure is visible in history and status.
         ex.record(WorkflowFailed(_unknown_type_failure(ex, started)), run_id)
+
+
+def _answer_duplicate_start(ex: Execution, msg: StartWorkflow, run_id: str) -> None:
+    """A start seen before: name the run it started, or, if awaited, answer with its outcome.
+
+    Answering an awaiting duplicate like a result request is what lets a client re-send
+    the very same start to re-ask for the outcome (a worker's waiters live in memory).
+    """
+    if msg.await_result:
+        _answer_with_outcome(ex, msg, run_id)
+    else:
+        ex.fx.reply(msg.reply_to, msg.request_id, StartAccepted(run_id, created=False))
+
+
+def _answer_with_outcome(ex: Execution, msg: StartWorkflow, run_id: str) -> None:
+    """Treat an awaiting start as a result request for the run it started."""
+    if msg.reply_to is None:
+        return  # nobody asked: no waiter to keep
+    request = GetWorkflowResult(
+        ex.workflow_id, run_id, msg.request_id, msg.reply_to, follow_runs=True
+    )
+    _on_get_result(ex, request)
 
 
 def _refuses_start(ex: Execution, current: RunState, msg: StartWorkflow) -> bool:

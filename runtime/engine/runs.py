@@ -53,7 +53,9 @@ class Runs:
         """The outcome to answer with; None while running; a Failure if unknown.
 
         With `follow`, a continue-as-new is not an outcome: the chain is followed to the
-        run that actually ended.
+        run that actually ended. The next run is recorded right after the
+        `WorkflowContinuedAsNew` that closes a run, so a run closed that way whose next run
+        is not known yet is still running as far as a waiter can tell.
         """
         rid = run_id or (self.current.run_id if self.current else None)
         if rid is None or rid not in self._by_id:
@@ -62,11 +64,9 @@ class Runs:
             outcome = self._outcomes.get(rid)
             if outcome is None:
                 return None
-            if (
-                follow
-                and outcome.status is WorkflowStatus.CONTINUED_AS_NEW
-                and rid in self._continued_as
-            ):
-                rid = self._continued_as[rid]
-                continue
-            return outcome
+            if not follow or outcome.status is not WorkflowStatus.CONTINUED_AS_NEW:
+                return outcome
+            next_rid = self._continued_as.get(rid)
+            if next_rid is None:
+                return None
+            rid = next_rid

@@ -14,14 +14,16 @@ from runtime.messages import GetWorkflowResult, UpdateOutcome, WorkflowOutcome
 
 class Waiters:
     def __init__(self) -> None:
-        self._results: list[GetWorkflowResult] = []
+        #: An ordered set: a client re-asks by sending the same request again, and one
+        #: waiting copy is enough (else a long wait would pile up one reply per re-ask).
+        self._results: dict[GetWorkflowResult, None] = {}
         self._updates: dict[str, list[tuple[str, str]]] = {}
 
     def any(self) -> bool:
         return bool(self._results) or any(self._updates.values())
 
     def await_result(self, request: GetWorkflowResult) -> None:
-        self._results.append(request)
+        self._results[request] = None
 
     def await_update(self, update_id: str, reply_to: str, request_id: str) -> None:
         self._updates.setdefault(update_id, []).append((reply_to, request_id))
@@ -33,11 +35,11 @@ class Waiters:
 
     def answer_results(self, fx: Effects, runs: Runs) -> None:
         """Answer every result request a closed run settles; keep the rest waiting."""
-        still: list[GetWorkflowResult] = []
+        still: dict[GetWorkflowResult, None] = {}
         for waiter in self._results:
             outcome = runs.final_outcome(waiter.run_id, waiter.follow_runs)
             if outcome is None:
-                still.append(waiter)
+                still[waiter] = None
             elif isinstance(outcome, WorkflowOutcome):
                 fx.reply(waiter.reply_to, waiter.request_id, outcome)
         self._results = still

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import copy
 import io
+from dataclasses import replace
 from typing import Any
 
 import pytest
-from fastavro import schemaless_writer
+from fastavro import schemaless_reader, schemaless_writer
 
 from runtime import events, messages
 from runtime.events import HistoryEvent, WorkflowStarted
@@ -237,3 +238,27 @@ def test_an_unknown_version_is_readable_once_registered() -> None:
     assert default_registry().get(old.fingerprint) is None
     with pytest.raises(DecodeError, match="unknown schema fingerprint"):
         serde.decode_history_event(MAGIC + old.fingerprint + b"\x00")
+
+
+#: The InboxEnvelope released before ``StartWorkflow.await_result`` existed (avro/versions).
+_INBOX_BEFORE_AWAIT_RESULT = bytes.fromhex("230cab0e390d709a")
+
+
+def test_await_result_is_read_from_older_starts_and_ignored_by_older_readers() -> None:
+    old = default_registry().get(_INBOX_BEFORE_AWAIT_RESULT)
+    assert old is not None, "the released snapshot must stay in avro/versions"
+    new = current()["chronik.InboxEnvelope"]
+    start = StartWorkflow("wf", "T", "q", (Payload("json/plain", b"1"),), "req", reply_to="c")
+    branch, fields = serde.mapper().encoder(messages.InboxMessage)(start)
+    old_record = {"message": (branch, {k: v for k, v in fields.items() if k != "await_result"})}
+    buf = io.BytesIO()
+    buf.write(MAGIC + old.fingerprint)
+    schemaless_writer(buf, old.parsed, old_record)
+    assert serde.decode_inbox(buf.getvalue()) == start  # await_result took its default
+
+    awaiting = serde.encode_inbox(replace(start, await_result=True))
+    body = io.BytesIO(awaiting[len(MAGIC) + len(new.fingerprint) :])
+    read_by_old: Any = schemaless_reader(body, new.parsed, old.parsed, return_record_name=True)
+    name, fields = read_by_old["message"]
+    assert (name, fields["request_id"]) == ("chronik.StartWorkflow", "req")
+    assert "await_result" not in fields
