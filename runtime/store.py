@@ -115,8 +115,13 @@ class PartitionStore:
 
     def history(self, workflow_id: str) -> list[bytes]:
         """Every stored event record of the workflow id, in event-id order."""
+        return [record for _, record in self.events(workflow_id)]
+
+    def events(self, workflow_id: str) -> list[tuple[int, bytes]]:
+        """``(event id, record)`` of every stored event of the workflow id, in order."""
         prefix = _HISTORY + _id_prefix(workflow_id)
-        return [value for _, value in self._scan(prefix)]
+        at = len(prefix)
+        return [(int(_U64.unpack_from(key, at)[0]), value) for key, value in self._scan(prefix)]
 
     def workflow_ids(self, after: str | None = None) -> Iterator[tuple[str, bytes]]:
         """Each workflow id with history here, in key order, with its last event record.
@@ -143,8 +148,7 @@ class PartitionStore:
 
     def event_ids(self, workflow_id: str) -> list[int]:
         """The event ids stored for the workflow (what a GC must tombstone)."""
-        prefix = _HISTORY + _id_prefix(workflow_id)
-        return [int(_U64.unpack_from(key, len(prefix))[0]) for key, _ in self._scan(prefix)]
+        return [event_id for event_id, _ in self.events(workflow_id)]
 
     # --- timers ------------------------------------------------------------------
 

@@ -41,13 +41,16 @@ class PendingWrites:
 
     The store changes are staged as the records are; what only the commit can tell —
     the offsets of this partition's history and timer records, the store's checkpoints —
-    is added by `OwnedPartition.apply_committed`.
+    is added by `OwnedPartition.apply_committed`. Until then the staged history and timers
+    are also indexed here, so that the partition reads its own writes (see `_history`).
     """
 
     records: list[Outbound] = field(default_factory=list)
     store: StoreBatch = field(default_factory=StoreBatch)
-    #: workflow ids with history records in this transaction
-    touched: set[str] = field(default_factory=set)
+    #: workflow id -> event id -> record (None: tombstone) of this transaction's history
+    events: dict[str, dict[int, bytes | None]] = field(default_factory=dict)
+    #: (workflow id, timer id) of every timer this transaction sets, fires or cancels
+    timers: set[tuple[str, str]] = field(default_factory=set)
 
     def add(self, record: Outbound) -> None:
         self.records.append(record)
@@ -72,6 +75,9 @@ class OwnedPartition:
         self._cache: OrderedDict[str, WorkflowInstance] = OrderedDict()
         self._cache_size = cache_size
         self.pending = PendingWrites()
+        #: Taken by a transaction that has not been applied to the store yet: the worker
+        #: processes the next batch while the previous one commits.
+        self._committing: PendingWrites | None = None
         self._gc_resume: str | None = None
 
     # --- processing --------------------------------------------------------------
@@ -82,13 +88,16 @@ class OwnedPartition:
 
     def fire_due_timers(self, now_ms: int, limit: int = 1000) -> int:
         """Deliver every due timer to its workflow and tombstone it, in the pending writes."""
-        due = self.store.due_timers(now_ms, limit)
-        for timer in due:
+        fired = 0
+        for timer in self.store.due_timers(now_ms, limit):
+            if self._unapplied_timer(timer.workflow_id, timer.timer_id):
+                continue  # fired, cancelled or moved by a transaction the store lacks yet
             record = serde.decode_timer(timer.record)
             self._put_timer(timer.workflow_id, timer.timer_id, timer.fire_at_ms, None)
-            fired = TimerFiredReport(record.workflow_id, record.run_id, record.timer_id, now_ms)
-            self.handle(fired, now_ms)
-        return len(due)
+            report = TimerFiredReport(record.workflow_id, record.run_id, record.timer_id, now_ms)
+            self.handle(report, now_ms)
+            fired += 1
+        return fired
 
     def next_fire_at(self) -> int | None:
         return self.store.next_fire_at()
@@ -97,10 +106,9 @@ class OwnedPartition:
         """Tombstone history and status of workflows closed for longer than the retention.
 
         Sweeps at most ``limit`` workflow ids per call, resuming where the last call
-        stopped. A workflow touched by the pending transaction is left for the next sweep.
+        stopped. A workflow with history in a transaction not applied yet waits for the next sweep.
         Returns how many workflows were collected.
         """
-        touched = self.pending.touched
         collected, scanned, last = 0, 0, None
         for workflow_id, last_record in self.store.workflow_ids(after=self._gc_resume):
             if scanned == limit:
@@ -108,7 +116,7 @@ class OwnedPartition:
             scanned, last = scanned + 1, workflow_id
             event = serde.decode_history_event(last_record)
             expired = event.timestamp_ms + retention_ms <= now_ms
-            if not _closed_for_good(event) or not expired or workflow_id in touched:
+            if not _closed_for_good(event) or not expired or self._unapplied(workflow_id):
                 continue
             cached = self._cache.get(workflow_id)
             if cached is not None and cached.has_waiters():
@@ -123,7 +131,11 @@ class OwnedPartition:
     # --- commit protocol ---------------------------------------------------------
 
     def take_pending(self) -> PendingWrites:
+        """The writes of the next transaction; they stay readable until applied."""
+        if self._committing is not None:
+            raise RuntimeError(f"partition {self.number}: the previous commit is not applied")
         pending, self.pending = self.pending, PendingWrites()
+        self._committing = pending
         return pending
 
     def apply_committed(self, pending: PendingWrites, last_offsets: dict[str, int]) -> None:
@@ -138,11 +150,18 @@ class OwnedPartition:
                 batch.checkpoint(topic, last_offsets[topic] + 1)
         if batch:
             self.store.write(batch)
+        if self._committing is pending:
+            self._committing = None
 
     def forget_workflows(self) -> None:
         """After an aborted transaction the cached coroutines ran ahead of the topics."""
         self._cache.clear()
         self.pending = PendingWrites()
+        self._committing = None
+
+    def forget(self, workflow_id: str) -> None:
+        """Drop one cached workflow (its coroutine failed mid-transition); it reloads."""
+        self._cache.pop(workflow_id, None)
 
     def close(self) -> None:
         self._cache.clear()
@@ -155,11 +174,38 @@ class OwnedPartition:
         if instance is not None:
             self._cache.move_to_end(workflow_id)
             return instance
-        history = [serde.decode_history_event(raw) for raw in self.store.history(workflow_id)]
+        history = [serde.decode_history_event(raw) for raw in self._history(workflow_id)]
         instance = WorkflowInstance.restore(workflow_id, history, self._registry)
         self._cache[workflow_id] = instance
         self._evict()
         return instance
+
+    def _history(self, workflow_id: str) -> list[bytes]:
+        """The stored history, with the writes of transactions not applied yet on top."""
+        staged = [
+            writes.events[workflow_id]
+            for writes in (self._committing, self.pending)
+            if writes is not None and workflow_id in writes.events
+        ]
+        if not staged:
+            return self.store.history(workflow_id)
+        by_id: dict[int, bytes | None] = dict(self.store.events(workflow_id))
+        for changes in staged:
+            by_id.update(changes)
+        return [raw for _, raw in sorted(by_id.items()) if raw is not None]
+
+    def _unapplied(self, workflow_id: str) -> bool:
+        return any(
+            writes is not None and workflow_id in writes.events
+            for writes in (self._committing, self.pending)
+        )
+
+    def _unapplied_timer(self, workflow_id: str, timer_id: str) -> bool:
+        key = (workflow_id, timer_id)
+        return any(
+            writes is not None and key in writes.timers
+            for writes in (self._committing, self.pending)
+        )
 
     def _evict(self) -> None:
         while len(self._cache) > self._cache_size:
@@ -213,7 +259,7 @@ class OwnedPartition:
         key = serde.encode_history_key(workflow_id, event_id)
         self.pending.add(Outbound(self._names.history, key, record, self.number))
         self.pending.store.put_event(workflow_id, event_id, record)
-        self.pending.touched.add(workflow_id)
+        self.pending.events.setdefault(workflow_id, {})[event_id] = record
 
     def _put_timer(
         self, workflow_id: str, timer_id: str, fire_at_ms: int, record: bytes | None
@@ -222,6 +268,7 @@ class OwnedPartition:
         key = serde.encode_timer_key(workflow_id, timer_id)
         self.pending.add(Outbound(self._names.timers, key, record, self.number))
         self.pending.store.put_timer(workflow_id, timer_id, fire_at_ms, record)
+        self.pending.timers.add((workflow_id, timer_id))
 
 
 def _closed_for_good(event: HistoryEvent) -> bool:

@@ -18,10 +18,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import structlog
 from confluent_kafka import (
@@ -29,7 +27,6 @@ from confluent_kafka import (
     Consumer,
     KafkaError,
     KafkaException,
-    Message,
     Producer,
     TopicPartition,
 )
@@ -44,6 +41,7 @@ from topics.errors import DecodeError
 from workers.membership import Member
 from workers.partition import Outbound, OwnedPartition, PendingWrites
 from workers.restore import restore_partition
+from workers.transaction import BackgroundTransactions
 
 log = structlog.get_logger(__name__)
 
@@ -59,7 +57,6 @@ class WorkflowWorkerConfig:
     state_dir: Path
     max_batch: int = 1000
     cache_size: int = 10_000
-    fetch_wait_ms: int = 5
     #: Fire the due timers of owned partitions here; off when `chronik timers` runs.
     fire_timers: bool = True
     #: How long a closed workflow keeps its history, status and result.
@@ -78,12 +75,7 @@ class WorkflowWorker:
         member = config.member
         self._names = TopicNames(member.namespace)
         self._base = member.client_config()
-        self._consumer = Consumer(
-            {
-                **member.group_config(self._names.workflow_group),
-                "fetch.wait.max.ms": config.fetch_wait_ms,
-            }
-        )
+        self._consumer = Consumer(member.group_config(self._names.workflow_group))
         self._producer = Producer(
             {
                 **member.transactional_producer_config("workflow-worker"),
@@ -97,6 +89,13 @@ class WorkflowWorker:
         self._to_restore: set[int] = set()
         self._known_task_topics: set[str] = set()
         self._next_gc = time.monotonic() + config.gc_interval_s
+        self._transactions = BackgroundTransactions(
+            self._producer, frozenset({self._names.history, self._names.timers})
+        )
+        #: The writes of the transaction under way, by partition, to apply once it committed.
+        self._committing: dict[int, PendingWrites] = {}
+        #: A transaction failed inside a rebalance callback: rewind before processing more.
+        self._must_rewind = False
 
     # --- lifecycle ---------------------------------------------------------------
 
@@ -118,6 +117,11 @@ class WorkflowWorker:
 
     def _close(self) -> None:
         try:
+            self._settle()  # commit what is prepared
+        except WorkerFencedError:
+            log.warning("the last transaction was fenced", exc_info=True)
+        self._transactions.close()
+        try:
             self._consumer.close()
         except KafkaException:
             log.warning("consumer close failed", exc_info=True)
@@ -133,9 +137,11 @@ class WorkflowWorker:
         log.info("partitions assigned", partitions=sorted(tp.partition for tp in assigned))
 
     def _on_revoke(self, _consumer: Consumer, revoked: list[TopicPartition]) -> None:
+        self._settle()  # what is prepared is committed (or fails, and is done again)
         self._drop([tp.partition for tp in revoked], "revoked")
 
     def _on_lost(self, _consumer: Consumer, lost: list[TopicPartition]) -> None:
+        self._settle()  # fails if another worker fenced it; then nothing of it stays
         self._drop([tp.partition for tp in lost], "lost")
 
     def _drop(self, numbers: list[int], why: str) -> None:
@@ -149,7 +155,11 @@ class WorkflowWorker:
     # --- the loop ------------------------------------------------------------------
 
     def _step(self) -> None:
+        """Consume and process a batch while the previous one commits; then commit this one."""
         records = consume_available(self._consumer, self._config.max_batch, self._poll_timeout())
+        if self._must_rewind:  # these records follow a transaction that failed
+            self._rewind()
+            return
         self._restore_assigned()
         now = _now_ms()
         next_offsets: dict[int, int] = {}
@@ -171,8 +181,11 @@ class WorkflowWorker:
             self._next_gc = time.monotonic() + self._config.gc_interval_s
             for partition in self._partitions.values():
                 partition.collect_garbage(now, self._config.retention_ms)
+        if not self._settle():
+            self._rewind()
+            return
         if next_offsets or any(p.pending.records for p in self._partitions.values()):
-            self._commit(next_offsets)
+            self._begin_commit(next_offsets)
 
     def _poll_timeout(self) -> float:
         if not self._config.fire_timers:
@@ -193,7 +206,7 @@ class WorkflowWorker:
             partition.handle(message, now)
         except Exception as error:  # an engine bug must not wedge the partition
             log.exception("message failed in the engine", partition=number, offset=offset)
-            partition.forget_workflows()
+            partition.forget(message.workflow_id)  # its coroutine may have run half-way
             self._dead_letter(partition, record, f"engine error: {error!r}")
 
     def _dead_letter(self, partition: OwnedPartition, record: Consumed, reason: str) -> None:
@@ -230,53 +243,35 @@ class WorkflowWorker:
 
     # --- the transaction -------------------------------------------------------------
 
-    def _commit(self, next_offsets: dict[int, int]) -> None:
-        pendings = {number: p.take_pending() for number, p in self._partitions.items()}
-        self._ensure_task_topics(pendings)
-        # (topic, partition) -> the highest offset delivered in this transaction
-        last_offsets: dict[tuple[str, int], int] = {}
+    def _begin_commit(self, next_offsets: dict[int, int]) -> None:
+        """Start the transaction of what this step staged; `_settle` finishes it."""
+        self._committing = {number: p.take_pending() for number, p in self._partitions.items()}
+        self._ensure_task_topics(self._committing)
+        records = [record for pending in self._committing.values() for record in pending.records]
+        self._transactions.start(
+            records, self._inbox_positions(next_offsets), self._consumer.consumer_group_metadata()
+        )
 
-        def delivered(error: KafkaError | None, message: Message) -> None:
-            topic, partition, offset = message.topic(), message.partition(), message.offset()
-            if error is None and topic is not None and partition is not None and offset is not None:
-                key = (topic, partition)
-                last_offsets[key] = max(offset, last_offsets.get(key, -1))
+    def _settle(self) -> bool:
+        """Wait for the transaction under way and apply it to the stores; False if it failed.
 
-        producer = self._producer
+        A failed transaction is aborted and every cached workflow dropped; the caller
+        rewinds the consumer (`_rewind`), here or after the rebalance callback returned.
+        """
+        if not self._transactions.under_way:
+            return True
+        committing, self._committing = self._committing, {}
         try:
-            producer.begin_transaction()
-            for pending in pendings.values():
-                for record in pending.records:
-                    self._produce(record, delivered)
-            producer.send_offsets_to_transaction(
-                self._inbox_positions(next_offsets), self._consumer.consumer_group_metadata()
-            )
-            producer.commit_transaction()
+            last_offsets = self._transactions.wait()
         except KafkaException as exception:
-            self._on_transaction_error(exception)
-            return
-        for number, pending in pendings.items():
+            self._abort(exception)
+            return False
+        for number, pending in committing.items():
             partition = self._partitions.get(number)
             if partition is not None:
                 mine = {topic: o for (topic, n), o in last_offsets.items() if n == number}
                 partition.apply_committed(pending, mine)
-
-    def _produce(self, record: Outbound, on_delivery: Callable[[Any, Any], None]) -> None:
-        kwargs: dict[str, Any] = {
-            "key": record.key,
-            "value": record.value,
-            "on_delivery": on_delivery,
-        }
-        if record.partition is not None:
-            kwargs["partition"] = record.partition
-        if record.headers:
-            kwargs["headers"] = list(record.headers)
-        while True:
-            try:
-                self._producer.produce(record.topic, **kwargs)
-                return
-            except BufferError:
-                self._producer.poll(0.05)
+        return True
 
     def _inbox_positions(self, next_offsets: dict[int, int]) -> list[TopicPartition]:
         """Every owned partition's position: a transaction with none would not fence."""
@@ -289,26 +284,28 @@ class WorkflowWorker:
             if offset >= 0
         ]
 
-    def _on_transaction_error(self, exception: KafkaException) -> None:
+    def _abort(self, exception: KafkaException) -> None:
         error: KafkaError = exception.args[0]
         if error.fatal() or error.code() == KafkaError._FENCED:
             raise WorkerFencedError(str(error)) from exception
         log.warning("transaction aborted", error=str(error))
-        if error.txn_requires_abort() or not error.retriable():
-            try:
-                self._producer.abort_transaction(30)
-            except KafkaException as abort_error:
-                raise WorkerFencedError(str(abort_error)) from exception
-        self._rewind()
+        try:
+            self._producer.abort_transaction(30)
+        except KafkaException as abort_error:
+            raise WorkerFencedError(str(abort_error)) from exception
+        for partition in self._partitions.values():
+            partition.forget_workflows()  # their coroutines ran ahead of the topics
+        self._must_rewind = True
 
     def _rewind(self) -> None:
-        """Back to the committed offsets; cached workflows ran ahead and are dropped."""
+        """Back to the committed offsets: what follows them is consumed and processed again."""
         owned = [TopicPartition(self._names.inbox, n) for n in self._partitions]
         for tp in self._consumer.committed(owned, timeout=30):
             offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
             self._consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
         for partition in self._partitions.values():
             partition.forget_workflows()
+        self._must_rewind = False
 
     def _ensure_task_topics(self, pendings: dict[int, PendingWrites]) -> None:
         wanted = {
