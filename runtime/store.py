@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rocksdict import Options, Rdict, WriteBatch
+from rocksdict import BlockBasedOptions, Options, Rdict, WriteBatch
 
 _U64 = struct.Struct(">Q")
 _U16 = struct.Struct(">H")
@@ -36,6 +36,8 @@ _DUE = b"D"
 _CHECKPOINT = b"C"
 #: Sorts after every ``event_id:8`` of an id: seeking here skips the id's whole history.
 _AFTER_EVENTS = b"\xff" * 9
+#: A history begins with event 1 (ids count on across runs) and is only ever deleted whole.
+_FIRST_EVENT = _U64.pack(1)
 
 
 def _id_prefix(workflow_id: str) -> bytes:
@@ -82,18 +84,28 @@ class StoreBatch:
         return bool(self.events or self.timers or self.checkpoints)
 
 
+def _options() -> Options:
+    """Whole-key bloom filters on the tables and the memtable, for point reads of new ids."""
+    options = Options(raw_mode=True)
+    table = BlockBasedOptions()
+    table.set_bloom_filter(10, False)
+    options.set_block_based_table_factory(table)
+    options.set_memtable_prefix_bloom_ratio(0.05)
+    options.set_memtable_whole_key_filtering(True)
+    return options
+
+
 class PartitionStore:
     """One RocksDB per owned partition, under ``<state_dir>/<namespace>/<partition>``."""
 
     def __init__(self, path: Path) -> None:
         path.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._db = Rdict(str(path), Options(raw_mode=True))
+        self._db = Rdict(str(path), _options())
         # Where the last due-timer scan stopped: scanning from the start each time would
         # walk the tombstones of every timer fired since the last compaction.
         self._due_resume = _DUE
-        # The earliest fire time, or None for no timer; unset until asked after a change.
-        # Owners ask on every loop step: this spares a RocksDB seek per partition and step.
+        # The earliest fire time (None: no timer), kept up to date by writes: see next_fire_at.
         self._earliest: int | None = None
         self._earliest_known = False
 
@@ -118,8 +130,14 @@ class PartitionStore:
         return [record for _, record in self.events(workflow_id)]
 
     def events(self, workflow_id: str) -> list[tuple[int, bytes]]:
-        """``(event id, record)`` of every stored event of the workflow id, in order."""
+        """``(event id, record)`` of every stored event of the workflow id, in order.
+
+        Most lookups are for new workflow ids: a point read of event 1, which the bloom
+        filters answer, spares them a range scan (an iterator over every level).
+        """
         prefix = _HISTORY + _id_prefix(workflow_id)
+        if self._db.get(prefix + _FIRST_EVENT) is None:
+            return []
         at = len(prefix)
         return [(int(_U64.unpack_from(key, at)[0]), value) for key, value in self._scan(prefix)]
 
@@ -158,9 +176,11 @@ class PartitionStore:
         if earliest is None or earliest > now_ms:
             return []
         due: list[DueTimer] = []
+        next_fire_at: int | None = None
         for key, _ in self._scan(_DUE, start=self._due_resume):
             (fire_at,) = _U64.unpack_from(key, 1)
             if fire_at > now_ms or len(due) >= limit:
+                next_fire_at = fire_at
                 break
             workflow_id, at = _read_id(key, 1 + _U64.size)
             timer_id = key[at:].decode()
@@ -169,9 +189,19 @@ class PartitionStore:
                 due.append(DueTimer(fire_at, workflow_id, timer_id, stored[_U64.size :]))
         if due:
             self._due_resume = _DUE + _U64.pack(due[0].fire_at_ms)
+        # Where the scan stopped is the next fire time once the due ones are gone; until
+        # their transaction is applied (or if it aborts) they are the earliest still.
+        self._earliest = due[0].fire_at_ms if due else next_fire_at
+        self._earliest_known = True
         return due
 
     def next_fire_at(self) -> int | None:
+        """The earliest fire time, or None; it may be early, never late.
+
+        Owners ask on every loop step, so it is kept in memory: a new timer can only make
+        it earlier, and a timer removed before it fires leaves it early — which costs one
+        `due_timers` scan that finds nothing due and then knows the true next fire time.
+        """
         if not self._earliest_known:
             self._earliest = None
             for key, _ in self._scan(_DUE, start=self._due_resume):
@@ -202,8 +232,6 @@ class PartitionStore:
         for topic, offset in batch.checkpoints.items():
             rocks.put(_CHECKPOINT + topic.encode(), _U64.pack(offset))
         self._db.write(rocks)
-        if batch.timers:
-            self._earliest_known = False
 
     def _stage_timer(
         self,
@@ -224,6 +252,8 @@ class PartitionStore:
         due_key = _DUE + _U64.pack(fire_at_ms) + suffix
         rocks.put(due_key, b"")
         self._due_resume = min(self._due_resume, due_key[: 1 + _U64.size])
+        if self._earliest_known and (self._earliest is None or fire_at_ms < self._earliest):
+            self._earliest = fire_at_ms
 
     def _scan(self, prefix: bytes, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
         iterator = self._db.iter()

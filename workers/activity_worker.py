@@ -81,7 +81,7 @@ class ActivityWorker:
         self._consumer = Consumer(
             member.group_config(self._names.activity_group(config.task_queue))
         )
-        self._producer = Producer({**producer_config(member.client_config()), "linger.ms": 0})
+        self._producer = Producer({**producer_config(member.client_config()), "linger.ms": 2})
         self._admin = TopicAdmin(member.client_config())
         self._progress: dict[int, PartitionProgress] = {}
         self._running: dict[tuple[str, str, int, int], _Running] = {}

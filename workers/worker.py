@@ -52,9 +52,9 @@ class Worker:
             finally:
                 transport.service.unregister_worker(self.spec)
             return
-        from workers.kafka_host import run_kafka_worker  # type: ignore[import-not-found,unused-ignore]  # noqa: PLC0415
+        from workers.kafka_host import Cluster, run_kafka_worker  # type: ignore[import-not-found,unused-ignore]  # noqa: PLC0415
 
-        runner = asyncio.ensure_future(run_kafka_worker(self.client, self.spec))
+        runner = asyncio.ensure_future(run_kafka_worker(Cluster.of(self.client), self.spec))
         stopper = asyncio.ensure_future(self._stop.wait())
         try:
             await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)

@@ -30,12 +30,25 @@ def test_history_is_per_workflow_in_event_order(tmp_path: Path) -> None:
 def test_tombstone_deletes_an_event(tmp_path: Path) -> None:
     store = _store(tmp_path)
     first, second = StoreBatch(), StoreBatch()
-    first.put_event("w", 1, b"x")
-    first.put_event("w", 2, b"y")
+    for event_id, record in ((1, b"x"), (2, b"y"), (3, b"z")):
+        first.put_event("w", event_id, record)
     store.write(first)
-    second.put_event("w", 1, None)
+    second.put_event("w", 2, None)
     store.write(second)
-    assert store.history("w") == [b"y"]
+    assert store.history("w") == [b"x", b"z"]
+
+
+def test_a_history_is_deleted_whole(tmp_path: Path) -> None:
+    """History GC tombstones every event of a workflow: nothing of it is found after."""
+    store = _store(tmp_path)
+    first, second = StoreBatch(), StoreBatch()
+    for event_id in (1, 2, 3):
+        first.put_event("w", event_id, b"e")
+        second.put_event("w", event_id, None)
+    store.write(first)
+    store.write(second)
+    assert store.history("w") == []
+    assert list(store.workflow_ids()) == []
 
 
 def test_checkpoints_survive_reopen_and_only_move_forward_within_a_batch(tmp_path: Path) -> None:
@@ -101,3 +114,40 @@ def test_put_then_remove_in_one_batch_leaves_nothing(tmp_path: Path) -> None:
     store.write(batch)
     assert store.due_timers(now_ms=100) == []
     assert store.pending_timer_count() == 0
+
+
+def test_next_fire_at_may_be_early_but_never_late(tmp_path: Path) -> None:
+    """Kept in memory: a new timer lowers it; a removed one leaves it early until a scan."""
+    store = _store(tmp_path)
+    first = StoreBatch()
+    first.put_timer("w", "late", 100, b"l")
+    store.write(first)
+    assert store.next_fire_at() == 100
+    earlier = StoreBatch()
+    earlier.put_timer("w", "early", 50, b"e")
+    store.write(earlier)
+    assert store.next_fire_at() == 50
+
+    cancelled = StoreBatch()
+    cancelled.put_timer("w", "early", 50, None)
+    store.write(cancelled)
+    assert store.next_fire_at() == 50  # early: the owner wakes up for nothing once
+    assert store.due_timers(60) == []
+    assert store.next_fire_at() == 100  # that scan found the true next fire time
+
+    (due,) = store.due_timers(100)
+    assert store.next_fire_at() == 100  # still there until its fire is applied
+    fired = StoreBatch()
+    fired.put_timer(due.workflow_id, due.timer_id, due.fire_at_ms, None)
+    store.write(fired)
+    assert store.due_timers(100) == []
+    assert store.next_fire_at() is None
+
+
+def test_a_reopened_store_finds_its_earliest_timer(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    batch = StoreBatch()
+    batch.put_timer("w", "t", 700, b"v")
+    store.write(batch)
+    store.close()
+    assert _store(tmp_path).next_fire_at() == 700
