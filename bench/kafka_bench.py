@@ -515,8 +515,9 @@ async def run_mode(
             )
             await worker.__aenter__()
         say(f"workers ready after {await _wait_ready(client):.1f} s")
-        for _ in range(2):  # warm caches, connections and task-topic creation
-            await throughput(client, _w1(client), 200, args.in_flight)
+        # Warm caches, connections, task-topic creation — and the broker's JIT: a fresh
+        # broker spends a core compiling for its first minutes, which moved W1 by a third.
+        await throughput(client, _w1(client), args.warmup, args.in_flight)
         await _measure(
             client,
             result,
@@ -722,6 +723,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--bootstrap-servers", default=os.environ.get("CHRONIK_BENCH_BOOTSTRAP"))
     parser.add_argument("--workflows", type=int, default=3000)
     parser.add_argument("--in-flight", type=int, default=200)
+    parser.add_argument(
+        "--warmup", type=int, default=3000, help="W1 workflows run before measuring, per mode"
+    )
     parser.add_argument("--partitions", type=int, default=12)
     parser.add_argument("--scenarios", default="w1,w2,timer,restore,baseline")
     parser.add_argument("--modes", default="inproc,procs")

@@ -60,29 +60,17 @@ class Codec(Generic[T]):
         offset: int | None = None,
     ) -> T:
         """The value in ``data``; where it came from only serves the error message."""
-        where: dict[str, Any] = {"topic": topic, "partition": partition, "offset": offset}
         if data is None:
-            raise DecodeError(f"a tombstone is not a {self.schema.name}", **where)
-        try:
-            fingerprint = fingerprint_of(data)
-        except ValueError as exc:
-            raise DecodeError(str(exc), **where) from None
-        if fingerprint == self.schema.fingerprint:
-            reader_schema = None
-            writer = self.schema
+            raise DecodeError(
+                f"a tombstone is not a {self.schema.name}",
+                topic=topic,
+                partition=partition,
+                offset=offset,
+            )
+        if data[:HEADER_LEN] == self._header:  # written with the current schema: most records
+            writer, reader_schema = self.schema, None
         else:
-            known = self._registry.get(fingerprint)
-            if known is None:
-                raise DecodeError(
-                    f"unknown schema fingerprint {fingerprint.hex()} "
-                    f"(not a version of {self.schema.name} this code knows)",
-                    **where,
-                )
-            if known.name != self.schema.name:
-                raise DecodeError(
-                    f"record is a {known.name}, expected a {self.schema.name}", **where
-                )
-            writer, reader_schema = known, self.schema.parsed
+            writer, reader_schema = self._writer_of(data, topic, partition, offset)
         buf = io.BytesIO(data)
         buf.seek(HEADER_LEN)
         try:
@@ -97,11 +85,35 @@ class Codec(Generic[T]):
         except Exception as exc:  # fastavro raises many kinds on corrupt input
             raise DecodeError(
                 f"body does not decode as {writer.name} {writer.fingerprint.hex()}: {exc!r}",
-                **where,
+                topic=topic,
+                partition=partition,
+                offset=offset,
             ) from exc
         if buf.tell() != len(data):
             raise DecodeError(
                 f"{len(data) - buf.tell()} bytes left over after the {writer.name} record",
-                **where,
+                topic=topic,
+                partition=partition,
+                offset=offset,
             )
         return value
+
+    def _writer_of(
+        self, data: bytes, topic: str | None, partition: int | None, offset: int | None
+    ) -> tuple[VersionedSchema, Any]:
+        """The writer schema of a record not written with the current one, and our reader."""
+        where: dict[str, Any] = {"topic": topic, "partition": partition, "offset": offset}
+        try:
+            fingerprint = fingerprint_of(data)
+        except ValueError as exc:
+            raise DecodeError(str(exc), **where) from None
+        known = self._registry.get(fingerprint)
+        if known is None:
+            raise DecodeError(
+                f"unknown schema fingerprint {fingerprint.hex()} "
+                f"(not a version of {self.schema.name} this code knows)",
+                **where,
+            )
+        if known.name != self.schema.name:
+            raise DecodeError(f"record is a {known.name}, expected a {self.schema.name}", **where)
+        return known, self.schema.parsed

@@ -9,7 +9,7 @@ code that processes records does not repeat the check at every use.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from confluent_kafka import Consumer, Message
 
@@ -50,12 +50,8 @@ class Consumed:
         topic, partition, offset = message.topic(), message.partition(), message.offset()
         if message.error() is not None or topic is None or partition is None or offset is None:
             raise ValueError(f"not a consumed record: {message.error() or 'no position'}")
-        raw_headers = message.headers() or []
-        pairs = raw_headers.items() if isinstance(raw_headers, dict) else raw_headers
-        headers = tuple(
-            (name, value.encode() if isinstance(value, str) else value or b"")
-            for name, value in pairs
-        )
+        raw_headers = message.headers()
+        headers = _headers(raw_headers) if raw_headers else ()
         return cls(topic, partition, offset, message.key(), message.value(), headers)
 
     def decode(self, decoder: Decoder[T_co]) -> T_co:
@@ -72,6 +68,13 @@ class Consumed:
     @property
     def location(self) -> str:
         return f"{self.topic}[{self.partition}]@{self.offset}"
+
+
+def _headers(raw: Any) -> tuple[tuple[str, bytes], ...]:
+    pairs = raw.items() if isinstance(raw, dict) else raw
+    return tuple(
+        (name, value.encode() if isinstance(value, str) else value or b"") for name, value in pairs
+    )
 
 
 def consume_available(consumer: Consumer, max_records: int, timeout: float) -> list[Message]:

@@ -67,10 +67,7 @@ def restore_partition(
         while pending:
             if time.monotonic() > deadline:
                 raise RestoreError(f"partition {partition}: restore did not finish in {timeout_s}s")
-            for message in consume_available(consumer, 10_000, 0.2):
-                if message.error() is not None:
-                    raise RestoreError(f"partition {partition}: {message.error()}")
-                record = Consumed.of(message)
+            for record in _records(consumer, partition):
                 _apply(batch, names, record)
                 counts[record.topic] += 1
             if len(batch.events) + len(batch.timers) >= _WRITE_EVERY:
@@ -119,6 +116,16 @@ def _watermarks(consumer: Consumer, where: TopicPartition) -> tuple[int, int]:
 def _reached(consumer: Consumer, topic: str, partition: int, end: int) -> bool:
     [position] = consumer.position([TopicPartition(topic, partition)])
     return bool(position.offset >= end)
+
+
+def _records(consumer: Consumer, partition: int) -> list[Consumed]:
+    """What has arrived; a restore stops at the first error rather than skip a record."""
+    records = []
+    for message in consume_available(consumer, 10_000, 0.2):
+        if message.error() is not None:
+            raise RestoreError(f"partition {partition}: {message.error()}")
+        records.append(Consumed.of(message))
+    return records
 
 
 def _apply(batch: StoreBatch, names: TopicNames, record: Consumed) -> None:
