@@ -23,7 +23,7 @@ Scenarios, in this order per mode:
 - ``timer``: 5 `bench.kafka_workflows.sleep_two_seconds` at once; how late each completes
   after its 2 s (end to end at the client, and timer-started to timer-fired in the history).
 - ``restore``: after the workers stopped, every partition's RocksDB rebuilt from
-  ``history`` into a fresh store with `workers.restore.restore_partition`; events/s.
+  ``history`` into fresh stores with `workers.restore.restore_partitions`; events/s.
 - ``baseline`` (once): the raw Kafka limit (`run_baseline`), moving as many records
   as W1 wrote; Chronik's W1 is printed as a share of it.
 
@@ -64,7 +64,7 @@ from topics.catalogue import Catalogue, TopicNames
 from topics.partitioner import producer_config
 from workers import local_kafka
 from workers.cli_worker import load_definitions
-from workers.restore import restore_partition
+from workers.restore import restore_partitions
 from workers.worker import Worker
 
 REPO = Path(__file__).resolve().parent.parent
@@ -470,21 +470,22 @@ def count_records(
 def restore_all(
     bootstrap: str, namespace: str, partitions: int, workdir: Path
 ) -> tuple[int, float]:
-    """Rebuild every partition's store from ``history``: (events, seconds)."""
+    """Rebuild every partition's store from ``history`` at once, as a worker taking over
+    all of them does: (events, seconds)."""
     names = TopicNames(namespace)
-    events, seconds = 0, 0.0
-    for number in range(partitions):
-        path = workdir / f"restore-{namespace}" / f"partition-{number}"
-        store = PartitionStore(path)
-        try:
-            stats = restore_partition(
-                {"bootstrap.servers": bootstrap}, names, store, number, topics=(names.history,)
-            )
-        finally:
+    stores = {
+        number: PartitionStore(workdir / f"restore-{namespace}" / f"partition-{number}")
+        for number in range(partitions)
+    }
+    began = time.monotonic()
+    try:
+        stats = restore_partitions(
+            {"bootstrap.servers": bootstrap}, names, stores, topics=(names.history,)
+        )
+    finally:
+        for store in stores.values():
             store.close()
-        events += stats.history_records
-        seconds += stats.seconds
-    return events, seconds
+    return sum(s.history_records for s in stats), time.monotonic() - began
 
 
 # --- one worker mode --------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Bring a partition store up to date with ``history[p]`` and ``timers[p]``.
+"""Bring partition stores up to date with ``history[p]`` and ``timers[p]``.
 
 The store says where it stopped (its checkpoints); restore reads each topic partition from
 there with ``read_committed`` until the consumer position reaches the high watermark —
@@ -9,6 +9,7 @@ never saw a topic starts at offset 0, so deleting a state directory loses nothin
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -38,16 +39,20 @@ class RestoreError(RuntimeError):
     """A partition could not be restored; the worker must not process it."""
 
 
-def restore_partition(
+def restore_partitions(
     kafka_config: dict[str, Any],
     names: TopicNames,
-    store: PartitionStore,
-    partition: int,
+    stores: Mapping[int, PartitionStore],
     *,
     topics: tuple[str, ...] | None = None,
     timeout_s: float = 300.0,
-) -> RestoreStats:
-    """Catch ``store`` up with ``topics`` (default: history and timers) of ``partition``."""
+) -> list[RestoreStats]:
+    """Catch each store up with ``topics`` of its partition, all through one consumer.
+
+    A rebalance hands a worker several partitions at once; one consumer assigned to all of
+    them fetches them together and pays its setup (a client, its connection, metadata)
+    once, which was most of the time of restoring a small partition.
+    """
     started = time.monotonic()
     consumer = Consumer(
         {
@@ -58,54 +63,67 @@ def restore_partition(
             "fetch.max.bytes": 64 * 1024 * 1024,
         }
     )
-    counts = {names.history: 0, names.timers: 0}
+    wanted = topics if topics is not None else (names.history, names.timers)
+    counts = {(topic, p): 0 for topic in wanted for p in stores}
+    seconds: dict[int, float] = {}
     try:
-        wanted = topics if topics is not None else (names.history, names.timers)
-        pending = _assign(consumer, store, wanted, partition)
-        batch = StoreBatch()
+        ends = _assign(consumer, stores, wanted)
+        batches = {p: StoreBatch() for p in stores}
         deadline = started + timeout_s
-        while pending:
+        for p in stores:  # nothing to read: restored already
+            if not any(where[1] == p for where in ends):
+                seconds[p] = time.monotonic() - started
+        while ends:
             if time.monotonic() > deadline:
-                raise RestoreError(f"partition {partition}: restore did not finish in {timeout_s}s")
-            for record in _records(consumer, partition):
-                _apply(batch, names, record)
-                counts[record.topic] += 1
-            if len(batch.events) + len(batch.timers) >= _WRITE_EVERY:
-                store.write(batch)
-                batch = StoreBatch()
-            pending = {
-                topic: end
-                for topic, end in pending.items()
-                if not _reached(consumer, topic, partition, end)
-            }
-        store.write(batch)
+                missing = sorted({p for _, p in ends})
+                raise RestoreError(f"partitions {missing}: restore did not finish in {timeout_s}s")
+            for record in _records(consumer):
+                _apply(batches[record.partition], names, record)
+                counts[(record.topic, record.partition)] += 1
+            for p, batch in batches.items():
+                if len(batch.events) + len(batch.timers) >= _WRITE_EVERY:
+                    stores[p].write(batch)
+                    batches[p] = StoreBatch()
+            ends = {where: end for where, end in ends.items() if not _reached(consumer, where, end)}
+            for p in stores:
+                if p not in seconds and not any(where[1] == p for where in ends):
+                    stores[p].write(batches[p])
+                    batches[p] = StoreBatch()
+                    seconds[p] = time.monotonic() - started
+        for p, batch in batches.items():
+            if batch:
+                stores[p].write(batch)
     except KafkaException as error:
-        raise RestoreError(f"partition {partition}: {error}") from error
+        raise RestoreError(f"partitions {sorted(stores)}: {error}") from error
     finally:
         consumer.close()
-    stats = RestoreStats(
-        partition, counts[names.history], counts[names.timers], time.monotonic() - started
-    )
-    log.info("partition restored", **asdict(stats))
-    return stats
+    out = []
+    for p in stores:
+        stats = RestoreStats(
+            p, counts.get((names.history, p), 0), counts.get((names.timers, p), 0), seconds[p]
+        )
+        log.info("partition restored", **asdict(stats))
+        out.append(stats)
+    return out
 
 
 def _assign(
-    consumer: Consumer, store: PartitionStore, topics: tuple[str, ...], partition: int
-) -> dict[str, int]:
-    """Assign the topics' partitions at the store's checkpoints; return the ends to reach."""
-    assignment, pending = [], {}
-    for topic in topics:
-        start = store.checkpoint(topic)
-        low, high = _watermarks(consumer, TopicPartition(topic, partition))
-        first = max(start if start is not None else low, low)
-        if first < high:
-            pending[topic] = high
-            offset = OFFSET_BEGINNING if start is None else first
-            assignment.append(TopicPartition(topic, partition, offset))
+    consumer: Consumer, stores: Mapping[int, PartitionStore], topics: tuple[str, ...]
+) -> dict[tuple[str, int], int]:
+    """Assign each store's topic partitions at its checkpoints; return the ends to reach."""
+    assignment, ends = [], {}
+    for partition, store in stores.items():
+        for topic in topics:
+            start = store.checkpoint(topic)
+            low, high = _watermarks(consumer, TopicPartition(topic, partition))
+            first = max(start if start is not None else low, low)
+            if first < high:
+                ends[(topic, partition)] = high
+                offset = OFFSET_BEGINNING if start is None else first
+                assignment.append(TopicPartition(topic, partition, offset))
     if assignment:
         consumer.assign(assignment)
-    return pending
+    return ends
 
 
 def _watermarks(consumer: Consumer, where: TopicPartition) -> tuple[int, int]:
@@ -113,17 +131,17 @@ def _watermarks(consumer: Consumer, where: TopicPartition) -> tuple[int, int]:
     return int(low), int(high)
 
 
-def _reached(consumer: Consumer, topic: str, partition: int, end: int) -> bool:
-    [position] = consumer.position([TopicPartition(topic, partition)])
+def _reached(consumer: Consumer, where: tuple[str, int], end: int) -> bool:
+    [position] = consumer.position([TopicPartition(*where)])
     return bool(position.offset >= end)
 
 
-def _records(consumer: Consumer, partition: int) -> list[Consumed]:
+def _records(consumer: Consumer) -> list[Consumed]:
     """What has arrived; a restore stops at the first error rather than skip a record."""
     records = []
     for message in consume_available(consumer, 10_000, 0.2):
         if message.error() is not None:
-            raise RestoreError(f"partition {partition}: {message.error()}")
+            raise RestoreError(f"restore: {message.error()}")
         records.append(Consumed.of(message))
     return records
 

@@ -32,7 +32,7 @@ from topics import serde
 from topics.catalogue import TopicNames
 from topics.consumed import Consumed, consume_available
 from workers.membership import Member
-from workers.restore import restore_partition
+from workers.restore import restore_partitions
 from workers.workflow_worker import WorkerFencedError
 
 log = structlog.get_logger(__name__)
@@ -162,11 +162,15 @@ class TimerService:
         # Nothing was applied: the due timers are still in the index and fire next time.
 
     def _restore_assigned(self) -> None:
-        while self._to_restore:
-            number = min(self._to_restore)
-            store = PartitionStore(
+        if not self._to_restore:
+            return
+        stores = {
+            number: PartitionStore(
                 self._config.state_dir / self._config.member.namespace / f"timers-{number}"
             )
-            restore_partition(self._base, self._names, store, number, topics=(self._names.timers,))
+            for number in sorted(self._to_restore)
+        }
+        restore_partitions(self._base, self._names, stores, topics=(self._names.timers,))
+        for number, store in stores.items():
             self._to_restore.discard(number)
             self._stores[number] = store

@@ -40,7 +40,7 @@ from topics.consumed import Consumed, consume_available
 from topics.errors import DecodeError
 from workers.membership import Member
 from workers.partition import Outbound, OwnedPartition, PendingWrites
-from workers.restore import restore_partition
+from workers.restore import restore_partitions
 from workers.transaction import BackgroundTransactions
 
 log = structlog.get_logger(__name__)
@@ -226,16 +226,22 @@ class WorkflowWorker:
         )
 
     def _restore_assigned(self) -> None:
-        while self._to_restore:
-            number = min(self._to_restore)
-            store = PartitionStore(
+        """Restore every newly assigned partition (together: one consumer), then own them."""
+        if not self._to_restore:
+            return
+        stores = {
+            number: PartitionStore(
                 self._config.state_dir / self._config.member.namespace / f"partition-{number}"
             )
-            try:
-                restore_partition(self._base, self._names, store, number)
-            except Exception:
+            for number in sorted(self._to_restore)
+        }
+        try:
+            restore_partitions(self._base, self._names, stores)
+        except Exception:
+            for store in stores.values():
                 store.close()
-                raise
+            raise
+        for number, store in stores.items():
             self._to_restore.discard(number)
             self._partitions[number] = OwnedPartition(
                 number, store, self._registry, self._names, cache_size=self._config.cache_size
