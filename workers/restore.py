@@ -9,8 +9,9 @@ never saw a topic starts at offset 0, so deleting a state directory loses nothin
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -70,9 +71,7 @@ def restore_partitions(
         ends = _assign(consumer, stores, wanted)
         batches = {p: StoreBatch() for p in stores}
         deadline = started + timeout_s
-        for p in stores:  # nothing to read: restored already
-            if not any(where[1] == p for where in ends):
-                seconds[p] = time.monotonic() - started
+        _time_finished(seconds, stores, ends, started)
         while ends:
             if time.monotonic() > deadline:
                 missing = sorted({p for _, p in ends})
@@ -85,11 +84,7 @@ def restore_partitions(
                     stores[p].write(batch)
                     batches[p] = StoreBatch()
             ends = {where: end for where, end in ends.items() if not _reached(consumer, where, end)}
-            for p in stores:
-                if p not in seconds and not any(where[1] == p for where in ends):
-                    stores[p].write(batches[p])
-                    batches[p] = StoreBatch()
-                    seconds[p] = time.monotonic() - started
+            _time_finished(seconds, stores, ends, started)
         for p, batch in batches.items():
             if batch:
                 stores[p].write(batch)
@@ -105,6 +100,44 @@ def restore_partitions(
         log.info("partition restored", **asdict(stats))
         out.append(stats)
     return out
+
+
+def open_restored(
+    kafka_config: dict[str, Any],
+    names: TopicNames,
+    directory: Path,
+    numbers: Iterable[int],
+    *,
+    prefix: str,
+    topics: tuple[str, ...] | None = None,
+) -> dict[int, PartitionStore]:
+    """Open ``<directory>/<prefix>-<p>`` for each partition number and restore them together.
+
+    What an owner does with newly assigned partitions before it processes any of them; a
+    failed restore closes the stores again, so the next attempt can open them.
+    """
+    stores = {
+        number: PartitionStore(directory / f"{prefix}-{number}") for number in sorted(numbers)
+    }
+    try:
+        restore_partitions(kafka_config, names, stores, topics=topics)
+    except Exception:
+        for store in stores.values():
+            store.close()
+        raise
+    return stores
+
+
+def _time_finished(
+    seconds: dict[int, float],
+    stores: Mapping[int, PartitionStore],
+    ends: Mapping[tuple[str, int], int],
+    started: float,
+) -> None:
+    """Note how long each partition with nothing left to read took (once)."""
+    unfinished = {p for _, p in ends}
+    for p in stores.keys() - unfinished - seconds.keys():
+        seconds[p] = time.monotonic() - started
 
 
 def _assign(

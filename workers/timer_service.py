@@ -32,7 +32,7 @@ from topics import serde
 from topics.catalogue import TopicNames
 from topics.consumed import Consumed, consume_available
 from workers.membership import Member
-from workers.restore import restore_partitions
+from workers.restore import open_restored
 from workers.workflow_worker import WorkerFencedError
 
 log = structlog.get_logger(__name__)
@@ -164,13 +164,14 @@ class TimerService:
     def _restore_assigned(self) -> None:
         if not self._to_restore:
             return
-        stores = {
-            number: PartitionStore(
-                self._config.state_dir / self._config.member.namespace / f"timers-{number}"
-            )
-            for number in sorted(self._to_restore)
-        }
-        restore_partitions(self._base, self._names, stores, topics=(self._names.timers,))
+        stores = open_restored(
+            self._base,
+            self._names,
+            self._config.state_dir / self._config.member.namespace,
+            self._to_restore,
+            prefix="timers",
+            topics=(self._names.timers,),
+        )
         for number, store in stores.items():
             self._to_restore.discard(number)
             self._stores[number] = store

@@ -32,7 +32,6 @@ from confluent_kafka import (
 )
 
 from runtime.engine import WorkflowRegistry
-from runtime.store import PartitionStore
 from topics import serde
 from topics.admin import TopicAdmin
 from topics.catalogue import Catalogue, TopicNames
@@ -40,7 +39,7 @@ from topics.consumed import Consumed, consume_available
 from topics.errors import DecodeError
 from workers.membership import Member
 from workers.partition import Outbound, OwnedPartition, PendingWrites
-from workers.restore import restore_partitions
+from workers.restore import open_restored
 from workers.transaction import BackgroundTransactions
 
 log = structlog.get_logger(__name__)
@@ -229,18 +228,13 @@ class WorkflowWorker:
         """Restore every newly assigned partition (together: one consumer), then own them."""
         if not self._to_restore:
             return
-        stores = {
-            number: PartitionStore(
-                self._config.state_dir / self._config.member.namespace / f"partition-{number}"
-            )
-            for number in sorted(self._to_restore)
-        }
-        try:
-            restore_partitions(self._base, self._names, stores)
-        except Exception:
-            for store in stores.values():
-                store.close()
-            raise
+        stores = open_restored(
+            self._base,
+            self._names,
+            self._config.state_dir / self._config.member.namespace,
+            self._to_restore,
+            prefix="partition",
+        )
         for number, store in stores.items():
             self._to_restore.discard(number)
             self._partitions[number] = OwnedPartition(
