@@ -90,7 +90,7 @@ class OwnedPartition:
         """Deliver every due timer to its workflow and tombstone it, in the pending writes."""
         fired = 0
         for timer in self.store.due_timers(now_ms, limit):
-            if self._unapplied_timer(timer.workflow_id, timer.timer_id):
+            if any((timer.workflow_id, timer.timer_id) in w.timers for w in self._unapplied()):
                 continue  # fired, cancelled or moved by a transaction the store lacks yet
             record = serde.decode_timer(timer.record)
             self._put_timer(timer.workflow_id, timer.timer_id, timer.fire_at_ms, None)
@@ -116,7 +116,11 @@ class OwnedPartition:
             scanned, last = scanned + 1, workflow_id
             event = serde.decode_history_event(last_record)
             expired = event.timestamp_ms + retention_ms <= now_ms
-            if not _closed_for_good(event) or not expired or self._unapplied(workflow_id):
+            if (
+                not _closed_for_good(event)
+                or not expired
+                or any(workflow_id in w.events for w in self._unapplied())
+            ):
                 continue
             cached = self._cache.get(workflow_id)
             if cached is not None and cached.has_waiters():
@@ -182,11 +186,7 @@ class OwnedPartition:
 
     def _history(self, workflow_id: str) -> list[bytes]:
         """The stored history, with the writes of transactions not applied yet on top."""
-        staged = [
-            writes.events[workflow_id]
-            for writes in (self._committing, self.pending)
-            if writes is not None and workflow_id in writes.events
-        ]
+        staged = [w.events[workflow_id] for w in self._unapplied() if workflow_id in w.events]
         if not staged:
             return self.store.history(workflow_id)
         by_id: dict[int, bytes | None] = dict(self.store.events(workflow_id))
@@ -194,18 +194,9 @@ class OwnedPartition:
             by_id.update(changes)
         return [raw for _, raw in sorted(by_id.items()) if raw is not None]
 
-    def _unapplied(self, workflow_id: str) -> bool:
-        return any(
-            writes is not None and workflow_id in writes.events
-            for writes in (self._committing, self.pending)
-        )
-
-    def _unapplied_timer(self, workflow_id: str, timer_id: str) -> bool:
-        key = (workflow_id, timer_id)
-        return any(
-            writes is not None and key in writes.timers
-            for writes in (self._committing, self.pending)
-        )
+    def _unapplied(self) -> list[PendingWrites]:
+        """The writes the store lacks yet: the committing transaction's, then the pending."""
+        return [w for w in (self._committing, self.pending) if w is not None]
 
     def _evict(self) -> None:
         while len(self._cache) > self._cache_size:

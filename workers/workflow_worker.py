@@ -255,8 +255,8 @@ class WorkflowWorker:
     def _settle(self) -> bool:
         """Wait for the transaction under way and apply it to the stores; False if it failed.
 
-        A failed transaction is aborted and every cached workflow dropped; the caller
-        rewinds the consumer (`_rewind`), here or after the rebalance callback returned.
+        A failed transaction is aborted; the caller rewinds the consumer and drops every
+        cached workflow (`_rewind`), here or after the rebalance callback returned.
         """
         if not self._transactions.under_way:
             return True
@@ -293,9 +293,7 @@ class WorkflowWorker:
             self._producer.abort_transaction(30)
         except KafkaException as abort_error:
             raise WorkerFencedError(str(abort_error)) from exception
-        for partition in self._partitions.values():
-            partition.forget_workflows()  # their coroutines ran ahead of the topics
-        self._must_rewind = True
+        self._must_rewind = True  # `_rewind` also drops the workflows that ran ahead
 
     def _rewind(self) -> None:
         """Back to the committed offsets: what follows them is consumed and processed again."""
