@@ -1,17 +1,18 @@
-"""Retry the metadata-style calls that fail for a moment after a topic or leader changes.
+"""Retry the Kafka calls that fail for a moment and then go through.
 
 Right after a topic is created, or while a partition's leadership moves, brokers answer
 "not leader" or "unknown partition" for a few hundred milliseconds. Those answers are
-normal; an error that persists past the deadline is not, and is raised as it is.
+normal; an error that persists past the deadline is not, and is raised as it is. And a
+producer whose local queue is full refuses a record until deliveries make room.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import KafkaError, KafkaException, Producer
 
 T = TypeVar("T")
 
@@ -42,3 +43,17 @@ def retry_transient(call: Callable[[], T], timeout_s: float = 30.0) -> T:
                 raise
         time.sleep(pause)
         pause = min(pause * 2, 1.0)
+
+
+def produce_when_room(producer: Producer, topic: str, **kwargs: Any) -> None:
+    """``producer.produce(topic, **kwargs)``, waiting while its local queue is full.
+
+    librdkafka raises `BufferError` when the queue holds ``queue.buffering.max.messages``;
+    serving delivery reports (`poll`) is what empties it.
+    """
+    while True:
+        try:
+            producer.produce(topic, **kwargs)
+            return
+        except BufferError:
+            producer.poll(0.05)

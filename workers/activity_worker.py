@@ -43,6 +43,7 @@ from topics.catalogue import Catalogue, TopicNames
 from topics.consumed import Consumed, consume_available
 from topics.errors import DecodeError
 from topics.partitioner import producer_config
+from topics.transient import produce_when_room
 from workers.membership import Member
 from workers.offsets import PartitionProgress
 
@@ -220,17 +221,13 @@ class ActivityWorker:
             if on_delivered is not None:
                 on_delivered()
 
-        while True:
-            try:
-                self._producer.produce(
-                    self._names.inbox,
-                    key=message.workflow_id.encode(),
-                    value=value,
-                    on_delivery=delivered,
-                )
-                return
-            except BufferError:
-                self._producer.poll(0.05)
+        produce_when_room(
+            self._producer,
+            self._names.inbox,
+            key=message.workflow_id.encode(),
+            value=value,
+            on_delivery=delivered,
+        )
 
     # --- flow control and offsets ------------------------------------------------------
 

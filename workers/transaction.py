@@ -20,6 +20,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer, TopicPartition
 
+from topics.transient import produce_when_room
 from workers.partition import Outbound
 
 #: (topic, partition) -> the highest offset Kafka gave a record of the transaction there
@@ -112,9 +113,4 @@ class BackgroundTransactions:
             kwargs["partition"] = record.partition
         if record.headers:
             kwargs["headers"] = list(record.headers)
-        while True:
-            try:
-                self._producer.produce(record.topic, **kwargs)
-                return
-            except BufferError:
-                self._producer.poll(0.05)
+        produce_when_room(self._producer, record.topic, **kwargs)
