@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from examples.order import WORKFLOWS
+from runtime.converter import DataConverter
 from runtime.engine import WorkflowRegistry
 from runtime.messages import ActivityCompletedReport, StartWorkflow
 from runtime.store import PartitionStore
@@ -48,7 +49,7 @@ def _complete_tasks(partition: OwnedPartition, now_ms: int) -> int:
 
 def run_round(partition: OwnedPartition, workflow_type: str, count: int, tag: str) -> float:
     """CPU seconds to run ``count`` workflows of ``workflow_type`` to completion."""
-    converter = WorkflowRegistry().converter
+    converter = DataConverter()
     args = converter.encode(["order-1"]) if workflow_type == "process_order" else ()
     began = time.process_time()
     for first in range(0, count, BATCH):
