@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from runtime.engine import Transition, WorkflowInstance, WorkflowRegistry
+from runtime.engine import Transition, WorkflowInstance, WorkflowRegistry, is_activity_timer
 from runtime.events import HistoryEvent, WorkflowContinuedAsNew
 from runtime.messages import InboxMessage, TimerFiredReport
 from runtime.store import PartitionStore, StoreBatch
-from topics import serde
+from topics import carried_timers, serde
 from topics.catalogue import TopicNames
 
 log = structlog.get_logger(__name__)
@@ -56,6 +56,18 @@ class PendingWrites:
         self.records.append(record)
 
 
+def cached_topics(names: TopicNames, *, fires_timers: bool) -> tuple[str, ...]:
+    """The topics an owner's store is a cache of, and restores and checkpoints.
+
+    History always: its records carry the activity deadlines. Timers only when the owner
+    fires the workflow code's timers — a store that holds none must not claim to have
+    read them, or a later owner that fires them would skip the topic.
+    """
+    if fires_timers:
+        return (names.history, names.timers)
+    return (names.history,)
+
+
 class OwnedPartition:
     """The workflows of inbox partition ``number`` while this worker owns it."""
 
@@ -67,8 +79,12 @@ class OwnedPartition:
         names: TopicNames,
         *,
         cache_size: int = 10_000,
+        fires_timers: bool = True,
     ) -> None:
         self.number = number
+        #: Whether the store holds (and this owner fires) the workflow code's timers, or
+        #: only the activity deadlines that history records carry.
+        self.fires_timers = fires_timers
         self.store = store
         self._registry = registry
         self._names = names
@@ -87,15 +103,21 @@ class OwnedPartition:
         self._record(instance, instance.handle(message, now_ms))
 
     def fire_due_timers(self, now_ms: int, limit: int = 1000) -> int:
-        """Deliver every due timer to its workflow and tombstone it, in the pending writes."""
+        """Deliver every due timer to its workflow and clear it, in the pending writes.
+
+        The store holds the timers this owner fires: activity deadlines always, the
+        workflow code's timers unless `chronik timers` fires those (``fires_timers``).
+        """
         fired = 0
         for timer in self.store.due_timers(now_ms, limit):
             if any((timer.workflow_id, timer.timer_id) in w.timers for w in self._unapplied()):
                 continue  # fired, cancelled or moved by a transaction the store lacks yet
             record = serde.decode_timer(timer.record)
-            self._put_timer(timer.workflow_id, timer.timer_id, timer.fire_at_ms, None)
             report = TimerFiredReport(record.workflow_id, record.run_id, record.timer_id, now_ms)
-            self.handle(report, now_ms)
+            instance = self._instance(record.workflow_id)
+            transition = instance.handle(report, now_ms)
+            transition.cancelled_timers.append((record.workflow_id, record.timer_id))
+            self._record(instance, transition)
             fired += 1
         return fired
 
@@ -149,13 +171,17 @@ class OwnedPartition:
         partition in the transaction: the next one to read is the store's checkpoint.
         """
         batch = pending.store
-        for topic in (self._names.history, self._names.timers):
+        for topic in self.restored_topics:
             if topic in last_offsets:
                 batch.checkpoint(topic, last_offsets[topic] + 1)
         if batch:
             self.store.write(batch)
         if self._committing is pending:
             self._committing = None
+
+    @property
+    def restored_topics(self) -> tuple[str, ...]:
+        return cached_topics(self._names, fires_timers=self.fires_timers)
 
     def forget_workflows(self) -> None:
         """After an aborted transaction the cached coroutines ran ahead of the topics."""
@@ -209,14 +235,12 @@ class OwnedPartition:
 
     def _record(self, instance: WorkflowInstance, transition: Transition) -> None:
         pending, names, p = self.pending, self._names, self.number
-        for event in transition.events:
-            self._put_event(event.workflow_id, event.event_id, serde.encode_history_event(event))
-        for timer in transition.timers:
-            self._put_timer(
-                timer.workflow_id, timer.timer_id, timer.fire_at_ms, serde.encode_timer(timer)
-            )
-        for workflow_id, timer_id in transition.cancelled_timers:
-            self._put_timer(workflow_id, timer_id, 0, None)
+        carried = self._timers(transition)
+        events = transition.events
+        for index, event in enumerate(events):
+            headers = carried if index == len(events) - 1 else ()
+            raw = serde.encode_history_event(event)
+            self._put_event(event.workflow_id, event.event_id, raw, headers)
         for task in transition.tasks:
             pending.add(
                 Outbound(
@@ -245,19 +269,59 @@ class OwnedPartition:
         self.pending.add(Outbound(self._names.status, key, None, self.number))
         self._cache.pop(workflow_id, None)
 
-    def _put_event(self, workflow_id: str, event_id: int, record: bytes | None) -> None:
+    def _timers(self, transition: Transition) -> tuple[tuple[str, bytes], ...]:
+        """Stage the transition's timer changes; return those its history record carries.
+
+        Activity deadlines ride on the transition's last history record (see
+        `topics.carried_timers`); the workflow code's timers, and any change of a transition
+        without history, go to the timers topic.
+        """
+        carried: list[tuple[str, bytes]] = []
+        for timer in transition.timers:
+            record = serde.encode_timer(timer)
+            if transition.events and is_activity_timer(timer.timer_id):
+                carried.append(carried_timers.set_header(timer))
+                self._stage_timer(timer.workflow_id, timer.timer_id, timer.fire_at_ms, record)
+            else:
+                self._put_timer(timer.workflow_id, timer.timer_id, timer.fire_at_ms, record)
+        for workflow_id, timer_id in transition.cancelled_timers:
+            if is_activity_timer(timer_id):
+                # Without history to carry it, the clear stays in the store: a rebuilt
+                # store may fire the timer once more, and the workflow ignores a stale fire.
+                if transition.events:
+                    carried.append(carried_timers.clear_header(workflow_id, timer_id))
+                self._stage_timer(workflow_id, timer_id, 0, None)
+            else:
+                self._put_timer(workflow_id, timer_id, 0, None)
+        return tuple(carried)
+
+    def _put_event(
+        self,
+        workflow_id: str,
+        event_id: int,
+        record: bytes | None,
+        headers: tuple[tuple[str, bytes], ...] = (),
+    ) -> None:
         """A history record for the transaction, and the same change staged for the store."""
         key = serde.encode_history_key(workflow_id, event_id)
-        self.pending.add(Outbound(self._names.history, key, record, self.number))
+        self.pending.add(Outbound(self._names.history, key, record, self.number, headers))
         self.pending.store.put_event(workflow_id, event_id, record)
         self.pending.events.setdefault(workflow_id, {})[event_id] = record
 
     def _put_timer(
         self, workflow_id: str, timer_id: str, fire_at_ms: int, record: bytes | None
     ) -> None:
-        """A timer (``record=None``: its tombstone) for the transaction and the store."""
+        """A timer (``record=None``: its tombstone) on the timers topic, and in the store
+        if this owner fires the workflow code's timers."""
         key = serde.encode_timer_key(workflow_id, timer_id)
         self.pending.add(Outbound(self._names.timers, key, record, self.number))
+        if self.fires_timers:
+            self._stage_timer(workflow_id, timer_id, fire_at_ms, record)
+
+    def _stage_timer(
+        self, workflow_id: str, timer_id: str, fire_at_ms: int, record: bytes | None
+    ) -> None:
+        """A timer change for the store once the transaction committed (None: removed)."""
         self.pending.store.put_timer(workflow_id, timer_id, fire_at_ms, record)
         self.pending.timers.add((workflow_id, timer_id))
 

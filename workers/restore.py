@@ -18,9 +18,10 @@ import structlog
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
 from runtime.store import PartitionStore, StoreBatch
-from topics import serde
+from topics import carried_timers, serde
 from topics.catalogue import TopicNames
 from topics.consumed import Consumed, consume_available
+from topics.errors import DecodeError
 from topics.transient import retry_transient
 
 log = structlog.get_logger(__name__)
@@ -183,6 +184,13 @@ def _apply(batch: StoreBatch, names: TopicNames, record: Consumed) -> None:
     if record.topic == names.history:
         workflow_id, event_id = record.decode_key(serde.decode_history_key)
         batch.put_event(workflow_id, event_id, record.value)
+        if record.headers:
+            try:
+                changes = carried_timers.changes(record.headers)
+            except DecodeError as error:
+                raise RestoreError(f"{record.location}: a timer header: {error}") from error
+            for change in changes:
+                batch.put_timer(*change)
     else:
         workflow_id, timer_id = record.decode_key(serde.decode_timer_key)
         fire_at = 0 if record.value is None else record.decode(serde.decode_timer).fire_at_ms

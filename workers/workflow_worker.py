@@ -38,7 +38,7 @@ from topics.catalogue import Catalogue, TopicNames
 from topics.consumed import Consumed, consume_available
 from topics.errors import DecodeError
 from workers.membership import Member
-from workers.partition import Outbound, OwnedPartition, PendingWrites
+from workers.partition import Outbound, OwnedPartition, PendingWrites, cached_topics
 from workers.restore import open_restored
 from workers.transaction import BackgroundTransactions
 
@@ -56,7 +56,8 @@ class WorkflowWorkerConfig:
     state_dir: Path
     max_batch: int = 1000
     cache_size: int = 10_000
-    #: Fire the due timers of owned partitions here; off when `chronik timers` runs.
+    #: Fire the workflow code's timers of owned partitions here; off when `chronik timers`
+    #: runs. Activity deadlines are always fired here: history records carry them.
     fire_timers: bool = True
     #: How long a closed workflow keeps its history, status and result.
     retention_ms: int = 7 * 24 * 3600 * 1000
@@ -173,9 +174,8 @@ class WorkflowWorker:
                 continue
             self._process(partition, record, now)
             next_offsets[record.partition] = record.offset + 1
-        if self._config.fire_timers:
-            for partition in self._partitions.values():
-                partition.fire_due_timers(now)
+        for partition in self._partitions.values():
+            partition.fire_due_timers(now)
         if time.monotonic() >= self._next_gc:
             self._next_gc = time.monotonic() + self._config.gc_interval_s
             for partition in self._partitions.values():
@@ -187,8 +187,6 @@ class WorkflowWorker:
             self._begin_commit(next_offsets)
 
     def _poll_timeout(self) -> float:
-        if not self._config.fire_timers:
-            return 0.1
         fire_times = [at for p in self._partitions.values() if (at := p.next_fire_at()) is not None]
         if not fire_times:
             return 0.1
@@ -234,11 +232,17 @@ class WorkflowWorker:
             self._config.state_dir / self._config.member.namespace,
             self._to_restore,
             prefix="partition",
+            topics=cached_topics(self._names, fires_timers=self._config.fire_timers),
         )
         for number, store in stores.items():
             self._to_restore.discard(number)
             self._partitions[number] = OwnedPartition(
-                number, store, self._registry, self._names, cache_size=self._config.cache_size
+                number,
+                store,
+                self._registry,
+                self._names,
+                cache_size=self._config.cache_size,
+                fires_timers=self._config.fire_timers,
             )
 
     # --- the transaction -------------------------------------------------------------

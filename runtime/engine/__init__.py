@@ -6,6 +6,7 @@ registries of code, `WorkflowInstance.restore/handle` producing `Transition`s, a
 """
 
 from runtime.engine.activity_executor import run_activity
+from runtime.engine.ids import is_activity_timer
 from runtime.engine.instance import WorkflowInstance, derive_run_id
 from runtime.engine.registry import ActivityRegistry, WorkflowRegistry
 from runtime.engine.transition import Transition
@@ -16,5 +17,6 @@ __all__ = [
     "WorkflowInstance",
     "WorkflowRegistry",
     "derive_run_id",
+    "is_activity_timer",
     "run_activity",
 ]

@@ -33,6 +33,15 @@ def retry_timer_id(seq: int, attempt: int) -> str:
     return f"retry:{seq}:{attempt}"
 
 
+def is_activity_timer(timer_id: str) -> bool:
+    """An activity's deadline or retry backoff: set and cleared with its history events.
+
+    Hosts may keep these with the history instead of beside it (the Kafka worker carries
+    them in history record headers); every other timer is the workflow code's own.
+    """
+    return timer_id.startswith(("activity:", "retry:"))
+
+
 def sleep_timer_id(seq: int) -> str:
     """A timer the workflow code started (sleeps, `wait_for` timeouts)."""
     return f"sleep:{seq}"

@@ -12,8 +12,9 @@ from pathlib import Path
 
 from confluent_kafka import Producer
 
+from runtime.messages import DurableTimer
 from runtime.store import PartitionStore
-from topics import serde
+from topics import carried_timers, serde
 from topics.admin import TopicAdmin
 from topics.catalogue import Catalogue, TopicNames
 from topics.partitioner import producer_config
@@ -23,9 +24,13 @@ PARTITIONS = 3
 
 
 def _write(
-    config: dict[str, str], names: TopicNames, records: list[tuple[int, str, int, bytes | None]]
+    config: dict[str, str],
+    names: TopicNames,
+    records: list[tuple[int, str, int, bytes | None]],
+    headers: list[tuple[str, str | bytes | None]] | None = None,
 ) -> None:
-    """History records ``(partition, workflow id, event id, value)`` in one transaction."""
+    """History records ``(partition, workflow id, event id, value)`` in one transaction;
+    ``headers`` on each."""
     producer = Producer(
         {**producer_config(config), "transactional.id": f"restore-test-{uuid.uuid4().hex}"}
     )
@@ -33,7 +38,7 @@ def _write(
     producer.begin_transaction()
     for partition, workflow_id, event_id, value in records:
         key = serde.encode_history_key(workflow_id, event_id)
-        producer.produce(names.history, key=key, value=value, partition=partition)
+        producer.produce(names.history, key=key, value=value, partition=partition, headers=headers)
     producer.commit_transaction(30)
 
 
@@ -69,5 +74,34 @@ def test_partitions_restore_together_and_resume_from_their_checkpoints(
     assert {s.partition: s.history_records for s in again} == {0: 0, 1: 1, 2: 1}
     assert stores[1].history("b") == [b"b1", b"b2"]
     assert stores[2].history("d") == [b"d1"]
+    for store in stores.values():
+        store.close()
+
+
+def test_activity_deadlines_carried_by_history_are_restored_with_it(
+    kafka_config: dict[str, str], namespace: str, tmp_path: Path
+) -> None:
+    TopicAdmin(kafka_config).create(Catalogue(namespace, PARTITIONS))
+    names = TopicNames(namespace)
+    deadline = DurableTimer("a", "run", "activity:1:1:start_to_close", 31_000)
+    done = DurableTimer("b", "run", "activity:1:1:start_to_close", 32_000)
+    _write(kafka_config, names, [(0, "a", 1, b"a1")], [carried_timers.set_header(deadline)])
+    _write(kafka_config, names, [(0, "b", 1, b"b1")], [carried_timers.set_header(done)])
+    _write(
+        kafka_config,
+        names,
+        [(0, "b", 2, b"b2")],
+        [carried_timers.clear_header("b", done.timer_id)],
+    )
+
+    stores = _stores(tmp_path, "deadlines")
+    restore_partitions(kafka_config, names, stores, topics=(names.history,))
+
+    due = stores[0].due_timers(2**62)
+    assert [(t.workflow_id, t.timer_id, t.fire_at_ms) for t in due] == [
+        ("a", deadline.timer_id, 31_000)
+    ]
+    assert serde.decode_timer(due[0].record) == deadline
+    assert stores[0].history("b") == [b"b1", b"b2"]
     for store in stores.values():
         store.close()

@@ -1,30 +1,53 @@
-"""An owned partition reads its own writes while their transaction is still committing.
+"""An owned partition: reading its own writes, and where its timers go.
 
 The workflow worker processes the next batch while the previous transaction commits, so
 the partition's store lags its staged writes by up to two transactions. These tests drive
 `OwnedPartition` with a real RocksDB store and no Kafka: a workflow reloaded in that
 window must see its whole history, and a timer fired in that window must not fire again.
+Activity deadlines ride on history records (`topics.carried_timers`); the workflow code's
+timers go to the timers topic.
 """
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 from examples.order import one_activity
+from runtime import workflow
 from runtime.engine import WorkflowRegistry
 from runtime.events import ActivityScheduled, HistoryEvent, WorkflowCompleted
 from runtime.messages import ActivityCompletedReport, StartWorkflow
 from runtime.store import PartitionStore
-from topics import serde
+from topics import carried_timers, serde
 from topics.catalogue import TopicNames
-from workers.partition import OwnedPartition, PendingWrites
+from workers.partition import Outbound, OwnedPartition, PendingWrites
 
 NAMES = TopicNames("t")
 
 
-def _partition(tmp_path: Path) -> OwnedPartition:
-    registry = WorkflowRegistry([one_activity])
-    return OwnedPartition(0, PartitionStore(tmp_path / "p0"), registry, NAMES, cache_size=10)
+@workflow.defn
+async def nap() -> None:
+    await workflow.sleep(timedelta(seconds=5))
+
+
+def _partition(tmp_path: Path, *, fires_timers: bool = True) -> OwnedPartition:
+    registry = WorkflowRegistry([one_activity, nap])
+    store = PartitionStore(tmp_path / "p0")
+    return OwnedPartition(0, store, registry, NAMES, cache_size=10, fires_timers=fires_timers)
+
+
+def _on(topic: str, pending: PendingWrites) -> list[Outbound]:
+    return [record for record in pending.records if record.topic == topic]
+
+
+def _carried(pending: PendingWrites) -> list[carried_timers.TimerChange]:
+    """The timer changes the transaction's history records carry, in order."""
+    return [
+        change
+        for record in _on(NAMES.history, pending)
+        for change in carried_timers.changes(record.headers)
+    ]
 
 
 def _events(pending: PendingWrites) -> list[HistoryEvent]:
@@ -105,3 +128,68 @@ def test_an_aborted_transaction_leaves_nothing_staged(tmp_path: Path) -> None:
     assert partition.pending.records == []
     assert partition.store.history("w") == []
     partition.take_pending()  # a new transaction can begin
+
+
+def test_an_activity_deadline_rides_on_history_and_never_on_the_timers_topic(
+    tmp_path: Path,
+) -> None:
+    partition = _partition(tmp_path)
+    scheduled = _start(partition, now_ms=1_000)
+    started = partition.take_pending()
+
+    assert _on(NAMES.timers, started) == []
+    [(workflow_id, timer_id, fire_at, record)] = _carried(started)
+    assert (workflow_id, timer_id, fire_at) == ("w", "activity:1:1:start_to_close", 31_000)
+    assert record is not None
+    assert _on(NAMES.history, started)[-1].headers  # the transition's last record carries it
+    partition.apply_committed(started, {})
+    assert [t.timer_id for t in partition.store.due_timers(31_000)] == [timer_id]
+
+    partition.handle(_complete(scheduled), 2_000)
+    completed = partition.take_pending()
+
+    assert _on(NAMES.timers, completed) == []
+    assert _carried(completed) == [("w", timer_id, 0, None)]
+    partition.apply_committed(completed, {})
+    assert partition.store.due_timers(2**62) == []
+
+
+def test_a_fired_deadline_is_cleared_by_the_history_its_fire_writes(tmp_path: Path) -> None:
+    partition = _partition(tmp_path)
+    _start(partition)
+    partition.apply_committed(partition.take_pending(), {})
+
+    assert partition.fire_due_timers(1_000 + 31_000) == 1
+    fired = partition.take_pending()
+
+    assert _on(NAMES.timers, fired) == []
+    changes = _carried(fired)
+    assert ("w", "activity:1:1:start_to_close", 0, None) in changes  # cleared
+    assert any(change[1].startswith("retry:") for change in changes)  # the retry's backoff
+
+
+def test_the_workflow_codes_timers_go_to_the_timers_topic(tmp_path: Path) -> None:
+    partition = _partition(tmp_path)
+    partition.handle(StartWorkflow("n", "nap", "q", (), "request-1"), 1_000)
+    pending = partition.take_pending()
+
+    [timer] = _on(NAMES.timers, pending)
+    assert serde.decode_timer(timer.value or b"").fire_at_ms == 6_000
+    assert _carried(pending) == []
+    partition.apply_committed(pending, {})
+    assert [t.workflow_id for t in partition.store.due_timers(6_000)] == ["n"]
+
+
+def test_an_owner_that_leaves_timers_to_the_timer_service_keeps_only_deadlines(
+    tmp_path: Path,
+) -> None:
+    partition = _partition(tmp_path, fires_timers=False)
+    partition.handle(StartWorkflow("n", "nap", "q", (), "request-1"), 1_000)
+    _start(partition)
+    pending = partition.take_pending()
+    partition.apply_committed(pending, {NAMES.timers: 7, NAMES.history: 9})
+
+    assert len(_on(NAMES.timers, pending)) == 1  # the nap, for `chronik timers` to fire
+    assert [t.workflow_id for t in partition.store.due_timers(2**62)] == ["w"]  # the deadline
+    assert partition.store.checkpoint(NAMES.timers) is None  # it holds none of that topic
+    assert partition.store.checkpoint(NAMES.history) == 10
