@@ -129,13 +129,17 @@ def _from_jsonable(value: Any, hint: Any) -> Any:
     return value
 
 
+#: One encoder for every payload: `json.dumps` with options builds a new one per call.
+_JSON = json.JSONEncoder(separators=(",", ":"), sort_keys=True)
+
+
 class JsonPayloadConverter:
     """JSON with type-hint-guided decoding; `None` travels as a `binary/null` payload."""
 
     def to_payload(self, value: Any) -> Payload:
         if value is None:
             return Payload(NULL_ENCODING, b"")
-        text = json.dumps(_to_jsonable(value), separators=(",", ":"), sort_keys=True)
+        text = _JSON.encode(_to_jsonable(value))
         return Payload(JSON_ENCODING, text.encode())
 
     def from_payload(self, payload: Payload, type_hint: Any = None) -> Any:

@@ -278,11 +278,12 @@ class OwnedPartition:
         """
         carried: list[tuple[str, bytes]] = []
         for timer in transition.timers:
-            record = serde.encode_timer(timer)
             if transition.events and is_activity_timer(timer.timer_id):
-                carried.append(carried_timers.set_header(timer))
-                self._stage_timer(timer.workflow_id, timer.timer_id, timer.fire_at_ms, record)
+                header = carried_timers.set_header(timer)
+                carried.append(header)
+                self._stage_timer(timer.workflow_id, timer.timer_id, timer.fire_at_ms, header[1])
             else:
+                record = serde.encode_timer(timer)
                 self._put_timer(timer.workflow_id, timer.timer_id, timer.fire_at_ms, record)
         for workflow_id, timer_id in transition.cancelled_timers:
             if is_activity_timer(timer_id):
