@@ -21,6 +21,11 @@ DEFAULT_REPLICATION_FACTOR = 1
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
 
+#: The largest record (key + value) a Chronik process writes: librdkafka's default
+#: ``message.max.bytes``, under the topics' default ``max.message.bytes`` (1,048,588).
+#: Larger ones would be refused by the producer; writers check first and say why.
+MAX_RECORD_BYTES = 1_000_000
+
 _TASKS_INFIX = ".tasks."
 
 

@@ -30,16 +30,18 @@ from confluent_kafka import (
 from runtime.converter import DataConverter
 from runtime.engine import ActivityRegistry, run_activity
 from runtime.messages import (
+    ActivityCompletedReport,
+    ActivityFailedReport,
     ActivityHeartbeat,
     ActivityStartedReport,
     ActivityTask,
     CancelActivityTask,
     InboxMessage,
 )
-from runtime.payloads import Payload
+from runtime.payloads import Failure, Payload
 from topics import serde
 from topics.admin import TopicAdmin
-from topics.catalogue import Catalogue, TopicNames
+from topics.catalogue import MAX_RECORD_BYTES, Catalogue, TopicNames
 from topics.consumed import Consumed, consume_available
 from topics.errors import DecodeError
 from topics.partitioner import producer_config
@@ -213,7 +215,10 @@ class ActivityWorker:
         A report that cannot be delivered is logged and counted as delivered: the engine's
         start-to-close timeout then retries the attempt, so nothing waits for it forever.
         """
-        value = serde.encode_inbox(message)
+        value = encode_report(message)
+        if value is None:
+            log.warning("heartbeat too large to send: dropped", workflow_id=message.workflow_id)
+            return
 
         def delivered(error: KafkaError | None, _message: Message) -> None:
             if error is not None:
@@ -264,3 +269,26 @@ class ActivityWorker:
         self._commit()
         for tp in revoked:
             self._progress.pop(tp.partition, None)
+
+
+def encode_report(message: InboxMessage, limit: int = MAX_RECORD_BYTES) -> bytes | None:
+    """The report's inbox record, within what Kafka takes.
+
+    A result or failure too large to send becomes a non-retryable failure that says so —
+    retrying would produce it again — and a heartbeat too large is dropped (None).
+    """
+    value = serde.encode_inbox(message)
+    if len(message.workflow_id.encode()) + len(value) <= limit:
+        return value
+    if not isinstance(message, ActivityCompletedReport | ActivityFailedReport):
+        return None
+    what = "result" if isinstance(message, ActivityCompletedReport) else "failure"
+    failure = Failure(
+        f"the activity's {what} is {len(value):,} bytes encoded; the limit is {limit:,}",
+        type="RecordTooLarge",
+        non_retryable=True,
+    )
+    too_large = ActivityFailedReport(
+        message.workflow_id, message.run_id, message.seq, message.attempt, failure
+    )
+    return serde.encode_inbox(too_large)

@@ -10,18 +10,32 @@ the producer and decides when to commit.
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import structlog
 
 from runtime.engine import Transition, WorkflowInstance, WorkflowRegistry, is_activity_timer
 from runtime.events import HistoryEvent, WorkflowContinuedAsNew
-from runtime.messages import InboxMessage, TimerFiredReport
+from runtime.messages import (
+    GetWorkflowResult,
+    InboxMessage,
+    Reply,
+    RequestFailed,
+    TerminateWorkflow,
+    TimerFiredReport,
+    WorkflowOutcome,
+    WorkflowStatus,
+)
+from runtime.payloads import Failure
 from runtime.store import PartitionStore, StoreBatch
 from topics import carried_timers, serde
-from topics.catalogue import TopicNames
+from topics.catalogue import MAX_RECORD_BYTES, TopicNames
 
 log = structlog.get_logger(__name__)
+
+
+class RecordTooLargeError(ValueError):
+    """A transition would write a record larger than Kafka takes."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,8 +94,10 @@ class OwnedPartition:
         *,
         cache_size: int = 10_000,
         fires_timers: bool = True,
+        max_record_bytes: int = MAX_RECORD_BYTES,
     ) -> None:
         self.number = number
+        self._max_record_bytes = max_record_bytes
         #: Whether the store holds (and this owner fires) the workflow code's timers, or
         #: only the activity deadlines that history records carry.
         self.fires_timers = fires_timers
@@ -99,8 +115,14 @@ class OwnedPartition:
     # --- processing --------------------------------------------------------------
 
     def handle(self, message: InboxMessage, now_ms: int) -> None:
-        instance = self._instance(message.workflow_id)
-        self._record(instance, instance.handle(message, now_ms))
+        """Run ``message`` through its workflow and stage what that writes.
+
+        A transition with a record Kafka would refuse (larger than ``max_record_bytes``)
+        would fail every transaction that carries it; it is not staged, and the run is
+        terminated with the reason instead. A message that reaches no run to terminate
+        raises `RecordTooLargeError`: the worker dead-letters it.
+        """
+        self._deliver(message, now_ms)
 
     def fire_due_timers(self, now_ms: int, limit: int = 1000) -> int:
         """Deliver every due timer to its workflow and clear it, in the pending writes.
@@ -114,10 +136,10 @@ class OwnedPartition:
                 continue  # fired, cancelled or moved by a transaction the store lacks yet
             record = serde.decode_timer(timer.record)
             report = TimerFiredReport(record.workflow_id, record.run_id, record.timer_id, now_ms)
-            instance = self._instance(record.workflow_id)
-            transition = instance.handle(report, now_ms)
-            transition.cancelled_timers.append((record.workflow_id, record.timer_id))
-            self._record(instance, transition)
+            try:
+                self._deliver(report, now_ms, clear=(record.workflow_id, record.timer_id))
+            except RecordTooLargeError:
+                log.exception("timer fire dropped", partition=self.number, timer=timer.timer_id)
             fired += 1
         return fired
 
@@ -199,6 +221,60 @@ class OwnedPartition:
 
     # --- internals ---------------------------------------------------------------
 
+    def _deliver(
+        self, message: InboxMessage, now_ms: int, *, clear: tuple[str, str] | None = None
+    ) -> None:
+        """`handle`; ``clear`` is a fired timer the transition also removes."""
+        instance = self._instance(message.workflow_id)
+        transition = instance.handle(message, now_ms)
+        if clear is not None:
+            transition.cancelled_timers.append(clear)
+        try:
+            self._record(instance, transition)
+        except RecordTooLargeError as error:
+            if not self._terminate(message.workflow_id, error, now_ms, transition):
+                self._answer_refused(message, error)
+                raise
+
+    def _terminate(
+        self, workflow_id: str, error: RecordTooLargeError, now_ms: int, dropped: Transition
+    ) -> bool:
+        """End the run whose transition Kafka would refuse, saying why (as Temporal does).
+
+        Callers the dropped transition answered with the run's outcome ask again, and hear
+        how it really ended. False when no run is left to end: the transition started it.
+        """
+        ran_ahead = self._cache.pop(workflow_id, None)  # its coroutine ran past the history
+        instance = self._instance(workflow_id)
+        if ran_ahead is not None:
+            instance.adopt_waiters(ran_ahead)  # callers of the result hear of the end now
+        status = instance.status()
+        if status is None or status.status != WorkflowStatus.RUNNING:
+            return False
+        log.warning("run terminated", workflow_id=workflow_id, reason=str(error))
+        reason = f"a workflow task wrote a record Kafka refuses: {error}"
+        request_id = f"chronik:record-too-large:{status.run_id}"
+        self._record(
+            instance,
+            instance.handle(TerminateWorkflow(workflow_id, None, reason, request_id), now_ms),
+        )
+        for reply in dropped.replies:
+            if isinstance(reply.body, WorkflowOutcome):
+                ask = GetWorkflowResult(
+                    workflow_id, reply.body.run_id, reply.request_id, reply.client_id
+                )
+                self._record(instance, instance.handle(ask, now_ms))
+        return True
+
+    def _answer_refused(self, message: InboxMessage, error: RecordTooLargeError) -> None:
+        """Tell whoever sent ``message`` (a request names where to answer) why it failed."""
+        reply_to: str | None = getattr(message, "reply_to", None)
+        request_id: str = getattr(message, "request_id", "")
+        if reply_to and request_id:
+            failure = Failure(str(error), type="RecordTooLarge", non_retryable=True)
+            refused = Reply(reply_to, request_id, message.workflow_id, RequestFailed(failure))
+            self.pending.add(self._reply_record(refused))
+
     def _instance(self, workflow_id: str) -> WorkflowInstance:
         instance = self._cache.get(workflow_id)
         if instance is not None:
@@ -234,33 +310,60 @@ class OwnedPartition:
                 return
 
     def _record(self, instance: WorkflowInstance, transition: Transition) -> None:
+        """Stage the transition's records and store changes; nothing if one is too large."""
         pending, names, p = self.pending, self._names, self.number
+        history = [serde.encode_history_event(event) for event in transition.events]
+        outbound = [
+            Outbound(
+                names.tasks(task.task_queue),
+                serde.task_key(task.workflow_id, task.seq),
+                serde.encode_task(task),
+            )
+            for task in transition.tasks
+        ]
+        outbound += [
+            Outbound(names.inbox, serde.workflow_key(m.workflow_id), serde.encode_inbox(m))
+            for m in transition.messages
+        ]
+        for raw, event in zip(history, transition.events, strict=True):
+            self._check_size(len(raw), f"{type(event.attributes).__name__} event")
+        for record in outbound:
+            self._check_size(len(record.key) + len(record.value or b""), f"{record.topic} record")
         carried = self._timers(transition)
         events = transition.events
-        for index, event in enumerate(events):
+        for index, (event, raw) in enumerate(zip(events, history, strict=True)):
             headers = carried if index == len(events) - 1 else ()
-            raw = serde.encode_history_event(event)
             self._put_event(event.workflow_id, event.event_id, raw, headers)
-        for task in transition.tasks:
-            pending.add(
-                Outbound(
-                    names.tasks(task.task_queue),
-                    serde.task_key(task.workflow_id, task.seq),
-                    serde.encode_task(task),
-                )
-            )
-        for message in transition.messages:
-            key = serde.workflow_key(message.workflow_id)
-            pending.add(Outbound(names.inbox, key, serde.encode_inbox(message)))
+        for record in outbound:
+            pending.add(record)
         for reply in transition.replies:
-            key = serde.client_key(reply.client_id)
-            pending.add(Outbound(names.replies, key, serde.encode_reply(reply)))
+            pending.add(self._reply_record(reply))
         if transition.status is not None:
             status = transition.status
             key = serde.workflow_key(status.workflow_id)
             pending.add(Outbound(names.status, key, serde.encode_status(status), p))
         if not instance.has_waiters() and instance.is_idle():
             self._cache.move_to_end(instance.workflow_id, last=False)
+
+    def _check_size(self, size: int, what: str) -> None:
+        if size > self._max_record_bytes:
+            raise RecordTooLargeError(
+                f"a {what} is {size:,} bytes encoded; the limit is {self._max_record_bytes:,}"
+            )
+
+    def _reply_record(self, reply: Reply) -> Outbound:
+        """The reply's record; an answer too large to send is answered with why instead."""
+        key = serde.client_key(reply.client_id)
+        value = serde.encode_reply(reply)
+        if len(key) + len(value) > self._max_record_bytes:
+            failure = Failure(
+                f"the answer to request {reply.request_id} is {len(value):,} bytes encoded; "
+                f"the limit is {self._max_record_bytes:,}",
+                type="RecordTooLarge",
+                non_retryable=True,
+            )
+            value = serde.encode_reply(replace(reply, body=RequestFailed(failure)))
+        return Outbound(self._names.replies, key, value)
 
     def _tombstone(self, workflow_id: str) -> None:
         for event_id in self.store.event_ids(workflow_id):

@@ -38,7 +38,13 @@ from topics.catalogue import Catalogue, TopicNames
 from topics.consumed import Consumed, consume_available
 from topics.errors import DecodeError
 from workers.membership import Member
-from workers.partition import Outbound, OwnedPartition, PendingWrites, cached_topics
+from workers.partition import (
+    Outbound,
+    OwnedPartition,
+    PendingWrites,
+    RecordTooLargeError,
+    cached_topics,
+)
 from workers.restore import open_restored
 from workers.transaction import BackgroundTransactions
 
@@ -210,6 +216,8 @@ class WorkflowWorker:
             return
         try:
             partition.handle(message, now)
+        except RecordTooLargeError as error:  # and no run to terminate for it
+            self._dead_letter(partition, record, str(error))
         except Exception as error:  # an engine bug must not wedge the partition
             log.exception("message failed in the engine", partition=number, offset=offset)
             partition.forget(message.workflow_id)  # its coroutine may have run half-way

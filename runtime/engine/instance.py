@@ -54,6 +54,11 @@ class WorkflowInstance:
         instance._execution.replay(history, replay_all_runs)
         return instance
 
+    def adopt_waiters(self, other: WorkflowInstance) -> None:
+        """Take over the callers ``other`` (of the same id) holds: a host that rebuilds an
+        instance from history, to undo a transition it could not write, keeps them waiting."""
+        self._execution.waiters = other._execution.waiters
+
     @property
     def history(self) -> Sequence[HistoryEvent]:
         return self._execution.history

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import pytest
 from confluent_kafka import Producer
 
 from examples import order
+from runtime import activity, workflow
 from runtime.client import Client
 from runtime.errors import WorkflowFailureError
 from runtime.history_json import history_from_json
@@ -84,6 +86,67 @@ async def test_unknown_workflow_type_fails_that_workflow_with_a_clear_error(
     with pytest.raises(WorkflowFailureError) as failure:
         await handle.result()
     assert "no_such_workflow" in str(failure.value.cause)
+
+
+HUGE = 1_200_000  # characters: over the 1,000,000-byte record limit once encoded
+
+
+@activity.defn
+async def huge_result() -> str:
+    return "x" * HUGE
+
+
+@workflow.defn
+async def calls_an_activity_with_a_huge_result() -> str:
+    result: str = await workflow.execute_activity(
+        huge_result, start_to_close_timeout=timedelta(seconds=30)
+    )
+    return result
+
+
+@workflow.defn
+async def returns_a_huge_result() -> str:
+    await workflow.execute_activity(order.noop, start_to_close_timeout=timedelta(seconds=30))
+    return "x" * HUGE
+
+
+@pytest.fixture
+async def big_worker(
+    client: Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Worker]:
+    monkeypatch.setenv("CHRONIK_STATE_DIR", str(tmp_path / "state"))
+    async with Worker(
+        client,
+        task_queue="big",
+        workflows=[calls_an_activity_with_a_huge_result, returns_a_huge_result, order.one_activity],
+        activities=[huge_result, order.noop],
+    ) as worker:
+        yield worker
+
+
+async def test_records_kafka_would_refuse_fail_their_workflow_and_the_worker_goes_on(
+    client: Client, big_worker: Worker
+) -> None:
+    # An activity result too large to report fails the activity, for good, saying why.
+    with pytest.raises(WorkflowFailureError) as activity_failed:
+        await client.execute_workflow(
+            calls_an_activity_with_a_huge_result, id=f"huge-activity-{uuid.uuid4().hex[:6]}",
+            task_queue="big",
+        )  # fmt: skip
+    assert "result is" in str(activity_failed.value.cause.__cause__ or activity_failed.value.cause)
+    # A workflow result too large for its history terminates the run, saying why; the
+    # caller waiting for the result hears it at once.
+    with pytest.raises(WorkflowFailureError, match="the limit is 1,000,000"):
+        await asyncio.wait_for(
+            client.execute_workflow(
+                returns_a_huge_result, id=f"huge-result-{uuid.uuid4().hex[:6]}", task_queue="big"
+            ),
+            timeout=8,  # under the client's 10 s re-ask: the first answer says it
+        )
+    # Neither wedged the partition: the next workflow runs as usual.
+    await client.execute_workflow(
+        order.one_activity, id=f"after-{uuid.uuid4().hex[:6]}", task_queue="big"
+    )
 
 
 async def test_oversize_payload_is_refused_at_the_client(client: Client) -> None:

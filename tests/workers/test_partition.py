@@ -13,15 +13,31 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
-from examples.order import one_activity
+import pytest
+
+from examples.order import noop, one_activity
 from runtime import workflow
+from runtime.converter import DataConverter
 from runtime.engine import WorkflowRegistry
-from runtime.events import ActivityScheduled, HistoryEvent, WorkflowCompleted
-from runtime.messages import ActivityCompletedReport, StartWorkflow
+from runtime.events import (
+    ActivityScheduled,
+    HistoryEvent,
+    WorkflowCompleted,
+    WorkflowTerminated,
+)
+from runtime.messages import (
+    ActivityCompletedReport,
+    FetchHistory,
+    Reply,
+    RequestFailed,
+    StartWorkflow,
+    WorkflowOutcome,
+    WorkflowStatus,
+)
 from runtime.store import PartitionStore
 from topics import carried_timers, serde
 from topics.catalogue import TopicNames
-from workers.partition import Outbound, OwnedPartition, PendingWrites
+from workers.partition import Outbound, OwnedPartition, PendingWrites, RecordTooLargeError
 
 NAMES = TopicNames("t")
 
@@ -68,10 +84,10 @@ def _start(partition: OwnedPartition, now_ms: int = 1_000) -> HistoryEvent:
     return scheduled[0]
 
 
-def _complete(scheduled: HistoryEvent) -> ActivityCompletedReport:
+def _complete(scheduled: HistoryEvent, workflow_id: str = "w") -> ActivityCompletedReport:
     attributes = scheduled.attributes
     assert isinstance(attributes, ActivityScheduled)
-    return ActivityCompletedReport("w", scheduled.run_id, attributes.seq, 1, None)
+    return ActivityCompletedReport(workflow_id, scheduled.run_id, attributes.seq, 1, None)
 
 
 def test_a_workflow_reloaded_while_its_start_commits_sees_the_start(tmp_path: Path) -> None:
@@ -193,3 +209,86 @@ def test_an_owner_that_leaves_timers_to_the_timer_service_keeps_only_deadlines(
     assert [t.workflow_id for t in partition.store.due_timers(2**62)] == ["w"]  # the deadline
     assert partition.store.checkpoint(NAMES.timers) is None  # it holds none of that topic
     assert partition.store.checkpoint(NAMES.history) == 10
+
+
+# --- records Kafka would refuse ----------------------------------------------------------
+
+LIMIT = 2_000
+
+
+@workflow.defn
+async def returns(size: int) -> str:
+    return "x" * size
+
+
+@workflow.defn
+async def returns_after_an_activity(size: int) -> str:
+    await workflow.execute_activity(noop, start_to_close_timeout=timedelta(seconds=30))
+    return "x" * size
+
+
+def _small_partition(tmp_path: Path) -> OwnedPartition:
+    registry = WorkflowRegistry([returns, returns_after_an_activity])
+    store = PartitionStore(tmp_path / "p0")
+    return OwnedPartition(0, store, registry, NAMES, max_record_bytes=LIMIT)
+
+
+def _start_big(workflow_type: str, arg: object, reply_to: str | None = "c") -> StartWorkflow:
+    args = DataConverter().encode([arg])
+    return StartWorkflow(
+        "big", workflow_type, "q", args, "r-1", reply_to=reply_to, await_result=True
+    )
+
+
+def _replies(pending: PendingWrites) -> list[Reply]:
+    return [serde.decode_reply(r.value or b"") for r in _on(NAMES.replies, pending)]
+
+
+def test_a_run_whose_transition_is_too_large_is_terminated_saying_why(tmp_path: Path) -> None:
+    partition = _small_partition(tmp_path)
+    partition.handle(_start_big("returns_after_an_activity", 5_000), 1_000)
+    [scheduled] = [
+        e for e in _events(partition.pending) if isinstance(e.attributes, ActivityScheduled)
+    ]
+    partition.apply_committed(partition.take_pending(), {})
+
+    partition.handle(_complete(scheduled, "big"), 2_000)  # the result is too large
+    pending = partition.take_pending()
+
+    assert all(len(r.key) + len(r.value or b"") <= LIMIT for r in pending.records)
+    events = _events(pending)
+    assert [type(e.attributes) for e in events] == [WorkflowTerminated]
+    terminated = events[0].attributes
+    assert isinstance(terminated, WorkflowTerminated)
+    assert "WorkflowCompleted event is" in terminated.reason
+    assert "the limit is 2,000" in terminated.reason
+    [reply] = _replies(pending)  # the caller waiting for the result hears at once
+    assert isinstance(reply.body, WorkflowOutcome)
+    assert reply.body.status == WorkflowStatus.TERMINATED
+
+
+def test_a_start_whose_first_task_is_too_large_is_refused_to_its_sender(tmp_path: Path) -> None:
+    partition = _small_partition(tmp_path)
+
+    with pytest.raises(RecordTooLargeError, match="WorkflowCompleted event is"):
+        partition.handle(_start_big("returns", 5_000), 1_000)  # the worker dead-letters it
+
+    pending = partition.take_pending()
+    assert _events(pending) == []  # no run was recorded
+    [reply] = _replies(pending)
+    assert isinstance(reply.body, RequestFailed)
+    assert reply.body.failure.type == "RecordTooLarge"
+
+
+def test_an_answer_too_large_to_send_is_answered_with_why(tmp_path: Path) -> None:
+    partition = _small_partition(tmp_path)
+    partition.handle(_start_big("returns", 1_850), 1_000)  # fits in an event, not in a page
+    partition.apply_committed(partition.take_pending(), {})
+
+    partition.handle(FetchHistory("big", None, "r-2", "c"), 2_000)
+
+    [reply] = _replies(partition.pending)
+    assert reply.request_id == "r-2"
+    assert isinstance(reply.body, RequestFailed)
+    assert reply.body.failure.type == "RecordTooLarge"
+    assert "the limit is 2,000" in reply.body.failure.message
