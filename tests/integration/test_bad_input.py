@@ -49,7 +49,10 @@ async def order_worker(
 ) -> AsyncIterator[Worker]:
     monkeypatch.setenv("CHRONIK_STATE_DIR", str(tmp_path / "state"))
     async with Worker(
-        client, task_queue="orders", workflows=order.WORKFLOWS, activities=order.ACTIVITIES
+        client,
+        task_queue="orders",
+        workflows=[*order.WORKFLOWS, calls_an_activity_with_a_huge_result, returns_a_huge_result],
+        activities=[*order.ACTIVITIES, huge_result],
     ) as worker:
         yield worker
 
@@ -110,28 +113,14 @@ async def returns_a_huge_result() -> str:
     return "x" * HUGE
 
 
-@pytest.fixture
-async def big_worker(
-    client: Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[Worker]:
-    monkeypatch.setenv("CHRONIK_STATE_DIR", str(tmp_path / "state"))
-    async with Worker(
-        client,
-        task_queue="big",
-        workflows=[calls_an_activity_with_a_huge_result, returns_a_huge_result, order.one_activity],
-        activities=[huge_result, order.noop],
-    ) as worker:
-        yield worker
-
-
 async def test_records_kafka_would_refuse_fail_their_workflow_and_the_worker_goes_on(
-    client: Client, big_worker: Worker
+    client: Client, order_worker: Worker
 ) -> None:
     # An activity result too large to report fails the activity, for good, saying why.
     with pytest.raises(WorkflowFailureError) as activity_failed:
         await client.execute_workflow(
             calls_an_activity_with_a_huge_result, id=f"huge-activity-{uuid.uuid4().hex[:6]}",
-            task_queue="big",
+            task_queue="orders",
         )  # fmt: skip
     assert "result is" in str(activity_failed.value.cause.__cause__ or activity_failed.value.cause)
     # A workflow result too large for its history terminates the run, saying why; the
@@ -139,13 +128,13 @@ async def test_records_kafka_would_refuse_fail_their_workflow_and_the_worker_goe
     with pytest.raises(WorkflowFailureError, match="the limit is 1,000,000"):
         await asyncio.wait_for(
             client.execute_workflow(
-                returns_a_huge_result, id=f"huge-result-{uuid.uuid4().hex[:6]}", task_queue="big"
+                returns_a_huge_result, id=f"huge-result-{uuid.uuid4().hex[:6]}", task_queue="orders"
             ),
             timeout=8,  # under the client's 10 s re-ask: the first answer says it
         )
     # Neither wedged the partition: the next workflow runs as usual.
     await client.execute_workflow(
-        order.one_activity, id=f"after-{uuid.uuid4().hex[:6]}", task_queue="big"
+        order.one_activity, id=f"after-{uuid.uuid4().hex[:6]}", task_queue="orders"
     )
 
 
