@@ -72,6 +72,8 @@ class KafkaTransport:
             }
         )
         self._waiting: dict[str, asyncio.Future[ReplyBody]] = {}
+        #: Delivery reports the polling thread collected, not handed to the loop yet.
+        self._delivery_reports: list[tuple[asyncio.Future[None], Any]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -113,14 +115,10 @@ class KafkaTransport:
                 f"{type(message).__name__} for workflow {message.workflow_id!r} is "
                 f"{len(value)} bytes encoded; the limit is {self.max_message_bytes} bytes"
             )
-        loop = asyncio.get_running_loop()
-        delivered: asyncio.Future[None] = loop.create_future()
+        delivered: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
-        def on_delivery(error: Any, _message: Any) -> None:
-            if error is None:
-                loop.call_soon_threadsafe(_resolve, delivered, None)
-            else:
-                loop.call_soon_threadsafe(_fail, delivered, KafkaException(error))
+        def on_delivery(error: Any, _message: Any) -> None:  # in the thread that polls
+            self._delivery_reports.append((delivered, error))
 
         self._producer.produce(
             self._names.inbox,
@@ -168,35 +166,43 @@ class KafkaTransport:
 
     # --- background threads -------------------------------------------------------------
 
+    # Both threads hand what they got to the event loop in one call per batch: waking the
+    # loop once per record cost the driving process a write and a wake-up each under load.
+
     def _serve_deliveries(self) -> None:
         while not self._stop.is_set():
             self._producer.poll(0.05)
+            if self._delivery_reports and self._loop is not None:
+                reports, self._delivery_reports = self._delivery_reports, []
+                self._loop.call_soon_threadsafe(_settle_sends, reports)
 
     def _read_replies(self) -> None:
         while not self._stop.is_set():
+            replies = []
             for message in consume_available(self._replies, 100, 0.1):
                 if message.error() is not None or message.key() != self.client_id.encode():
                     continue
                 record = Consumed.of(message)
                 try:
-                    reply = record.decode(serde.decode_reply)
+                    replies.append(record.decode(serde.decode_reply))
                 except DecodeError as error:
                     log.warning("undecodable reply ignored", reason=str(error))
-                    continue
-                if self._loop is not None:
-                    self._loop.call_soon_threadsafe(self._deliver, reply)
+            if replies and self._loop is not None:
+                self._loop.call_soon_threadsafe(self._deliver, replies)
 
-    def _deliver(self, reply: Reply) -> None:
-        waiting = self._waiting.get(reply.request_id)
-        if waiting is not None and not waiting.done():
-            waiting.set_result(reply.body)
-
-
-def _resolve(future: asyncio.Future[None], value: None) -> None:
-    if not future.done():
-        future.set_result(value)
+    def _deliver(self, replies: list[Reply]) -> None:
+        for reply in replies:
+            waiting = self._waiting.get(reply.request_id)
+            if waiting is not None and not waiting.done():
+                waiting.set_result(reply.body)
 
 
-def _fail(future: asyncio.Future[None], error: Exception) -> None:
-    if not future.done():
-        future.set_exception(error)
+def _settle_sends(reports: list[tuple[asyncio.Future[None], Any]]) -> None:
+    """Resolve each sent request's future with its delivery report (an error or None)."""
+    for future, error in reports:
+        if future.done():
+            continue
+        if error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(KafkaException(error))

@@ -176,21 +176,23 @@ class ActivityWorker:
 
     async def _run_with_deadline(self, running: _Running) -> InboxMessage:
         task = running.task
-        execution = asyncio.ensure_future(
-            run_activity(
+        deadline = None
+        if task.start_to_close_timeout_ms:
+            # The engine times the attempt out by itself; this only frees the slot.
+            deadline = asyncio.get_running_loop().call_later(
+                task.start_to_close_timeout_ms / 1000, running.cancelled.set
+            )
+        try:
+            return await run_activity(
                 self._registry,
                 task,
                 converter=self._converter,
                 on_heartbeat=lambda details: self._heartbeat(running, details),
                 cancelled=running.cancelled,
             )
-        )
-        if task.start_to_close_timeout_ms:
-            # The engine times the attempt out by itself; this only frees the slot.
-            done, _ = await asyncio.wait({execution}, timeout=task.start_to_close_timeout_ms / 1000)
-            if not done:
-                running.cancelled.set()
-        return await execution
+        finally:
+            if deadline is not None:
+                deadline.cancel()
 
     def _heartbeat(self, running: _Running, details: tuple[Payload, ...]) -> None:
         task = running.task

@@ -44,7 +44,7 @@ def _answer_on_send(
     async def send(message: InboxMessage) -> None:
         sent.append(message)
         if len(sent) == answer_at:
-            transport._deliver(Reply(transport.client_id, "r1", "w", OUTCOME))
+            transport._deliver([Reply(transport.client_id, "r1", "w", OUTCOME)])
 
     monkeypatch.setattr(transport, "send", send)
     return sent
