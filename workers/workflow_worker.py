@@ -70,13 +70,6 @@ class WorkflowWorkerConfig:
     gc_interval_s: float = 10.0
 
 
-#: Fetch a partition again only once the loop took what the last fetch brought. Under
-#: load the consumer otherwise fetched every millisecond or two (a few records each, 250
-#: requests/s at 600 W1 workflows/s) while the loop took them every 30-50 ms; an idle
-#: partition's queue is empty, so at low load a fetch is always waiting at the broker.
-INBOX_PREFETCH = {"queued.min.messages": 1, "fetch.queue.backoff.ms": 2}
-
-
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -88,9 +81,7 @@ class WorkflowWorker:
         member = config.member
         self._names = TopicNames(member.namespace)
         self._base = member.client_config()
-        self._consumer = Consumer(
-            {**member.group_config(self._names.workflow_group), **INBOX_PREFETCH}
-        )
+        self._consumer = Consumer(member.group_config(self._names.workflow_group))
         self._producer = Producer(
             {
                 **member.transactional_producer_config("workflow-worker"),
