@@ -27,7 +27,10 @@ Scenarios, in this order per mode:
 - ``baseline`` (once): the raw Kafka limit (`run_baseline`), moving as many records
   as W1 wrote; Chronik's W1 is printed as a share of it.
 
-The figures are printed; nothing is asserted about time.
+Before measuring, each mode warms up with W1 until the broker's JIT has settled (own
+broker only: its compiler threads are read from /proc). During W1 and W2 it prints the
+CPU per workflow of each process (`bench.cpu`). The figures are printed; nothing is
+asserted about time.
 """
 
 from __future__ import annotations
