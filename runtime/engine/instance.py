@@ -72,6 +72,11 @@ class WorkflowInstance:
         run = self._execution.runs.current
         return self._execution.status_record(run) if run else None
 
+    def is_closed(self) -> bool:
+        """No run is open: only a new message (a start, a request) makes this id do anything."""
+        run = self._execution.runs.current
+        return run is None or run.closed
+
     def is_idle(self) -> bool:
         """True when no in-memory waiter would be lost by evicting this instance."""
         return not self.has_waiters()

@@ -28,6 +28,7 @@ from runtime.events import (
 from runtime.messages import (
     ActivityCompletedReport,
     FetchHistory,
+    GetWorkflowResult,
     Reply,
     RequestFailed,
     StartWorkflow,
@@ -102,6 +103,20 @@ def test_a_workflow_reloaded_while_its_start_commits_sees_the_start(tmp_path: Pa
     assert [type(e.attributes) for e in later][-1] is WorkflowCompleted
     first_ids = [e.event_id for e in _events(committing)]
     assert min(e.event_id for e in later) == max(first_ids) + 1  # no event id written twice
+
+
+def test_a_closed_workflow_leaves_memory_and_is_answered_from_the_store(tmp_path: Path) -> None:
+    partition = _partition(tmp_path)
+    scheduled = _start(partition)
+    assert partition.caches("w")  # running
+    partition.handle(_complete(scheduled), 2_000)
+    assert not partition.caches("w")  # closed, nobody waiting: no full GC walks it again
+
+    partition.handle(GetWorkflowResult("w", None, "r-9", "c"), 3_000)  # before the apply
+
+    [reply] = _replies(partition.pending)
+    assert isinstance(reply.body, WorkflowOutcome)
+    assert reply.body.status == WorkflowStatus.COMPLETED
 
 
 def test_the_store_has_the_whole_history_once_both_transactions_applied(tmp_path: Path) -> None:
