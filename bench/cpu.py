@@ -13,16 +13,20 @@ from pathlib import Path
 _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
+def _ticks(stat: str) -> int:
+    """User + system clock ticks in a ``/proc/.../stat`` line."""
+    # The command name (field 2) may hold spaces; the fields after it are space-separated.
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return int(fields[11]) + int(fields[12])
+
+
 def cpu_seconds(pid: int) -> float | None:
     """User + system CPU seconds of ``pid`` (all its threads), or None if unreadable."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    # The command name (field 2) may hold spaces; the fields after it are space-separated.
-    fields = stat[stat.rindex(")") + 2 :].split()
-    utime, stime = int(fields[11]), int(fields[12])
-    return (utime + stime) / _TICKS
+    return _ticks(stat) / _TICKS
 
 
 class CpuAccount:
@@ -59,6 +63,5 @@ def jit_cpu_seconds(pid: int) -> float | None:
             continue  # the thread ended
         name = stat[stat.index("(") + 1 : stat.rindex(")")]
         if "CompilerThre" in name:  # "C2 CompilerThre", "C1 CompilerThre" (15 chars)
-            fields = stat[stat.rindex(")") + 2 :].split()
-            total += int(fields[11]) + int(fields[12])
+            total += _ticks(stat)
     return total / _TICKS
