@@ -316,7 +316,11 @@ class OwnedPartition:
     def _record(self, instance: WorkflowInstance, transition: Transition) -> None:
         """Stage the transition's records and store changes; nothing if one is too large."""
         pending, names, p = self.pending, self._names, self.number
-        history = [serde.encode_history_event(event) for event in transition.events]
+        history = [
+            (event, serde.encode_history_key(event.workflow_id, event.event_id))
+            for event in transition.events
+        ]
+        values = [serde.encode_history_event(event) for event in transition.events]
         outbound = [
             Outbound(
                 names.tasks(task.task_queue),
@@ -329,15 +333,14 @@ class OwnedPartition:
             Outbound(names.inbox, serde.workflow_key(m.workflow_id), serde.encode_inbox(m))
             for m in transition.messages
         ]
-        for raw, event in zip(history, transition.events, strict=True):
-            self._check_size(len(raw), f"{type(event.attributes).__name__} event")
+        for (event, key), raw in zip(history, values, strict=True):
+            self._check_size(len(key) + len(raw), f"{type(event.attributes).__name__} event")
         for record in outbound:
             self._check_size(len(record.key) + len(record.value or b""), f"{record.topic} record")
         carried = self._timers(transition)
-        events = transition.events
-        for index, (event, raw) in enumerate(zip(events, history, strict=True)):
-            headers = carried if index == len(events) - 1 else ()
-            self._put_event(event.workflow_id, event.event_id, raw, headers)
+        for index, ((event, key), raw) in enumerate(zip(history, values, strict=True)):
+            headers = carried if index == len(history) - 1 else ()
+            self._put_event(event.workflow_id, event.event_id, key, raw, headers)
         for record in outbound:
             pending.add(record)
         for reply in transition.replies:
@@ -378,7 +381,8 @@ class OwnedPartition:
 
     def _tombstone(self, workflow_id: str) -> None:
         for event_id in self.store.event_ids(workflow_id):
-            self._put_event(workflow_id, event_id, None)
+            key = serde.encode_history_key(workflow_id, event_id)
+            self._put_event(workflow_id, event_id, key, None)
         key = serde.workflow_key(workflow_id)
         self.pending.add(Outbound(self._names.status, key, None, self.number))
         self._cache.pop(workflow_id, None)
@@ -414,11 +418,11 @@ class OwnedPartition:
         self,
         workflow_id: str,
         event_id: int,
+        key: bytes,
         record: bytes | None,
         headers: tuple[tuple[str, bytes], ...] = (),
     ) -> None:
         """A history record for the transaction, and the same change staged for the store."""
-        key = serde.encode_history_key(workflow_id, event_id)
         self.pending.add(Outbound(self._names.history, key, record, self.number, headers))
         self.pending.store.put_event(workflow_id, event_id, record)
         self.pending.events.setdefault(workflow_id, {})[event_id] = record

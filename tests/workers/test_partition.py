@@ -242,10 +242,10 @@ async def returns_after_an_activity(size: int) -> str:
     return "x" * size
 
 
-def _small_partition(tmp_path: Path) -> OwnedPartition:
+def _small_partition(tmp_path: Path, limit: int = LIMIT) -> OwnedPartition:
     registry = WorkflowRegistry([returns, returns_after_an_activity])
     store = PartitionStore(tmp_path / "p0")
-    return OwnedPartition(0, store, registry, NAMES, max_record_bytes=LIMIT)
+    return OwnedPartition(0, store, registry, NAMES, max_record_bytes=limit)
 
 
 def _start_big(workflow_type: str, arg: object, reply_to: str | None = "c") -> StartWorkflow:
@@ -307,3 +307,14 @@ def test_an_answer_too_large_to_send_is_answered_with_why(tmp_path: Path) -> Non
     assert isinstance(reply.body, RequestFailed)
     assert reply.body.failure.type == "RecordTooLarge"
     assert "the limit is 2,000" in reply.body.failure.message
+
+
+def test_the_limit_counts_a_history_records_key_as_well(tmp_path: Path) -> None:
+    roomy = _small_partition(tmp_path / "roomy", limit=10_000)
+    roomy.handle(_start_big("returns", 1_000), 1_000)
+    completed = _on(NAMES.history, roomy.pending)[-1]
+    value_only = len(completed.value or b"")  # the WorkflowCompleted record without its key
+
+    tight = _small_partition(tmp_path / "tight", limit=value_only)
+    with pytest.raises(RecordTooLargeError, match="WorkflowCompleted event is"):
+        tight.handle(_start_big("returns", 1_000), 1_000)
