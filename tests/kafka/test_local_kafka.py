@@ -139,3 +139,15 @@ def test_cli_with_a_wrong_bootstrap_fails_fast_and_readably(bootstrap: str) -> N
     assert result.stderr.startswith("Error: Kafka is not reachable at ")
     assert len(result.stderr.strip().splitlines()) == 1
     assert "Traceback" not in result.stderr
+
+
+def test_the_cleaner_back_off_is_one_second_unless_a_benchmark_asks_for_kafkas_default(
+    tmp_path: Path,
+) -> None:
+    tests_broker = local_kafka.BrokerConfig(port=19092, data_dir=tmp_path)
+    bench_broker = local_kafka.BrokerConfig(
+        port=19092, data_dir=tmp_path, cleaner_backoff_ms=15_000
+    )
+
+    assert "log.cleaner.backoff.ms=1000\n" in local_kafka.server_properties(tests_broker)
+    assert "log.cleaner.backoff.ms=15000\n" in local_kafka.server_properties(bench_broker)
