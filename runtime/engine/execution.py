@@ -8,7 +8,8 @@ replay. Sharing this path is what makes a restored instance the same as a live o
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import weakref
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -52,11 +53,10 @@ class Execution:
         self.now_ms = 0
         #: Every non-determinism found while restoring.
         self.task_failures: list[NonDeterminismError] = []
-        self._recorded = self._nothing_recorded()
+        #: The events being replayed; None while live. (It holds `_consume`: keeping one
+        #: while live would tie this object into a reference cycle, docs/engine.md "Memory".)
+        self._recorded: RecordedEvents | None = None
         self._code_enabled = True
-
-    def _nothing_recorded(self) -> RecordedEvents:
-        return RecordedEvents((), self._consume, self.task_failures)
 
     def next_event_id(self) -> int:
         return self.history[-1].event_id + 1 if self.history else 1
@@ -90,13 +90,14 @@ class Execution:
                 self.now_ms = event.timestamp_ms
                 self._replay_event(event)
         finally:
-            self._recorded = self._nothing_recorded()
+            self._recorded = None
             self._code_enabled = True
 
     def _replay_event(self, event: HistoryEvent) -> None:
         kind = classify(event.attributes)
         run = self.runs.current
         if kind is EventClass.COMMAND and run is not None and run.code is not None:
+            assert self._recorded is not None
             self._recorded.check_recorded(run, event)
         self._consume(event)
         if kind is EventClass.WAKE:
@@ -160,6 +161,7 @@ class Execution:
                 if self.fx.live:
                     self._record_command(run, command)
                 else:
+                    assert self._recorded is not None  # code runs only live or replaying
                     self._recorded.match(run, command)
 
     def _record_command(self, run: RunState, command: Command) -> None:
@@ -236,10 +238,13 @@ class Execution:
             parent=attrs.parent,
             execution_timeout=timedelta(milliseconds=timeout_ms) if timeout_ms else None,
         )
-        run.code = WorkflowRun(definition, info, self.registry.converter, self._patched)
+        # The code asks back through a weak method: it must not keep its owner alive.
+        patched: weakref.WeakMethod[Callable[[str], bool]] = weakref.WeakMethod(self._patched)
+        run.code = WorkflowRun(definition, info, self.registry.converter, patched)
         run.code.replaying = not self.fx.live
         run.code.start(attrs.input)
 
     def _patched(self, patch_id: str) -> bool:
         """`workflow.patched`: always True live; on replay, True if the history says so."""
-        return self.fx.live or self._recorded.has_patch_marker(patch_id)
+        recorded = self._recorded
+        return self.fx.live or (recorded is not None and recorded.has_patch_marker(patch_id))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import asyncio.events
+import weakref
 from collections import deque
 from collections.abc import Callable, Coroutine, Generator
 from contextvars import Context
@@ -34,18 +35,24 @@ class TimerHost(Protocol):
 
 class DeterministicLoop(asyncio.AbstractEventLoop):
     def __init__(self, host: TimerHost) -> None:
-        self._host = host
+        # Weak: the host owns the loop, and a cycle between them would leave every finished
+        # run to the cycle collector instead of reference counting (docs/engine.md, "Memory").
+        self._host_ref = weakref.ref(host)
         self._ready: deque[asyncio.Handle] = deque()
         self._closed = False
 
     @property
     def host(self) -> TimerHost:
-        return self._host
+        host = self._host_ref()
+        if host is None:
+            raise RuntimeError("the workflow run this loop belonged to is gone")
+        return host
 
     # --- what asyncio primitives use ------------------------------------------------------
 
     def time(self) -> float:
-        return self._host.now_ms / 1000.0
+        host = self._host_ref()
+        return host.now_ms / 1000.0 if host is not None else 0.0  # gone: its clock stopped
 
     def call_soon(  # type: ignore[override]
         self, callback: Callable[..., object], *args: Any, context: Context | None = None
@@ -63,10 +70,11 @@ class DeterministicLoop(asyncio.AbstractEventLoop):
     ) -> asyncio.TimerHandle:
         delay_ms = round(delay * 1000)
         handle = asyncio.TimerHandle(self.time() + delay, callback, args, self, context)
+        host = self._host_ref()
         if delay_ms <= 0:
             self._ready.append(handle)
-        else:
-            self._host.start_timer(handle, delay_ms)
+        elif host is not None:  # else the run is gone: nothing can fire it any more
+            host.start_timer(handle, delay_ms)
         return handle
 
     def call_at(  # type: ignore[override]
@@ -79,7 +87,9 @@ class DeterministicLoop(asyncio.AbstractEventLoop):
         return self.call_later(when - self.time(), callback, *args, context=context)
 
     def _timer_handle_cancelled(self, handle: asyncio.TimerHandle) -> None:
-        self._host.cancel_timer(handle)
+        host = self._host_ref()
+        if host is not None:
+            host.cancel_timer(handle)
 
     def create_future(self) -> asyncio.Future[Any]:
         return asyncio.Future(loop=self)
@@ -107,10 +117,12 @@ class DeterministicLoop(asyncio.AbstractEventLoop):
         self._ready.clear()
 
     def call_exception_handler(self, context: dict[str, Any]) -> None:
-        self._host.report_exception(context)
+        host = self._host_ref()
+        if host is not None:  # else a task of a run already gone is being collected
+            host.report_exception(context)
 
     def default_exception_handler(self, context: dict[str, Any]) -> None:
-        self._host.report_exception(context)
+        self.call_exception_handler(context)
 
     # --- driving ---------------------------------------------------------------------------
 

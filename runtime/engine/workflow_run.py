@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
+import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -91,7 +92,7 @@ class WorkflowRun:
         definition: WorkflowDefinition,
         info: WorkflowInfo,
         converter: DataConverter,
-        patch_lookup: Callable[[str], bool],
+        patch_lookup: weakref.WeakMethod[Callable[[str], bool]],
     ) -> None:
         self.definition = definition
         self.info = info
@@ -403,7 +404,9 @@ class WorkflowRun:
 
     def patched(self, patch_id: str) -> bool:
         if patch_id not in self._patches:
-            use_new = self._patch_lookup(patch_id)
+            lookup = self._patch_lookup()
+            assert lookup is not None  # the execution drives this code, so it is alive
+            use_new = lookup(patch_id)
             self._patches[patch_id] = use_new
             if use_new:
                 seq = self._next("marker")
