@@ -123,9 +123,12 @@ BROKER_PID: dict[str, int] = {}
 
 
 @contextlib.contextmanager
-def broker(bootstrap: str | None, workdir: Path) -> Iterator[str]:
-    """``bootstrap`` if given, else a broker of our own, stopped by its PID at the end."""
+def broker(bootstrap: str | None, workdir: Path, broker_pid: int | None) -> Iterator[str]:
+    """``bootstrap`` if given (its CPU counted when ``broker_pid`` is), else a broker of
+    our own, stopped by its PID at the end."""
     if bootstrap:
+        if broker_pid is not None:
+            BROKER_PID["broker"] = broker_pid
         yield bootstrap
         return
     port, controller_port = _free_ports(2)
@@ -753,7 +756,7 @@ async def main_async(args: argparse.Namespace) -> int:
     baseline: BaselineResult | None = None
     say(f"machine: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}; work dir {workdir}")
     try:
-        with broker(args.bootstrap_servers, workdir) as bootstrap:
+        with broker(args.bootstrap_servers, workdir, args.broker_pid) as bootstrap:
             for mode in args.modes:
                 if args.scenarios & {"w1", "w2", "timer", "restore"}:
                     results.append(await run_mode(mode, bootstrap, args, workdir))
@@ -785,6 +788,11 @@ async def main_async(args: argparse.Namespace) -> int:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.kafka_bench", description=__doc__)
     parser.add_argument("--bootstrap-servers", default=os.environ.get("CHRONIK_BENCH_BOOTSTRAP"))
+    parser.add_argument(
+        "--broker-pid",
+        type=int,
+        help="with --bootstrap-servers: that broker's PID, to count its CPU per workflow",
+    )
     parser.add_argument("--workflows", type=int, default=3000)
     parser.add_argument("--in-flight", type=int, default=200)
     parser.add_argument(
