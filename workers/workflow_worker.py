@@ -46,6 +46,7 @@ from workers.partition import (
     cached_topics,
 )
 from workers.restore import open_restored
+from workers.task_placement import TaskPlacement
 from workers.transaction import BackgroundTransactions
 
 log = structlog.get_logger(__name__)
@@ -93,7 +94,7 @@ class WorkflowWorker:
         self._catalogue = Catalogue(member.namespace)
         self._partitions: dict[int, OwnedPartition] = {}
         self._to_restore: set[int] = set()
-        self._known_task_topics: set[str] = set()
+        self._task_placement = TaskPlacement()
         self._next_gc = time.monotonic() + config.gc_interval_s
         self._transactions = BackgroundTransactions(
             self._producer, frozenset({self._names.history, self._names.timers})
@@ -259,7 +260,9 @@ class WorkflowWorker:
         """Start the transaction of what this step staged; `_settle` finishes it."""
         self._committing = {number: p.take_pending() for number, p in self._partitions.items()}
         self._ensure_task_topics(self._committing)
-        records = [record for pending in self._committing.values() for record in pending.records]
+        records = self._task_placement.place(
+            record for pending in self._committing.values() for record in pending.records
+        )
         self._transactions.start(
             records, self._inbox_positions(next_offsets), self._consumer.consumer_group_metadata()
         )
@@ -318,15 +321,17 @@ class WorkflowWorker:
         self._must_rewind = False
 
     def _ensure_task_topics(self, pendings: dict[int, PendingWrites]) -> None:
+        """Create the topics of task queues seen for the first time, and learn their size."""
         wanted = {
             record.topic
             for pending in pendings.values()
             for record in pending.records
             if self._names.is_task_topic(record.topic)
-        } - self._known_task_topics
+            and not self._task_placement.knows(record.topic)
+        }
         for topic in wanted:
             self._admin.ensure_task_queue(self._catalogue, self._names.queue_of(topic))
-            self._known_task_topics.add(topic)
+            self._task_placement.learn(topic, self._admin.describe([topic])[topic].partitions)
 
     def _on_consume_error(self, error: KafkaError) -> None:
         if error.fatal():
