@@ -99,7 +99,7 @@ class WorkflowRun:
         self.converter = converter
         self.now_ms = int(info.start_time.timestamp() * 1000)
         self.replaying = False
-        self.random = random.Random(uuid.UUID(info.run_id).int)
+        self._random: random.Random | None = None
         # AbstractEventLoop's I/O methods stay abstract on purpose: workflow code may not do I/O.
         self.loop = DeterministicLoop(self)  # type: ignore[abstract]
         self.commands: list[Command] = []
@@ -116,6 +116,14 @@ class WorkflowRun:
         self._instance: Any = None
         self._main: asyncio.Task[Any] | None = None
         self._cancel_requested = False
+
+    @property
+    def random(self) -> random.Random:
+        """Seeded from the run id on first use: most runs never draw a number, and seeding
+        a Mersenne Twister on every start and replay was 1 % of the workflow worker."""
+        if self._random is None:
+            self._random = random.Random(uuid.UUID(self.info.run_id).int)
+        return self._random
 
     # --- lifecycle -----------------------------------------------------------------------
 
