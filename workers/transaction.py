@@ -41,11 +41,6 @@ class BackgroundTransactions:
     def under_way(self) -> bool:
         return self._under_way is not None
 
-    @property
-    def done(self) -> bool:
-        """The transaction under way has committed or failed: `wait` returns at once."""
-        return self._under_way is not None and self._under_way.done()
-
     def start(
         self,
         records: Sequence[Outbound],

@@ -10,12 +10,6 @@ One loop, one thread, one transactional producer:
    what fences a zombie that lost its partitions);
 4. apply the committed records and their offsets to each partition's RocksDB.
 
-The transaction commits on a thread of its own (`workers.transaction`) while the loop goes
-on with steps 1 and 2: what they stage waits for the next transaction, which begins as
-soon as the one under way has committed. So the transaction under way sets the size of
-the next one: at low load each message gets a transaction of its own, under load the
-loop never stands still waiting for the broker.
-
 An aborted transaction rewinds the consumer to the committed offsets and drops the cached
 workflows, which replay from RocksDB: the store never holds anything Kafka does not.
 """
@@ -68,9 +62,6 @@ class WorkflowWorkerConfig:
     #: Partition stores live in ``<state_dir>/<namespace>/partition-<p>``.
     state_dir: Path
     max_batch: int = 1000
-    #: Staged records that make the loop wait for the transaction under way instead of
-    #: processing more: the bound on the size of the next transaction.
-    max_staged: int = 50_000
     cache_size: int = 10_000
     #: Fire the workflow code's timers of owned partitions here; off when `chronik timers`
     #: runs. Activity deadlines are always fired here: history records carry them.
@@ -78,11 +69,6 @@ class WorkflowWorkerConfig:
     #: How long a closed workflow keeps its history, status and result.
     retention_ms: int = 7 * 24 * 3600 * 1000
     gc_interval_s: float = 10.0
-
-
-#: How long the loop waits for records while a transaction is under way and more is staged:
-#: short, so that the next transaction begins soon after the one under way committed.
-_COMMIT_POLL_S = 0.001
 
 
 def _now_ms() -> int:
@@ -115,8 +101,6 @@ class WorkflowWorker:
         )
         #: The writes of the transaction under way, by partition, to apply once it committed.
         self._committing: dict[int, PendingWrites] = {}
-        #: Inbox offsets to commit with the next transaction: past every processed record.
-        self._next_offsets: dict[int, int] = {}
         #: A transaction failed inside a rebalance callback: rewind before processing more.
         self._must_rewind = False
 
@@ -140,7 +124,7 @@ class WorkflowWorker:
 
     def _close(self) -> None:
         try:
-            self._commit_prepared()
+            self._settle()  # commit what is prepared
         except WorkerFencedError:
             log.warning("the last transaction was fenced", exc_info=True)
         self._transactions.close()
@@ -160,24 +144,16 @@ class WorkflowWorker:
         log.info("partitions assigned", partitions=sorted(tp.partition for tp in assigned))
 
     def _on_revoke(self, _consumer: Consumer, revoked: list[TopicPartition]) -> None:
-        self._commit_prepared()  # or it fails, and the next owner does it again
+        self._settle()  # what is prepared is committed (or fails, and is done again)
         self._drop([tp.partition for tp in revoked], "revoked")
 
     def _on_lost(self, _consumer: Consumer, lost: list[TopicPartition]) -> None:
         self._settle()  # fails if another worker fenced it; then nothing of it stays
         self._drop([tp.partition for tp in lost], "lost")
 
-    def _commit_prepared(self) -> None:
-        """Commit the transaction under way, then what is staged: before partitions go."""
-        if self._settle() and (self._next_offsets or self._staged_records()):
-            self._begin_commit()
-            self._settle()
-
     def _drop(self, numbers: list[int], why: str) -> None:
-        """Release partitions; what they staged is dropped with them, never committed."""
         for number in numbers:
             self._to_restore.discard(number)
-            self._next_offsets.pop(number, None)
             partition = self._partitions.pop(number, None)
             if partition is not None:
                 partition.close()
@@ -186,13 +162,14 @@ class WorkflowWorker:
     # --- the loop ------------------------------------------------------------------
 
     def _step(self) -> None:
-        """Consume and process a batch; commit what is staged once no transaction is under way."""
+        """Consume and process a batch while the previous one commits; then commit this one."""
         records = consume_available(self._consumer, self._config.max_batch, self._poll_timeout())
         if self._must_rewind:  # these records follow a transaction that failed
             self._rewind()
             return
         self._restore_assigned()
         now = _now_ms()
+        next_offsets: dict[int, int] = {}
         for message in records:
             error = message.error()
             if error is not None:
@@ -203,37 +180,20 @@ class WorkflowWorker:
             if partition is None:
                 continue
             self._process(partition, record, now)
-            self._next_offsets[record.partition] = record.offset + 1
+            next_offsets[record.partition] = record.offset + 1
         for partition in self._partitions.values():
             partition.fire_due_timers(now)
         if time.monotonic() >= self._next_gc:
             self._next_gc = time.monotonic() + self._config.gc_interval_s
             for partition in self._partitions.values():
                 partition.collect_garbage(now, self._config.retention_ms)
-        self._commit_when_ready()
-
-    def _commit_when_ready(self) -> None:
-        """Begin the next transaction, unless the one under way has not committed yet.
-
-        Until it has, the loop goes on processing into the staged writes, up to
-        ``max_staged`` records; then it waits for it.
-        """
-        staged = self._staged_records()
-        if self._transactions.under_way:
-            if not self._transactions.done and staged < self._config.max_staged:
-                return
-            if not self._settle():
-                self._rewind()
-                return
-        if self._next_offsets or staged:
-            self._begin_commit()
-
-    def _staged_records(self) -> int:
-        return sum(len(p.pending.records) for p in self._partitions.values())
+        if not self._settle():
+            self._rewind()
+            return
+        if next_offsets or any(p.pending.records for p in self._partitions.values()):
+            self._begin_commit(next_offsets)
 
     def _poll_timeout(self) -> float:
-        if self._transactions.under_way and (self._next_offsets or self._staged_records()):
-            return _COMMIT_POLL_S
         fire_times = [at for p in self._partitions.values() if (at := p.next_fire_at()) is not None]
         if not fire_times:
             return 0.1
@@ -296,10 +256,8 @@ class WorkflowWorker:
 
     # --- the transaction -------------------------------------------------------------
 
-    def _begin_commit(self) -> None:
-        """Start the transaction of what the steps since the last one staged; `_settle`
-        finishes it."""
-        next_offsets, self._next_offsets = self._next_offsets, {}
+    def _begin_commit(self, next_offsets: dict[int, int]) -> None:
+        """Start the transaction of what this step staged; `_settle` finishes it."""
         self._committing = {number: p.take_pending() for number, p in self._partitions.items()}
         self._ensure_task_topics(self._committing)
         records = self._task_placement.place(
@@ -360,7 +318,6 @@ class WorkflowWorker:
             self._consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
         for partition in self._partitions.values():
             partition.forget_workflows()
-        self._next_offsets = {}
         self._must_rewind = False
 
     def _ensure_task_topics(self, pendings: dict[int, PendingWrites]) -> None:

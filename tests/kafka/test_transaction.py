@@ -7,7 +7,6 @@ failed transaction by aborting it and beginning the next one on the same produce
 
 from __future__ import annotations
 
-import time
 import uuid
 
 import pytest
@@ -88,26 +87,3 @@ def test_a_failed_transaction_is_raised_and_the_producer_goes_on_after_abort(
     read = [m for m in consumer.consume(10, 5) if m.error() is None]
     consumer.close()
     assert [(m.key(), m.value()) for m in read] == [(b"k", b"v")]
-
-
-def test_done_says_when_wait_returns_at_once(kafka_config: dict[str, str], namespace: str) -> None:
-    """The worker loop asks `done` to go on processing while the broker commits."""
-    TopicAdmin(kafka_config).create(Catalogue(namespace, 1))
-    names = TopicNames(namespace)
-    transactions = BackgroundTransactions(_producer(kafka_config), frozenset({names.history}))
-    try:
-        assert not transactions.under_way and not transactions.done
-        transactions.start(
-            [Outbound(names.history, b"k", b"v", partition=0)],
-            [],
-            _group_metadata(kafka_config, names),
-        )
-        assert transactions.under_way
-        deadline = time.monotonic() + 30
-        while not transactions.done and time.monotonic() < deadline:
-            time.sleep(0.001)
-        assert transactions.done
-        assert transactions.wait() == {(names.history, 0): 0}
-        assert not transactions.under_way and not transactions.done
-    finally:
-        transactions.close()
