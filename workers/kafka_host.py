@@ -95,7 +95,7 @@ async def run_kafka_worker(
                 fire_timers=fire_timers,
                 retention_ms=round(retention * 1000),
                 # Sweep often enough that nothing outlives its retention by much.
-                gc_interval_s=min(10.0, retention / 2),
+                gc_interval_s=min(1.0, retention / 2),
             ),
             spec.workflow_registry(),
         )

@@ -68,7 +68,12 @@ class WorkflowWorkerConfig:
     fire_timers: bool = True
     #: How long a closed workflow keeps its history, status and result.
     retention_ms: int = 7 * 24 * 3600 * 1000
-    gc_interval_s: float = 10.0
+    #: The retention sweep takes ``gc_slice`` workflow ids of each partition every
+    #: ``gc_interval_s``: the loop does nothing else meanwhile. Slices of 500 every 10 s
+    #: paused it for 170-300 ms (every message arriving then waited); 50 every second
+    #: sweep as many ids with a tenth of the pause.
+    gc_interval_s: float = 1.0
+    gc_slice: int = 50
 
 
 def _now_ms() -> int:
@@ -186,7 +191,7 @@ class WorkflowWorker:
         if time.monotonic() >= self._next_gc:
             self._next_gc = time.monotonic() + self._config.gc_interval_s
             for partition in self._partitions.values():
-                partition.collect_garbage(now, self._config.retention_ms)
+                partition.collect_garbage(now, self._config.retention_ms, self._config.gc_slice)
         if not self._settle():
             self._rewind()
             return
