@@ -145,7 +145,9 @@ class PartitionStore:
         """Each workflow id with history here, in key order, with its last event record.
 
         One seek per id, however long its history: the iterator jumps past an id's events
-        instead of walking them. ``after`` resumes a sweep where the previous one stopped.
+        instead of walking them. ``after`` resumes a listing where the previous one stopped.
+        What a store holds, for tools and tests; the worker itself never walks all ids
+        (retention is a timer per closed workflow).
         """
         iterator = self._db.iter()
         try:

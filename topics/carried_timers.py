@@ -5,7 +5,8 @@ and its retry backoffs are set and cleared by the same transitions that write it
 events (`ActivityScheduled`, `ActivityCompleted`, ...). Writing each of them to the timers
 topic as well cost two more records per attempt (the timer, then its tombstone), a dozen
 more partitions in every transaction, and a timer the partition owner only ever fired to
-itself. So the history record of the transition carries them:
+itself. So the history record of the transition carries them — and the retention timer
+that a run's close sets, for the same reasons:
 
 - ``chronik.timer`` — a timer set: its ``<ns>.timers`` value (Avro ``DurableTimer``);
 - ``chronik.timer.clear`` — a timer cleared (fired or cancelled): its ``<ns>.timers`` key

@@ -94,8 +94,6 @@ async def run_kafka_worker(
                 state_dir=(state_dir or default_state_dir()) / member.worker_id,
                 fire_timers=fire_timers,
                 retention_ms=round(retention * 1000),
-                # Sweep often enough that nothing outlives its retention by much.
-                gc_interval_s=min(1.0, retention / 2),
             ),
             spec.workflow_registry(),
         )

@@ -17,6 +17,7 @@ import structlog
 from runtime.engine import Transition, WorkflowInstance, WorkflowRegistry, is_activity_timer
 from runtime.events import HistoryEvent, WorkflowContinuedAsNew
 from runtime.messages import (
+    DurableTimer,
     GetWorkflowResult,
     InboxMessage,
     Reply,
@@ -32,6 +33,12 @@ from topics import carried_timers, serde
 from topics.catalogue import MAX_RECORD_BYTES, TopicNames
 
 log = structlog.get_logger(__name__)
+
+#: The timer that ends a closed workflow's retention (`OwnedPartition._end_retention`): set
+#: by the transition that closes the run for good, carried by its last history record like
+#: an activity deadline, fired by the owner to itself — never delivered to the engine.
+RETENTION_TIMER = "retention"
+DEFAULT_RETENTION_MS = 7 * 24 * 3600 * 1000
 
 
 class RecordTooLargeError(ValueError):
@@ -94,9 +101,12 @@ class OwnedPartition:
         *,
         cache_size: int = 10_000,
         fires_timers: bool = True,
+        retention_ms: int = DEFAULT_RETENTION_MS,
         max_record_bytes: int = MAX_RECORD_BYTES,
     ) -> None:
         self.number = number
+        #: How long a workflow that closed for good keeps its history, status and result.
+        self.retention_ms = retention_ms
         self._max_record_bytes = max_record_bytes
         #: Whether the store holds (and this owner fires) the workflow code's timers, or
         #: only the activity deadlines that history records carry.
@@ -110,7 +120,6 @@ class OwnedPartition:
         #: Taken by a transaction that has not been applied to the store yet: the worker
         #: processes the next batch while the previous one commits.
         self._committing: PendingWrites | None = None
-        self._gc_resume: str | None = None
 
     # --- processing --------------------------------------------------------------
 
@@ -127,13 +136,17 @@ class OwnedPartition:
     def fire_due_timers(self, now_ms: int, limit: int = 1000) -> int:
         """Deliver every due timer to its workflow and clear it, in the pending writes.
 
-        The store holds the timers this owner fires: activity deadlines always, the
-        workflow code's timers unless `chronik timers` fires those (``fires_timers``).
+        The store holds the timers this owner fires: activity deadlines and retention
+        timers always, the workflow code's timers unless `chronik timers` fires those
+        (``fires_timers``).
         """
         fired = 0
         for timer in self.store.due_timers(now_ms, limit):
             if any((timer.workflow_id, timer.timer_id) in w.timers for w in self._unapplied()):
                 continue  # fired, cancelled or moved by a transaction the store lacks yet
+            if timer.timer_id == RETENTION_TIMER:
+                fired += self._end_retention(timer.workflow_id, now_ms)
+                continue
             record = serde.decode_timer(timer.record)
             report = TimerFiredReport(record.workflow_id, record.run_id, record.timer_id, now_ms)
             try:
@@ -149,36 +162,6 @@ class OwnedPartition:
 
     def next_fire_at(self) -> int | None:
         return self.store.next_fire_at()
-
-    def collect_garbage(self, now_ms: int, retention_ms: int, limit: int = 500) -> int:
-        """Tombstone history and status of workflows closed for longer than the retention.
-
-        Sweeps at most ``limit`` workflow ids per call, resuming where the last call
-        stopped. A workflow with history in a transaction not applied yet waits for the next sweep.
-        Returns how many workflows were collected.
-        """
-        collected, scanned, last = 0, 0, None
-        for workflow_id, last_record in self.store.workflow_ids(after=self._gc_resume):
-            if scanned == limit:
-                break
-            scanned, last = scanned + 1, workflow_id
-            event = serde.decode_history_event(last_record)
-            expired = event.timestamp_ms + retention_ms <= now_ms
-            if (
-                not _closed_for_good(event)
-                or not expired
-                or any(workflow_id in w.events for w in self._unapplied())
-            ):
-                continue
-            cached = self._cache.get(workflow_id)
-            if cached is not None and cached.has_waiters():
-                continue
-            self._tombstone(workflow_id)
-            collected += 1
-        self._gc_resume = last if scanned == limit else None
-        if collected:
-            log.info("closed workflows collected", partition=self.number, count=collected)
-        return collected
 
     # --- commit protocol ---------------------------------------------------------
 
@@ -337,7 +320,7 @@ class OwnedPartition:
             self._check_size(len(key) + len(raw), f"{type(event.attributes).__name__} event")
         for record in outbound:
             self._check_size(len(record.key) + len(record.value or b""), f"{record.topic} record")
-        carried = self._timers(transition)
+        carried = self._timers(transition) + self._retention_timer(transition)
         for index, ((event, key), raw) in enumerate(zip(history, values, strict=True)):
             headers = carried if index == len(history) - 1 else ()
             self._put_event(event.workflow_id, event.event_id, key, raw, headers)
@@ -379,13 +362,59 @@ class OwnedPartition:
             value = serde.encode_reply(replace(reply, body=RequestFailed(failure)))
         return Outbound(self._names.replies, key, value)
 
-    def _tombstone(self, workflow_id: str) -> None:
-        for event_id in self.store.event_ids(workflow_id):
+    def _retention_timer(self, transition: Transition) -> tuple[tuple[str, bytes], ...]:
+        """The retention timer of a run the transition closes for good, as a carried header.
+
+        Only the last event counts: a start that terminates the running run (id reuse)
+        closes one run and begins the next in one transition.
+        """
+        if not transition.events or not _closed_for_good(transition.events[-1]):
+            return ()
+        event = transition.events[-1]
+        fire_at = event.timestamp_ms + self.retention_ms
+        timer = DurableTimer(event.workflow_id, event.run_id, RETENTION_TIMER, fire_at)
+        header = carried_timers.set_header(timer)
+        self._stage_timer(event.workflow_id, RETENTION_TIMER, fire_at, header[1])
+        return (header,)
+
+    def _end_retention(self, workflow_id: str, now_ms: int) -> int:
+        """Tombstone the workflow's history and status, if its retention is really over.
+
+        The timer may be stale: the id was started again (id reuse) and that run is still
+        going — its close will set the timer anew — or the retention grew since the close.
+        Then the timer is only dropped or moved, in the store alone: a store rebuilt from
+        history may fire it once more, and it is checked again. Returns 1 when the
+        workflow was collected.
+        """
+        if any(workflow_id in w.events for w in self._unapplied()):
+            return 0  # a transaction the store lacks yet wrote to it: look again after it
+        stored = self.store.events(workflow_id)
+        last = serde.decode_history_event(stored[-1][1]) if stored else None
+        if last is None or not _closed_for_good(last):
+            self._stage_timer(workflow_id, RETENTION_TIMER, 0, None)
+            return 0
+        cached = self._cache.get(workflow_id)
+        ends_at = last.timestamp_ms + self.retention_ms
+        if ends_at > now_ms or (cached is not None and cached.has_waiters()):
+            later = max(ends_at, now_ms + _RETENTION_RECHECK_MS)
+            timer = DurableTimer(workflow_id, last.run_id, RETENTION_TIMER, later)
+            self._stage_timer(workflow_id, RETENTION_TIMER, later, serde.encode_timer(timer))
+            return 0
+        self._tombstone(workflow_id, [event_id for event_id, _ in stored])
+        return 1
+
+    def _tombstone(self, workflow_id: str, event_ids: list[int]) -> None:
+        """Tombstones for the history and status keys; the last one clears the timer."""
+        cleared = (carried_timers.clear_header(workflow_id, RETENTION_TIMER),)
+        for index, event_id in enumerate(event_ids):
             key = serde.encode_history_key(workflow_id, event_id)
-            self._put_event(workflow_id, event_id, key, None)
+            headers = cleared if index == len(event_ids) - 1 else ()
+            self._put_event(workflow_id, event_id, key, None, headers)
+        self._stage_timer(workflow_id, RETENTION_TIMER, 0, None)
         key = serde.workflow_key(workflow_id)
         self.pending.add(Outbound(self._names.status, key, None, self.number))
         self._cache.pop(workflow_id, None)
+        log.debug("closed workflow collected", workflow_id=workflow_id, events=len(event_ids))
 
     def _timers(self, transition: Transition) -> tuple[tuple[str, bytes], ...]:
         """Stage the transition's timer changes; return those its history record carries.
@@ -443,6 +472,10 @@ class OwnedPartition:
         """A timer change for the store once the transaction committed (None: removed)."""
         self.pending.store.put_timer(workflow_id, timer_id, fire_at_ms, record)
         self.pending.timers.add((workflow_id, timer_id))
+
+
+#: How soon a retention timer that found the workflow still wanted looks again.
+_RETENTION_RECHECK_MS = 60_000
 
 
 def _closed_for_good(event: HistoryEvent) -> bool:

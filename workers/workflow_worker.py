@@ -39,6 +39,7 @@ from topics.consumed import Consumed, consume_available
 from topics.errors import DecodeError
 from workers.membership import Member
 from workers.partition import (
+    DEFAULT_RETENTION_MS,
     Outbound,
     OwnedPartition,
     PendingWrites,
@@ -66,14 +67,9 @@ class WorkflowWorkerConfig:
     #: Fire the workflow code's timers of owned partitions here; off when `chronik timers`
     #: runs. Activity deadlines are always fired here: history records carry them.
     fire_timers: bool = True
-    #: How long a closed workflow keeps its history, status and result.
-    retention_ms: int = 7 * 24 * 3600 * 1000
-    #: The retention sweep takes ``gc_slice`` workflow ids of each partition every
-    #: ``gc_interval_s``: the loop does nothing else meanwhile. Slices of 500 every 10 s
-    #: paused it for 170-300 ms (every message arriving then waited); 50 every second
-    #: sweep as many ids with a tenth of the pause.
-    gc_interval_s: float = 1.0
-    gc_slice: int = 50
+    #: How long a closed workflow keeps its history, status and result: the retention
+    #: timer its close sets fires then.
+    retention_ms: int = DEFAULT_RETENTION_MS
 
 
 def _now_ms() -> int:
@@ -100,7 +96,6 @@ class WorkflowWorker:
         self._partitions: dict[int, OwnedPartition] = {}
         self._to_restore: set[int] = set()
         self._task_placement = TaskPlacement()
-        self._next_gc = time.monotonic() + config.gc_interval_s
         self._transactions = BackgroundTransactions(
             self._producer, frozenset({self._names.history, self._names.timers})
         )
@@ -188,10 +183,6 @@ class WorkflowWorker:
             next_offsets[record.partition] = record.offset + 1
         for partition in self._partitions.values():
             partition.fire_due_timers(now)
-        if time.monotonic() >= self._next_gc:
-            self._next_gc = time.monotonic() + self._config.gc_interval_s
-            for partition in self._partitions.values():
-                partition.collect_garbage(now, self._config.retention_ms, self._config.gc_slice)
         if not self._settle():
             self._rewind()
             return
@@ -257,6 +248,7 @@ class WorkflowWorker:
                 self._names,
                 cache_size=self._config.cache_size,
                 fires_timers=self._config.fire_timers,
+                retention_ms=self._config.retention_ms,
             )
 
     # --- the transaction -------------------------------------------------------------

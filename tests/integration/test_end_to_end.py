@@ -11,7 +11,7 @@ import pytest
 
 from examples import order, transfer
 from runtime import ActivityError
-from runtime.client import Client
+from runtime.client import Client, WorkflowHandle
 from runtime.errors import WorkflowFailureError, WorkflowNotFoundError
 from runtime.events import ActivityScheduled, WorkflowCompleted, WorkflowFailed
 from tests.integration.conftest import Launcher
@@ -83,6 +83,18 @@ async def test_transfer_between_open_accounts_completes(
     assert result == ["withdrew 5 from alice", "deposited 5 to bob"]
 
 
+async def _until_collected(handle: WorkflowHandle, timeout_s: float = 30) -> None:
+    """Until the workflow is gone: its status tombstoned, describe() finds nothing."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        try:
+            await handle.describe()
+        except WorkflowNotFoundError:
+            return
+        assert asyncio.get_running_loop().time() < deadline, "never collected"
+        await asyncio.sleep(0.5)
+
+
 async def test_closed_workflows_are_collected_after_the_retention(
     client: Client,
     kafka_bootstrap: str,
@@ -100,19 +112,36 @@ async def test_closed_workflows_are_collected_after_the_retention(
         )
         await handle.result()
         assert len(await handle.fetch_history()) == 10  # kept while within the retention
-        deadline = asyncio.get_running_loop().time() + 30
-        while True:
-            try:
-                await handle.describe()
-            except WorkflowNotFoundError:
-                break
-            assert asyncio.get_running_loop().time() < deadline, "never collected"
-            await asyncio.sleep(0.5)
+        await _until_collected(handle)
     live: dict[bytes, bytes | None] = {}
     for record in read_topic(kafka_bootstrap, TopicNames(topics_ready).history):
         live[record.key()] = record.value()  # what compaction will keep: the last per key
     assert [key for key, value in live.items() if value is not None] == []
     assert len(live) == 10  # every event of the workflow got its tombstone
+
+
+async def test_a_worker_that_rebuilt_its_store_from_history_still_collects(
+    client: Client,
+    topics_ready: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The retention timer rides on the closing history record: a rebuild brings it back."""
+    monkeypatch.setenv("CHRONIK_RETENTION_SECONDS", "8")  # outlasts a worker start
+    monkeypatch.setenv("CHRONIK_STATE_DIR", str(tmp_path / "first"))
+    async with Worker(
+        client, task_queue="orders", workflows=order.WORKFLOWS, activities=order.ACTIVITIES
+    ):
+        handle = await client.start_workflow(
+            order.process_order, "gc", id="rebuilt-then-collected", task_queue="orders"
+        )
+        await handle.result()
+    monkeypatch.setenv("CHRONIK_STATE_DIR", str(tmp_path / "second"))  # an empty store
+    async with Worker(
+        client, task_queue="orders", workflows=order.WORKFLOWS, activities=order.ACTIVITIES
+    ):
+        assert len(await handle.fetch_history()) == 10  # rebuilt, and not yet expired
+        await _until_collected(handle)
 
 
 async def test_seed_workflows_complete_through_separate_worker_processes(

@@ -29,6 +29,8 @@ from runtime.messages import (
     ActivityCompletedReport,
     FetchHistory,
     GetWorkflowResult,
+    HistoryPage,
+    IdReusePolicy,
     Reply,
     RequestFailed,
     StartWorkflow,
@@ -38,7 +40,13 @@ from runtime.messages import (
 from runtime.store import PartitionStore
 from topics import carried_timers, serde
 from topics.catalogue import TopicNames
-from workers.partition import Outbound, OwnedPartition, PendingWrites, RecordTooLargeError
+from workers.partition import (
+    RETENTION_TIMER,
+    Outbound,
+    OwnedPartition,
+    PendingWrites,
+    RecordTooLargeError,
+)
 
 NAMES = TopicNames("t")
 
@@ -48,10 +56,20 @@ async def nap() -> None:
     await workflow.sleep(timedelta(seconds=5))
 
 
-def _partition(tmp_path: Path, *, fires_timers: bool = True) -> OwnedPartition:
+def _partition(
+    tmp_path: Path, *, fires_timers: bool = True, retention_ms: int = 7 * 86_400_000
+) -> OwnedPartition:
     registry = WorkflowRegistry([one_activity, nap])
     store = PartitionStore(tmp_path / "p0")
-    return OwnedPartition(0, store, registry, NAMES, cache_size=10, fires_timers=fires_timers)
+    return OwnedPartition(
+        0,
+        store,
+        registry,
+        NAMES,
+        cache_size=10,
+        fires_timers=fires_timers,
+        retention_ms=retention_ms,
+    )
 
 
 def _on(topic: str, pending: PendingWrites) -> list[Outbound]:
@@ -180,9 +198,9 @@ def test_an_activity_deadline_rides_on_history_and_never_on_the_timers_topic(
     completed = partition.take_pending()
 
     assert _on(NAMES.timers, completed) == []
-    assert _carried(completed) == [("w", timer_id, 0, None)]
+    assert _carried(completed)[0] == ("w", timer_id, 0, None)  # then the retention timer
     partition.apply_committed(completed, {})
-    assert partition.store.due_timers(2**62) == []
+    assert [t.timer_id for t in partition.store.due_timers(2**62)] == [RETENTION_TIMER]
 
 
 def test_a_fired_deadline_is_cleared_by_the_history_its_fire_writes(tmp_path: Path) -> None:
@@ -224,6 +242,104 @@ def test_an_owner_that_leaves_timers_to_the_timer_service_keeps_only_deadlines(
     assert [t.workflow_id for t in partition.store.due_timers(2**62)] == ["w"]  # the deadline
     assert partition.store.checkpoint(NAMES.timers) is None  # it holds none of that topic
     assert partition.store.checkpoint(NAMES.history) == 10
+
+
+# --- retention ----------------------------------------------------------------------------
+
+RETENTION_MS = 20_000  # shorter than an activity deadline (30 s): those fire later
+
+
+def _closed_at_2000(tmp_path: Path, **kwargs: bool) -> OwnedPartition:
+    """ "w" (one_activity) closed at t=2,000, everything applied to the store."""
+    partition = _partition(tmp_path, retention_ms=RETENTION_MS, **kwargs)
+    scheduled = _start(partition)
+    partition.apply_committed(partition.take_pending(), {})
+    partition.handle(_complete(scheduled), 2_000)
+    partition.apply_committed(partition.take_pending(), {})
+    return partition
+
+
+def _start_again(workflow_id: str) -> StartWorkflow:
+    """A second run for a closed workflow's id."""
+    policy = IdReusePolicy.ALLOW_DUPLICATE
+    return StartWorkflow(workflow_id, "one_activity", "q", (), "request-2", id_reuse_policy=policy)
+
+
+def test_a_close_sets_the_retention_timer_on_its_last_history_record(tmp_path: Path) -> None:
+    partition = _partition(tmp_path, retention_ms=RETENTION_MS)
+    scheduled = _start(partition)
+    started = partition.take_pending()
+    assert RETENTION_TIMER not in {change[1] for change in _carried(started)}  # running
+    partition.apply_committed(started, {})
+    partition.handle(_complete(scheduled), 2_000)
+    completed = partition.take_pending()
+
+    (*_, last) = _on(NAMES.history, completed)
+    (*_, (workflow_id, timer_id, fire_at, record)) = carried_timers.changes(last.headers)
+    assert (workflow_id, timer_id, fire_at) == ("w", RETENTION_TIMER, 2_000 + RETENTION_MS)
+    assert record is not None and serde.decode_timer(record).timer_id == RETENTION_TIMER
+    assert _on(NAMES.timers, completed) == []  # even for an owner that fires every timer
+
+
+def test_the_retention_timer_tombstones_history_and_status_and_clears_itself(
+    tmp_path: Path,
+) -> None:
+    partition = _closed_at_2000(tmp_path)
+    events = len(partition.store.history("w"))
+
+    assert partition.fire_due_timers(2_000 + RETENTION_MS - 1) == 0  # not yet
+    assert partition.fire_due_timers(2_000 + RETENTION_MS) == 1
+    collected = partition.take_pending()
+
+    history = _on(NAMES.history, collected)
+    assert len(history) == events and all(r.value is None for r in history)
+    assert carried_timers.changes(history[-1].headers) == [("w", RETENTION_TIMER, 0, None)]
+    [status] = _on(NAMES.status, collected)
+    assert status.value is None and status.partition == 0
+    partition.apply_committed(collected, {})
+    assert partition.store.history("w") == []
+    assert partition.store.due_timers(2**62) == []
+    partition.handle(FetchHistory("w", None, "r-5", "c"), 2_000 + RETENTION_MS)
+    [reply] = _replies(partition.take_pending())
+    assert reply.body == HistoryPage(events=())  # the workflow is gone
+
+
+def test_a_retention_timer_that_finds_the_retention_grew_waits_for_the_new_end(
+    tmp_path: Path,
+) -> None:
+    partition = _closed_at_2000(tmp_path)
+    partition.retention_ms = 10 * RETENTION_MS  # the worker restarted with a longer one
+
+    assert partition.fire_due_timers(2_000 + RETENTION_MS) == 0
+    moved = partition.take_pending()
+    assert moved.records == []  # nothing written: the store alone keeps the later time
+    partition.apply_committed(moved, {})
+    assert [t.fire_at_ms for t in partition.store.due_timers(2**62)] == [2_000 + 10 * RETENTION_MS]
+    assert partition.store.history("w") != []
+
+
+def test_a_retention_timer_of_a_reused_id_with_a_running_run_is_dropped(tmp_path: Path) -> None:
+    partition = _closed_at_2000(tmp_path)
+    partition.handle(_start_again("w"), 3_000)
+    partition.apply_committed(partition.take_pending(), {})  # a second run, running
+
+    assert partition.fire_due_timers(2_000 + RETENTION_MS) == 0
+    dropped = partition.take_pending()
+    assert [r for r in dropped.records if r.topic != NAMES.tasks("q")] == []
+    partition.apply_committed(dropped, {})
+    assert RETENTION_TIMER not in {t.timer_id for t in partition.store.due_timers(2**62)}
+    assert partition.store.history("w") != []
+
+
+def test_a_retention_timer_waits_while_an_unapplied_transaction_wrote_to_the_workflow(
+    tmp_path: Path,
+) -> None:
+    partition = _closed_at_2000(tmp_path)
+    partition.handle(_start_again("w"), 3_000)
+    # The new run's start is staged, not applied: the stored history still ends closed.
+
+    assert partition.fire_due_timers(2_000 + RETENTION_MS) == 0
+    assert all(r.value is not None for r in _on(NAMES.history, partition.pending))
 
 
 # --- records Kafka would refuse ----------------------------------------------------------
