@@ -60,13 +60,17 @@ class Codec(Generic[T]):
         offset: int | None = None,
     ) -> T:
         """The value in ``data``; where it came from only serves the error message."""
-        where: dict[str, Any] = {"topic": topic, "partition": partition, "offset": offset}
         if data is None:
-            raise DecodeError(f"a tombstone is not a {self.schema.name}", **where)
+            raise DecodeError(
+                f"a tombstone is not a {self.schema.name}",
+                topic=topic,
+                partition=partition,
+                offset=offset,
+            )
         if data[:HEADER_LEN] == self._header:  # written with the current schema: most records
             writer, reader_schema = self.schema, None
         else:
-            writer, reader_schema = self._writer_of(data, where)
+            writer, reader_schema = self._writer_of(data, topic, partition, offset)
         buf = io.BytesIO(data)
         buf.seek(HEADER_LEN)
         try:
@@ -81,17 +85,24 @@ class Codec(Generic[T]):
         except Exception as exc:  # fastavro raises many kinds on corrupt input
             raise DecodeError(
                 f"body does not decode as {writer.name} {writer.fingerprint.hex()}: {exc!r}",
-                **where,
+                topic=topic,
+                partition=partition,
+                offset=offset,
             ) from exc
         if buf.tell() != len(data):
             raise DecodeError(
                 f"{len(data) - buf.tell()} bytes left over after the {writer.name} record",
-                **where,
+                topic=topic,
+                partition=partition,
+                offset=offset,
             )
         return value
 
-    def _writer_of(self, data: bytes, where: dict[str, Any]) -> tuple[VersionedSchema, Any]:
+    def _writer_of(
+        self, data: bytes, topic: str | None, partition: int | None, offset: int | None
+    ) -> tuple[VersionedSchema, Any]:
         """The writer schema of a record not written with the current one, and our reader."""
+        where: dict[str, Any] = {"topic": topic, "partition": partition, "offset": offset}
         try:
             fingerprint = fingerprint_of(data)
         except ValueError as exc:

@@ -51,7 +51,7 @@ class Consumed:
         if message.error() is not None or topic is None or partition is None or offset is None:
             raise ValueError(f"not a consumed record: {message.error() or 'no position'}")
         raw_headers = message.headers()
-        headers = _headers(raw_headers) if raw_headers else ()
+        headers = header_pairs(raw_headers) if raw_headers else ()
         return cls(topic, partition, offset, message.key(), message.value(), headers)
 
     def decode(self, decoder: Decoder[T_co]) -> T_co:
@@ -70,7 +70,8 @@ class Consumed:
         return f"{self.topic}[{self.partition}]@{self.offset}"
 
 
-def _headers(raw: Any) -> tuple[tuple[str, bytes], ...]:
+def header_pairs(raw: Any) -> tuple[tuple[str, bytes], ...]:
+    """librdkafka's headers (a list of pairs, or a dict) as (name, bytes) pairs, in order."""
     pairs = raw.items() if isinstance(raw, dict) else raw
     return tuple(
         (name, value.encode() if isinstance(value, str) else value or b"") for name, value in pairs

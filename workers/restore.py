@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
 
 from runtime.store import PartitionStore, StoreBatch
 from topics import carried_timers, serde
 from topics.catalogue import TopicNames
-from topics.consumed import Consumed, consume_available
+from topics.consumed import consume_available, header_pairs
 from topics.errors import DecodeError
 from topics.transient import retry_transient
 
@@ -77,9 +77,9 @@ def restore_partitions(
             if time.monotonic() > deadline:
                 missing = sorted({p for _, p in ends})
                 raise RestoreError(f"partitions {missing}: restore did not finish in {timeout_s}s")
-            for record in _records(consumer):
-                _apply(batches[record.partition], names, record)
-                counts[(record.topic, record.partition)] += 1
+            for (topic, p), (applied, last) in _apply_all(consumer, batches, names).items():
+                counts[(topic, p)] += applied
+                batches[p].checkpoint(topic, last + 1)
             for p, batch in batches.items():
                 if len(batch.events) + len(batch.timers) >= _WRITE_EVERY:
                     stores[p].write(batch)
@@ -170,29 +170,60 @@ def _reached(consumer: Consumer, where: tuple[str, int], end: int) -> bool:
     return bool(position.offset >= end)
 
 
-def _records(consumer: Consumer) -> list[Consumed]:
-    """What has arrived; a restore stops at the first error rather than skip a record."""
-    records = []
+def _apply_all(
+    consumer: Consumer, batches: Mapping[int, StoreBatch], names: TopicNames
+) -> dict[tuple[str, int], tuple[int, int]]:
+    """Apply what has arrived to the batches; per topic partition: (records, last offset).
+
+    Straight from librdkafka's messages, without a `Consumed` each: at 50,000 records a
+    second the per-record objects and the per-record checkpoint were a fifth of the CPU.
+    A restore stops at the first error rather than skip a record.
+    """
+    seen: dict[tuple[str, int], tuple[int, int]] = {}
+    history = names.history
     for message in consume_available(consumer, 10_000, 0.2):
         if message.error() is not None:
             raise RestoreError(f"restore: {message.error()}")
-        records.append(Consumed.of(message))
-    return records
+        topic, partition, offset = message.topic(), message.partition(), message.offset()
+        if topic is None or partition is None or offset is None:
+            raise RestoreError("restore: a record without a topic, partition or offset")
+        batch = batches[partition]
+        if topic == history:
+            _apply_history(batch, message, topic, partition, offset)
+        else:
+            _apply_timer(batch, message, topic, partition, offset)
+        where = (topic, partition)
+        seen[where] = (seen[where][0] + 1 if where in seen else 1, offset)
+    return seen
 
 
-def _apply(batch: StoreBatch, names: TopicNames, record: Consumed) -> None:
-    if record.topic == names.history:
-        workflow_id, event_id = record.decode_key(serde.decode_history_key)
-        batch.put_event(workflow_id, event_id, record.value)
-        if record.headers:
-            try:
-                changes = carried_timers.changes(record.headers)
-            except DecodeError as error:
-                raise RestoreError(f"{record.location}: a timer header: {error}") from error
-            for change in changes:
-                batch.put_timer(*change)
-    else:
-        workflow_id, timer_id = record.decode_key(serde.decode_timer_key)
-        fire_at = 0 if record.value is None else record.decode(serde.decode_timer).fire_at_ms
-        batch.put_timer(workflow_id, timer_id, fire_at, record.value)
-    batch.checkpoint(record.topic, record.offset + 1)
+def _apply_history(
+    batch: StoreBatch, message: Message, topic: str, partition: int, offset: int
+) -> None:
+    workflow_id, event_id = serde.decode_history_key(
+        message.key() or b"", topic=topic, partition=partition, offset=offset
+    )
+    batch.put_event(workflow_id, event_id, message.value())
+    raw_headers = message.headers()
+    if raw_headers:
+        try:
+            changes = carried_timers.changes(header_pairs(raw_headers))
+        except DecodeError as error:
+            raise RestoreError(f"{topic}[{partition}]@{offset}: a timer header: {error}") from error
+        for change in changes:
+            batch.put_timer(*change)
+
+
+def _apply_timer(
+    batch: StoreBatch, message: Message, topic: str, partition: int, offset: int
+) -> None:
+    workflow_id, timer_id = serde.decode_timer_key(
+        message.key() or b"", topic=topic, partition=partition, offset=offset
+    )
+    value = message.value()
+    fire_at = (
+        0
+        if value is None
+        else serde.decode_timer(value, topic=topic, partition=partition, offset=offset).fire_at_ms
+    )
+    batch.put_timer(workflow_id, timer_id, fire_at, value)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
+import pytest
 from confluent_kafka import Producer
 
 from runtime.messages import DurableTimer
@@ -18,7 +19,7 @@ from topics import carried_timers, serde
 from topics.admin import TopicAdmin
 from topics.catalogue import Catalogue, TopicNames
 from topics.partitioner import producer_config
-from workers.restore import restore_partitions
+from workers.restore import RestoreError, restore_partitions
 
 PARTITIONS = 3
 
@@ -103,5 +104,50 @@ def test_activity_deadlines_carried_by_history_are_restored_with_it(
     ]
     assert serde.decode_timer(due[0].record) == deadline
     assert stores[0].history("b") == [b"b1", b"b2"]
+    for store in stores.values():
+        store.close()
+
+
+def test_timers_restore_from_their_topic_tombstones_included(
+    kafka_config: dict[str, str], namespace: str, tmp_path: Path
+) -> None:
+    TopicAdmin(kafka_config).create(Catalogue(namespace, PARTITIONS))
+    names = TopicNames(namespace)
+    kept = DurableTimer("a", "run", "sleep:1", 5_000)
+    fired = DurableTimer("a", "run", "sleep:2", 6_000)
+    producer = Producer(
+        {**producer_config(kafka_config), "transactional.id": f"restore-test-{uuid.uuid4().hex}"}
+    )
+    producer.init_transactions(30)
+    producer.begin_transaction()
+    for key, value in (
+        (serde.encode_timer_key("a", kept.timer_id), serde.encode_timer(kept)),
+        (serde.encode_timer_key("a", fired.timer_id), serde.encode_timer(fired)),
+        (serde.encode_timer_key("a", fired.timer_id), None),  # fired: its tombstone
+    ):
+        producer.produce(names.timers, key=key, value=value, partition=1)
+    producer.commit_transaction(30)
+
+    stores = _stores(tmp_path, "timers")
+    stats = restore_partitions(kafka_config, names, stores, topics=(names.timers,))
+
+    assert {s.partition: s.timer_records for s in stats} == {0: 0, 1: 3, 2: 0}
+    assert [(t.timer_id, t.fire_at_ms) for t in stores[1].due_timers(2**62)] == [("sleep:1", 5_000)]
+    assert stores[1].checkpoint(names.timers) == 3
+    for store in stores.values():
+        store.close()
+
+
+def test_a_history_record_that_does_not_decode_stops_the_restore_saying_where(
+    kafka_config: dict[str, str], namespace: str, tmp_path: Path
+) -> None:
+    TopicAdmin(kafka_config).create(Catalogue(namespace, PARTITIONS))
+    names = TopicNames(namespace)
+    _write(kafka_config, names, [(0, "a", 1, b"a1")], [(carried_timers.SET, b"not avro")])
+
+    stores = _stores(tmp_path, "broken")
+    with pytest.raises(RestoreError, match=rf"{names.history}\[0\]@0: a timer header"):
+        restore_partitions(kafka_config, names, stores, topics=(names.history,))
+    assert stores[0].checkpoint(names.history) is None  # nothing claimed past the bad record
     for store in stores.values():
         store.close()
