@@ -12,11 +12,15 @@ Key layout (all integers big-endian, so byte order is numeric order):
 ``H`` id ``event_id:8``                 history event record (value as on the topic)
 ``T`` id ``timer_id``                   timer record, value ``fire_at:8`` + record
 ``D`` ``fire_at:8`` id ``timer_id``     due index, empty value
+``E`` ``fire_at:8`` id ``timer_id``     due index of background timers, empty value
 ``C`` topic name                        next offset of that topic to apply
 =====================================  ==============================================
 
 where ``id`` is the workflow id prefixed by its length (2 bytes), so no id is a prefix of
-another.
+another. Background timers (ids starting with ``~``: housekeeping such as the end of a
+closed workflow's retention) have a due index of their own, so that a backlog of them —
+say, a day of retention ends that came due while the owner was down — never delays the
+timers workflows wait on.
 """
 
 from __future__ import annotations
@@ -33,11 +37,18 @@ _U16 = struct.Struct(">H")
 _HISTORY = b"H"
 _TIMER = b"T"
 _DUE = b"D"
+_DUE_BACKGROUND = b"E"
+#: A timer id starting with this is a background timer (see the module docstring).
+BACKGROUND_TIMER_PREFIX = "~"
 _CHECKPOINT = b"C"
 #: Sorts after every ``event_id:8`` of an id: seeking here skips the id's whole history.
 _AFTER_EVENTS = b"\xff" * 9
 #: A history begins with event 1 (ids count on across runs) and is only ever deleted whole.
 _FIRST_EVENT = _U64.pack(1)
+
+
+def _due_index(timer_id: str) -> bytes:
+    return _DUE_BACKGROUND if timer_id.startswith(BACKGROUND_TIMER_PREFIX) else _DUE
 
 
 def _id_prefix(workflow_id: str) -> bytes:
@@ -49,6 +60,19 @@ def _read_id(buffer: bytes, at: int) -> tuple[str, int]:
     (length,) = _U16.unpack_from(buffer, at)
     start = at + _U16.size
     return buffer[start : start + length].decode(), start + length
+
+
+@dataclass(slots=True)
+class _DueIndex:
+    """One due index: its key prefix, where scans resume, its earliest fire time."""
+
+    prefix: bytes
+    resume: bytes = b""
+    earliest: int | None = None
+    known: bool = False
+
+    def __post_init__(self) -> None:
+        self.resume = self.resume or self.prefix
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,12 +126,10 @@ class PartitionStore:
         path.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._db = Rdict(str(path), _options())
-        # Where the last due-timer scan stopped: scanning from the start each time would
-        # walk the tombstones of every timer fired since the last compaction.
-        self._due_resume = _DUE
-        # The earliest fire time (None: no timer), kept up to date by writes: see next_fire_at.
-        self._earliest: int | None = None
-        self._earliest_known = False
+        # Per due index: where the last scan stopped (scanning from the start each time
+        # would walk the tombstones of every timer fired since the last compaction), and
+        # the earliest fire time (None: no timer), kept up to date by writes, known or not.
+        self._due = {index: _DueIndex(index) for index in (_DUE, _DUE_BACKGROUND)}
 
     def close(self) -> None:
         self._db.close()
@@ -172,14 +194,18 @@ class PartitionStore:
 
     # --- timers ------------------------------------------------------------------
 
-    def due_timers(self, now_ms: int, limit: int = 1000) -> list[DueTimer]:
-        """Timers whose fire time has come, earliest first, at most ``limit``."""
-        earliest = self.next_fire_at()
+    def due_timers(
+        self, now_ms: int, limit: int = 1000, *, background: bool = False
+    ) -> list[DueTimer]:
+        """Timers whose fire time has come, earliest first, at most ``limit``: the
+        workflows' timers, or with ``background`` the background timers."""
+        index = self._due[_DUE_BACKGROUND if background else _DUE]
+        earliest = self._earliest_of(index)
         if earliest is None or earliest > now_ms:
             return []
         due: list[DueTimer] = []
         next_fire_at: int | None = None
-        for key, _ in self._scan(_DUE, start=self._due_resume):
+        for key, _ in self._scan(index.prefix, start=index.resume):
             (fire_at,) = _U64.unpack_from(key, 1)
             if fire_at > now_ms or len(due) >= limit:
                 next_fire_at = fire_at
@@ -190,27 +216,31 @@ class PartitionStore:
             if stored is not None:
                 due.append(DueTimer(fire_at, workflow_id, timer_id, stored[_U64.size :]))
         if due:
-            self._due_resume = _DUE + _U64.pack(due[0].fire_at_ms)
+            index.resume = index.prefix + _U64.pack(due[0].fire_at_ms)
         # Where the scan stopped is the next fire time once the due ones are gone; until
         # their transaction is applied (or if it aborts) they are the earliest still.
-        self._earliest = due[0].fire_at_ms if due else next_fire_at
-        self._earliest_known = True
+        index.earliest = due[0].fire_at_ms if due else next_fire_at
+        index.known = True
         return due
 
     def next_fire_at(self) -> int | None:
-        """The earliest fire time, or None; it may be early, never late.
+        """The earliest fire time of any timer, or None; it may be early, never late.
 
         Owners ask on every loop step, so it is kept in memory: a new timer can only make
         it earlier, and a timer removed before it fires leaves it early — which costs one
         `due_timers` scan that finds nothing due and then knows the true next fire time.
         """
-        if not self._earliest_known:
-            self._earliest = None
-            for key, _ in self._scan(_DUE, start=self._due_resume):
-                self._earliest = int(_U64.unpack_from(key, 1)[0])
+        times = [t for i in self._due.values() if (t := self._earliest_of(i)) is not None]
+        return min(times, default=None)
+
+    def _earliest_of(self, index: _DueIndex) -> int | None:
+        if not index.known:
+            index.earliest = None
+            for key, _ in self._scan(index.prefix, start=index.resume):
+                index.earliest = int(_U64.unpack_from(key, 1)[0])
                 break
-            self._earliest_known = True
-        return self._earliest
+            index.known = True
+        return index.earliest
 
     def pending_timer_count(self) -> int:
         return sum(1 for _ in self._scan(_TIMER))
@@ -244,18 +274,19 @@ class PartitionStore:
         record: bytes | None,
     ) -> None:
         suffix = _id_prefix(workflow_id) + timer_id.encode()
+        index = self._due[_due_index(timer_id)]
         previous = self._db.get(_TIMER + suffix)
         if previous is not None:
-            rocks.delete(_DUE + previous[: _U64.size] + suffix)
+            rocks.delete(index.prefix + previous[: _U64.size] + suffix)
         if record is None:
             rocks.delete(_TIMER + suffix)
             return
         rocks.put(_TIMER + suffix, _U64.pack(fire_at_ms) + record)
-        due_key = _DUE + _U64.pack(fire_at_ms) + suffix
+        due_key = index.prefix + _U64.pack(fire_at_ms) + suffix
         rocks.put(due_key, b"")
-        self._due_resume = min(self._due_resume, due_key[: 1 + _U64.size])
-        if self._earliest_known and (self._earliest is None or fire_at_ms < self._earliest):
-            self._earliest = fire_at_ms
+        index.resume = min(index.resume, due_key[: 1 + _U64.size])
+        if index.known and (index.earliest is None or fire_at_ms < index.earliest):
+            index.earliest = fire_at_ms
 
     def _scan(self, prefix: bytes, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
         iterator = self._db.iter()

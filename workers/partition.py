@@ -28,7 +28,7 @@ from runtime.messages import (
     WorkflowStatus,
 )
 from runtime.payloads import Failure
-from runtime.store import PartitionStore, StoreBatch
+from runtime.store import BACKGROUND_TIMER_PREFIX, PartitionStore, StoreBatch
 from topics import carried_timers, serde
 from topics.catalogue import MAX_RECORD_BYTES, TopicNames
 
@@ -37,7 +37,10 @@ log = structlog.get_logger(__name__)
 #: The timer that ends a closed workflow's retention (`OwnedPartition._end_retention`): set
 #: by the transition that closes the run for good, carried by its last history record like
 #: an activity deadline, fired by the owner to itself — never delivered to the engine.
-RETENTION_TIMER = "retention"
+RETENTION_TIMER = BACKGROUND_TIMER_PREFIX + "retention"
+#: Retention ends per loop step at most (each reads a history and writes its tombstones):
+#: a backlog drains a slice per step, and the step stays short.
+RETENTION_ENDS_PER_STEP = 200
 DEFAULT_RETENTION_MS = 7 * 24 * 3600 * 1000
 
 
@@ -133,28 +136,39 @@ class OwnedPartition:
         """
         self._deliver(message, now_ms)
 
-    def fire_due_timers(self, now_ms: int, limit: int = 1000) -> int:
-        """Deliver every due timer to its workflow and clear it, in the pending writes.
+    def fire_due_timers(
+        self, now_ms: int, limit: int = 1000, retention_limit: int = RETENTION_ENDS_PER_STEP
+    ) -> int:
+        """Deliver every due timer to its workflow and clear it, in the pending writes;
+        then end up to ``retention_limit`` due retentions. Returns how many fired.
 
         The store holds the timers this owner fires: activity deadlines and retention
         timers always, the workflow code's timers unless `chronik timers` fires those
-        (``fires_timers``).
+        (``fires_timers``). Retention timers are background timers (their own due index):
+        a backlog of them waits behind the workflows' timers, never in front.
         """
         fired = 0
         for timer in self.store.due_timers(now_ms, limit):
-            if any((timer.workflow_id, timer.timer_id) in w.timers for w in self._unapplied()):
-                continue  # fired, cancelled or moved by a transaction the store lacks yet
-            if timer.timer_id == RETENTION_TIMER:
+            if not self._touched_unapplied(timer.workflow_id, timer.timer_id):
+                fired += self._fire(timer.workflow_id, timer.timer_id, timer.record, now_ms)
+        for timer in self.store.due_timers(now_ms, retention_limit, background=True):
+            if not self._touched_unapplied(timer.workflow_id, timer.timer_id):
                 fired += self._end_retention(timer.workflow_id, now_ms)
-                continue
-            record = serde.decode_timer(timer.record)
-            report = TimerFiredReport(record.workflow_id, record.run_id, record.timer_id, now_ms)
-            try:
-                self._deliver(report, now_ms, clear=(record.workflow_id, record.timer_id))
-            except RecordTooLargeError:
-                log.exception("timer fire dropped", partition=self.number, timer=timer.timer_id)
-            fired += 1
         return fired
+
+    def _touched_unapplied(self, workflow_id: str, timer_id: str) -> bool:
+        """Fired, cancelled or moved by a transaction the store lacks yet."""
+        return any((workflow_id, timer_id) in w.timers for w in self._unapplied())
+
+    def _fire(self, workflow_id: str, timer_id: str, raw: bytes, now_ms: int) -> int:
+        """Deliver one timer's fire to its workflow; the transition also clears it."""
+        record = serde.decode_timer(raw)
+        report = TimerFiredReport(workflow_id, record.run_id, timer_id, now_ms)
+        try:
+            self._deliver(report, now_ms, clear=(workflow_id, timer_id))
+        except RecordTooLargeError:
+            log.exception("timer fire dropped", partition=self.number, timer=timer_id)
+        return 1
 
     def caches(self, workflow_id: str) -> bool:
         """Whether the workflow is in memory (running, or holding callers that wait)."""

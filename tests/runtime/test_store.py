@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from runtime.store import PartitionStore, StoreBatch
+from runtime.store import BACKGROUND_TIMER_PREFIX, PartitionStore, StoreBatch
 
 
 def _store(tmp_path: Path) -> PartitionStore:
@@ -151,3 +151,23 @@ def test_a_reopened_store_finds_its_earliest_timer(tmp_path: Path) -> None:
     store.write(batch)
     store.close()
     assert _store(tmp_path).next_fire_at() == 700
+
+
+def test_background_timers_have_a_due_index_of_their_own(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    batch = StoreBatch()
+    batch.put_timer("w", BACKGROUND_TIMER_PREFIX + "retention", 10, b"r")
+    batch.put_timer("w", "sleep:1", 20, b"s")
+    store.write(batch)
+
+    assert store.next_fire_at() == 10  # the earliest of both
+    assert [t.timer_id for t in store.due_timers(30)] == ["sleep:1"]
+    assert [t.timer_id for t in store.due_timers(30, background=True)] == ["~retention"]
+    moved = StoreBatch()
+    moved.put_timer("w", BACKGROUND_TIMER_PREFIX + "retention", 40, b"r2")
+    store.write(moved)
+    assert store.due_timers(30, background=True) == []  # moved: the old due entry is gone
+    assert [t.record for t in store.due_timers(40, background=True)] == [b"r2"]
+    store.close()
+    reopened = PartitionStore(tmp_path / "p0")
+    assert reopened.next_fire_at() == 20

@@ -37,7 +37,7 @@ from runtime.messages import (
     WorkflowOutcome,
     WorkflowStatus,
 )
-from runtime.store import PartitionStore
+from runtime.store import DueTimer, PartitionStore
 from topics import carried_timers, serde
 from topics.catalogue import TopicNames
 from workers.partition import (
@@ -95,7 +95,13 @@ def _events(pending: PendingWrites) -> list[HistoryEvent]:
 
 def _start(partition: OwnedPartition, now_ms: int = 1_000) -> HistoryEvent:
     """Start one_activity as "w"; return its ActivityScheduled event."""
-    partition.handle(StartWorkflow("w", "one_activity", "q", (), "request-1"), now_ms)
+    return _start_as(partition, "w", now_ms)
+
+
+def _start_as(partition: OwnedPartition, workflow_id: str, now_ms: int = 1_000) -> HistoryEvent:
+    """Start one_activity as ``workflow_id``; return its ActivityScheduled event."""
+    start = StartWorkflow(workflow_id, "one_activity", "q", (), f"request-{workflow_id}")
+    partition.handle(start, now_ms)
     scheduled = [
         e for e in _events(partition.pending) if isinstance(e.attributes, ActivityScheduled)
     ]
@@ -200,7 +206,8 @@ def test_an_activity_deadline_rides_on_history_and_never_on_the_timers_topic(
     assert _on(NAMES.timers, completed) == []
     assert _carried(completed)[0] == ("w", timer_id, 0, None)  # then the retention timer
     partition.apply_committed(completed, {})
-    assert [t.timer_id for t in partition.store.due_timers(2**62)] == [RETENTION_TIMER]
+    assert partition.store.due_timers(2**62) == []
+    assert [t.timer_id for t in _retentions(partition)] == [RETENTION_TIMER]
 
 
 def test_a_fired_deadline_is_cleared_by_the_history_its_fire_writes(tmp_path: Path) -> None:
@@ -259,6 +266,11 @@ def _closed_at_2000(tmp_path: Path, **kwargs: bool) -> OwnedPartition:
     return partition
 
 
+def _retentions(partition: OwnedPartition) -> list[DueTimer]:
+    """The retention timers in the store (background timers: a due index of their own)."""
+    return partition.store.due_timers(2**62, background=True)
+
+
 def _start_again(workflow_id: str) -> StartWorkflow:
     """A second run for a closed workflow's id."""
     policy = IdReusePolicy.ALLOW_DUPLICATE
@@ -298,7 +310,7 @@ def test_the_retention_timer_tombstones_history_and_status_and_clears_itself(
     assert status.value is None and status.partition == 0
     partition.apply_committed(collected, {})
     assert partition.store.history("w") == []
-    assert partition.store.due_timers(2**62) == []
+    assert _retentions(partition) == []
     partition.handle(FetchHistory("w", None, "r-5", "c"), 2_000 + RETENTION_MS)
     [reply] = _replies(partition.take_pending())
     assert reply.body == HistoryPage(events=())  # the workflow is gone
@@ -314,7 +326,7 @@ def test_a_retention_timer_that_finds_the_retention_grew_waits_for_the_new_end(
     moved = partition.take_pending()
     assert moved.records == []  # nothing written: the store alone keeps the later time
     partition.apply_committed(moved, {})
-    assert [t.fire_at_ms for t in partition.store.due_timers(2**62)] == [2_000 + 10 * RETENTION_MS]
+    assert [t.fire_at_ms for t in _retentions(partition)] == [2_000 + 10 * RETENTION_MS]
     assert partition.store.history("w") != []
 
 
@@ -327,7 +339,7 @@ def test_a_retention_timer_of_a_reused_id_with_a_running_run_is_dropped(tmp_path
     dropped = partition.take_pending()
     assert [r for r in dropped.records if r.topic != NAMES.tasks("q")] == []
     partition.apply_committed(dropped, {})
-    assert RETENTION_TIMER not in {t.timer_id for t in partition.store.due_timers(2**62)}
+    assert _retentions(partition) == []
     assert partition.store.history("w") != []
 
 
@@ -340,6 +352,26 @@ def test_a_retention_timer_waits_while_an_unapplied_transaction_wrote_to_the_wor
 
     assert partition.fire_due_timers(2_000 + RETENTION_MS) == 0
     assert all(r.value is not None for r in _on(NAMES.history, partition.pending))
+
+
+def test_a_backlog_of_retention_ends_never_delays_a_due_deadline(tmp_path: Path) -> None:
+    partition = _partition(tmp_path, retention_ms=RETENTION_MS)
+    for n in range(5):  # five closed workflows whose retention ends at the same time
+        scheduled = _start_as(partition, f"closed-{n}")
+        partition.apply_committed(partition.take_pending(), {})
+        partition.handle(_complete(scheduled, f"closed-{n}"), 2_000)
+        partition.apply_committed(partition.take_pending(), {})
+    _start_as(partition, "running", now_ms=3_000)  # its deadline: 33,000
+    partition.apply_committed(partition.take_pending(), {})
+
+    # Due at 40,000: the deadline (33,000) and five retention ends (22,000), earlier ones.
+    assert partition.fire_due_timers(40_000, limit=1, retention_limit=2) == 3
+    fired = partition.take_pending()
+    events = _events(fired)
+    assert {e.workflow_id for e in events} == {"running"}  # the deadline's fire and retry
+    assert len({r.key for r in _on(NAMES.status, fired) if r.value is None}) == 2
+    partition.apply_committed(fired, {})
+    assert len(_retentions(partition)) == 3  # the rest wait for the next steps
 
 
 # --- records Kafka would refuse ----------------------------------------------------------
