@@ -151,10 +151,13 @@ class OwnedPartition:
         for timer in self.store.due_timers(now_ms, limit):
             if not self._touched_unapplied(timer.workflow_id, timer.timer_id):
                 fired += self._fire(timer.workflow_id, timer.timer_id, timer.record, now_ms)
+        collected = 0
         for timer in self.store.due_timers(now_ms, retention_limit, background=True):
             if not self._touched_unapplied(timer.workflow_id, timer.timer_id):
-                fired += self._end_retention(timer.workflow_id, now_ms)
-        return fired
+                collected += self._end_retention(timer.workflow_id, now_ms)
+        if collected:
+            log.debug("closed workflows collected", partition=self.number, count=collected)
+        return fired + collected
 
     def _touched_unapplied(self, workflow_id: str, timer_id: str) -> bool:
         """Fired, cancelled or moved by a transaction the store lacks yet."""
@@ -428,7 +431,6 @@ class OwnedPartition:
         key = serde.workflow_key(workflow_id)
         self.pending.add(Outbound(self._names.status, key, None, self.number))
         self._cache.pop(workflow_id, None)
-        log.debug("closed workflow collected", workflow_id=workflow_id, events=len(event_ids))
 
     def _timers(self, transition: Transition) -> tuple[tuple[str, bytes], ...]:
         """Stage the transition's timer changes; return those its history record carries.
