@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
+from typing import NoReturn
 
 import structlog
 
@@ -334,9 +335,11 @@ class OwnedPartition:
             for m in transition.messages
         ]
         for (event, key), raw in zip(history, values, strict=True):
-            self._check_size(len(key) + len(raw), f"{type(event.attributes).__name__} event")
+            if (size := len(key) + len(raw)) > self._max_record_bytes:
+                self._refuse(size, f"{type(event.attributes).__name__} event")
         for record in outbound:
-            self._check_size(len(record.key) + len(record.value or b""), f"{record.topic} record")
+            if (size := len(record.key) + len(record.value or b"")) > self._max_record_bytes:
+                self._refuse(size, f"{record.topic} record")
         carried = self._timers(transition) + self._retention_timer(transition)
         for index, ((event, key), raw) in enumerate(zip(history, values, strict=True)):
             headers = carried if index == len(history) - 1 else ()
@@ -359,11 +362,12 @@ class OwnedPartition:
         else:
             self._cache.move_to_end(instance.workflow_id, last=False)
 
-    def _check_size(self, size: int, what: str) -> None:
-        if size > self._max_record_bytes:
-            raise RecordTooLargeError(
-                f"a {what} is {size:,} bytes encoded; the limit is {self._max_record_bytes:,}"
-            )
+    def _refuse(self, size: int, what: str) -> NoReturn:
+        """Raise for a record over the limit (the message is built only then: this is on
+        the path of every record)."""
+        raise RecordTooLargeError(
+            f"a {what} is {size:,} bytes encoded; the limit is {self._max_record_bytes:,}"
+        )
 
     def _reply_record(self, reply: Reply) -> Outbound:
         """The reply's record; an answer too large to send is answered with why instead."""
