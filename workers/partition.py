@@ -393,10 +393,14 @@ class OwnedPartition:
             return ()
         event = transition.events[-1]
         fire_at = event.timestamp_ms + self.retention_ms
-        timer = DurableTimer(event.workflow_id, event.run_id, RETENTION_TIMER, fire_at)
+        return (self._stage_retention(event.workflow_id, event.run_id, fire_at),)
+
+    def _stage_retention(self, workflow_id: str, run_id: str, fire_at: int) -> tuple[str, bytes]:
+        """Stage the retention timer at ``fire_at``; return it as a history record header."""
+        timer = DurableTimer(workflow_id, run_id, RETENTION_TIMER, fire_at)
         header = carried_timers.set_header(timer)
-        self._stage_timer(event.workflow_id, RETENTION_TIMER, fire_at, header[1])
-        return (header,)
+        self._stage_timer(workflow_id, RETENTION_TIMER, fire_at, header[1])
+        return header
 
     def _end_retention(self, workflow_id: str, now_ms: int) -> int:
         """Tombstone the workflow's history and status, if its retention is really over.
@@ -418,8 +422,7 @@ class OwnedPartition:
         ends_at = last.timestamp_ms + self.retention_ms
         if ends_at > now_ms or (cached is not None and cached.has_waiters()):
             later = max(ends_at, now_ms + _RETENTION_RECHECK_MS)
-            timer = DurableTimer(workflow_id, last.run_id, RETENTION_TIMER, later)
-            self._stage_timer(workflow_id, RETENTION_TIMER, later, serde.encode_timer(timer))
+            self._stage_retention(workflow_id, last.run_id, later)  # in the store alone
             return 0
         self._tombstone(workflow_id, [event_id for event_id, _ in stored])
         return 1

@@ -24,6 +24,23 @@ from workers.restore import RestoreError, restore_partitions
 PARTITIONS = 3
 
 
+def _transaction(
+    config: dict[str, str],
+    topic: str,
+    records: list[tuple[int, bytes, bytes | None]],
+    headers: list[tuple[str, str | bytes | None]] | None = None,
+) -> None:
+    """Records ``(partition, key, value)`` on ``topic`` in one committed transaction."""
+    producer = Producer(
+        {**producer_config(config), "transactional.id": f"restore-test-{uuid.uuid4().hex}"}
+    )
+    producer.init_transactions(30)
+    producer.begin_transaction()
+    for partition, key, value in records:
+        producer.produce(topic, key=key, value=value, partition=partition, headers=headers)
+    producer.commit_transaction(30)
+
+
 def _write(
     config: dict[str, str],
     names: TopicNames,
@@ -32,15 +49,8 @@ def _write(
 ) -> None:
     """History records ``(partition, workflow id, event id, value)`` in one transaction;
     ``headers`` on each."""
-    producer = Producer(
-        {**producer_config(config), "transactional.id": f"restore-test-{uuid.uuid4().hex}"}
-    )
-    producer.init_transactions(30)
-    producer.begin_transaction()
-    for partition, workflow_id, event_id, value in records:
-        key = serde.encode_history_key(workflow_id, event_id)
-        producer.produce(names.history, key=key, value=value, partition=partition, headers=headers)
-    producer.commit_transaction(30)
+    keyed = [(p, serde.encode_history_key(w, e), value) for p, w, e, value in records]
+    _transaction(config, names.history, keyed, headers)
 
 
 def _stores(tmp_path: Path, run: str) -> dict[int, PartitionStore]:
@@ -115,18 +125,16 @@ def test_timers_restore_from_their_topic_tombstones_included(
     names = TopicNames(namespace)
     kept = DurableTimer("a", "run", "sleep:1", 5_000)
     fired = DurableTimer("a", "run", "sleep:2", 6_000)
-    producer = Producer(
-        {**producer_config(kafka_config), "transactional.id": f"restore-test-{uuid.uuid4().hex}"}
+    fired_key = serde.encode_timer_key("a", fired.timer_id)
+    _transaction(
+        kafka_config,
+        names.timers,
+        [
+            (1, serde.encode_timer_key("a", kept.timer_id), serde.encode_timer(kept)),
+            (1, fired_key, serde.encode_timer(fired)),
+            (1, fired_key, None),  # fired: its tombstone
+        ],
     )
-    producer.init_transactions(30)
-    producer.begin_transaction()
-    for key, value in (
-        (serde.encode_timer_key("a", kept.timer_id), serde.encode_timer(kept)),
-        (serde.encode_timer_key("a", fired.timer_id), serde.encode_timer(fired)),
-        (serde.encode_timer_key("a", fired.timer_id), None),  # fired: its tombstone
-    ):
-        producer.produce(names.timers, key=key, value=value, partition=1)
-    producer.commit_transaction(30)
 
     stores = _stores(tmp_path, "timers")
     stats = restore_partitions(kafka_config, names, stores, topics=(names.timers,))
