@@ -150,20 +150,29 @@ class TopicAdmin:
         Raises :class:`TopicMismatchError` for the first existing topic Chronik cannot
         use, before creating anything.
         """
-        return self._ensure(list(catalogue.topics()))
+        created, _ = self._ensure(list(catalogue.topics()))
+        return created
 
-    def ensure_task_queue(self, catalogue: Catalogue, queue: str) -> bool:
-        """Create the topic of ``queue`` unless it exists; True when it was created."""
-        return bool(self._ensure([catalogue.task_queue(queue)]))
+    def ensure_task_queue(self, catalogue: Catalogue, queue: str) -> int:
+        """Create the topic of ``queue`` unless it exists; its partition count either way.
 
-    def _ensure(self, specs: list[TopicSpec]) -> list[str]:
+        An existing task topic may have any count (tasks go to any partition), so the count
+        is the cluster's, learnt by the same describe that found the topic missing or not.
+        """
+        spec = catalogue.task_queue(queue)
+        _, partitions = self._ensure([spec])
+        return partitions[spec.name]
+
+    def _ensure(self, specs: list[TopicSpec]) -> tuple[list[str], dict[str, int]]:
+        """Create the missing ``specs``: (the topics created, every spec's partition count)."""
         existing = self.describe([spec.name for spec in specs])
         for spec in specs:
             if spec.name in existing:
                 _refuse_fatal(compare(spec, existing[spec.name]))
+        partitions = {name: info.partitions for name, info in existing.items()}
         missing = [spec for spec in specs if spec.name not in existing]
         if not missing:
-            return []
+            return [], partitions
         new = [
             NewTopic(
                 s.name,
@@ -185,13 +194,15 @@ class TopicAdmin:
                 if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                     raise KafkaUnavailableError(f"cannot create {name}: {exc.args[0]}") from None
                 raced.append(name)  # another process created it meanwhile: validate it
+        partitions.update({spec.name: spec.partitions for spec in missing})
         if raced:
             now = self.describe(raced)
             for spec in missing:
                 if spec.name in now:
                     _refuse_fatal(compare(spec, now[spec.name]))
+                    partitions[spec.name] = now[spec.name].partitions
         self._wait_for_leaders(created)
-        return created
+        return created, partitions
 
     def _wait_for_leaders(self, names: list[str]) -> None:
         """Return once every partition of ``names`` has a leader (so producing works)."""

@@ -327,8 +327,8 @@ class WorkflowWorker:
             and not self._task_placement.knows(record.topic)
         }
         for topic in wanted:
-            self._admin.ensure_task_queue(self._catalogue, self._names.queue_of(topic))
-            self._task_placement.learn(topic, self._admin.describe([topic])[topic].partitions)
+            queue = self._names.queue_of(topic)
+            self._task_placement.learn(topic, self._admin.ensure_task_queue(self._catalogue, queue))
 
     def _on_consume_error(self, error: KafkaError) -> None:
         if error.fatal():

@@ -164,11 +164,23 @@ def test_a_deleting_history_topic_is_refused(kafka_bootstrap: str, namespace: st
 def test_task_queue_topics_are_created_on_demand(kafka_bootstrap: str, namespace: str) -> None:
     admin = TopicAdmin({"bootstrap.servers": kafka_bootstrap})
     catalogue = Catalogue(namespace, partitions=2)
-    assert admin.ensure_task_queue(catalogue, "payments") is True
-    assert admin.ensure_task_queue(catalogue, "payments") is False
     topic = catalogue.names.tasks("payments")
+    assert topic not in _partitions(kafka_bootstrap)
+    assert admin.ensure_task_queue(catalogue, "payments") == 2
+    assert admin.ensure_task_queue(catalogue, "payments") == 2
     assert _partitions(kafka_bootstrap)[topic] == 2
     assert _configs(kafka_bootstrap, topic)["cleanup.policy"] == "delete"
+
+
+def test_an_existing_task_queue_keeps_its_partition_count(
+    kafka_bootstrap: str, namespace: str
+) -> None:
+    catalogue = Catalogue(namespace, partitions=2)
+    topic = catalogue.names.tasks("emails")
+    _make_topic(kafka_bootstrap, topic, 5, **{"cleanup.policy": "delete"})
+    admin = TopicAdmin({"bootstrap.servers": kafka_bootstrap})
+    assert admin.ensure_task_queue(catalogue, "emails") == 5
+    assert _partitions(kafka_bootstrap)[topic] == 5
 
 
 # --- partitioning ----------------------------------------------------------------------------
