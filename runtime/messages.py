@@ -278,7 +278,8 @@ class ActivityTask:
 
 @dataclass(frozen=True, slots=True)
 class CancelActivityTask:
-    """Written with the same key as the task, so it reaches the worker that holds the task."""
+    """Stop an attempt: written with the task's key to every partition of its queue's topic
+    (tasks go to any partition), so the worker that holds the task reads it."""
 
     workflow_id: str
     run_id: str

@@ -1,8 +1,10 @@
 """The activity worker: runs the tasks of one task queue and reports to the inbox.
 
 The poll loop never waits for an activity: each task runs as its own asyncio task (sync
-activities in a thread pool, inside the executor), so polling — and with it the consumer's
-liveness towards the group — continues however long an activity takes. When the number
+activities in a thread pool of their own, never the event loop's default pool, on which
+the poll itself runs: sync activities filling that pool would stop polling and get the
+worker dropped from its group), so polling — and with it the consumer's liveness towards
+the group — continues however long an activity takes. When the number
 of running tasks reaches the limit, the partitions are paused, not the loop.
 
 Offsets are committed per partition up to the lowest task still running
@@ -15,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import structlog
@@ -60,6 +63,9 @@ class ActivityWorkerConfig:
     #: Heartbeats without a heartbeat timeout are still sent (their details survive a
     #: retry), at most this often.
     heartbeat_interval_s: float = 10.0
+    #: Where sync activities run; None: a pool of ``max_concurrent`` threads of the
+    #: worker's own (shut down with it).
+    executor: Executor | None = None
 
 
 @dataclass(slots=True)
@@ -67,6 +73,9 @@ class _Running:
     task: ActivityTask
     cancelled: asyncio.Event
     last_heartbeat: float = 0.0
+    #: The newest details not sent yet, and the send scheduled for them.
+    unsent: tuple[Payload, ...] | None = None
+    trailing: asyncio.TimerHandle | None = None
 
 
 class ActivityWorker:
@@ -90,6 +99,14 @@ class ActivityWorker:
         self._running: dict[tuple[str, str, int, int], _Running] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._paused = False
+        #: The task partitions this worker holds. A batch consumed before a revocation may
+        #: still hold records of a revoked partition: they are the new owner's to run, and
+        #: committing their offsets would move the new owner's position back.
+        self._assigned: set[int] = set()
+        self._own_executor = config.executor is None
+        self._executor: Executor = config.executor or ThreadPoolExecutor(
+            max_workers=config.max_concurrent, thread_name_prefix="chronik-activity"
+        )
 
     async def run(self, stop: asyncio.Event) -> None:
         topic = self._names.tasks(self._config.task_queue)
@@ -121,6 +138,8 @@ class ActivityWorker:
         self._producer.flush(10)  # runs the delivery callbacks that mark tasks finished
         self._commit()
         self._consumer.close()
+        if self._own_executor:  # the drain above gave running activities their time
+            self._executor.shutdown(wait=False, cancel_futures=True)
 
     # --- tasks ------------------------------------------------------------------------
 
@@ -129,6 +148,8 @@ class ActivityWorker:
             log.warning("consume error", error=str(message.error()))
             return
         record = Consumed.of(message)
+        if record.partition not in self._assigned:
+            return
         try:
             decoded = record.decode(serde.decode_task)
         except DecodeError as error:
@@ -171,6 +192,8 @@ class ActivityWorker:
             log.exception("activity execution crashed", activity=task.activity_type)
         finally:
             del self._running[key]
+            if running.trailing is not None:  # the outcome supersedes any heartbeat
+                running.trailing.cancel()
             if not reported:
                 progress.finished(offset)
 
@@ -189,22 +212,39 @@ class ActivityWorker:
                 converter=self._converter,
                 on_heartbeat=lambda details: self._heartbeat(running, details),
                 cancelled=running.cancelled,
+                executor=self._executor,
             )
         finally:
             if deadline is not None:
                 deadline.cancel()
 
     def _heartbeat(self, running: _Running, details: tuple[Payload, ...]) -> None:
+        """Send at most one heartbeat per interval (0.8 of the heartbeat timeout), and the
+        newest details at the end of an interval in which some were held back: dropping
+        them once timed out an activity that heartbeat every 0.55 of its timeout."""
         task = running.task
         interval = (
             task.heartbeat_timeout_ms * 0.8 / 1000
             if task.heartbeat_timeout_ms
             else self._config.heartbeat_interval_s
         )
-        now = time.monotonic()
-        if now - running.last_heartbeat < interval:
+        running.unsent = details
+        wait = running.last_heartbeat + interval - time.monotonic()
+        if wait <= 0:
+            self._send_heartbeat(running)
+        elif running.trailing is None:
+            loop = asyncio.get_running_loop()
+            running.trailing = loop.call_later(wait, self._send_heartbeat, running)
+
+    def _send_heartbeat(self, running: _Running) -> None:
+        if running.trailing is not None:
+            running.trailing.cancel()
+            running.trailing = None
+        details, running.unsent = running.unsent, None
+        if details is None:
             return
-        running.last_heartbeat = now
+        running.last_heartbeat = time.monotonic()
+        task = running.task
         self._report(
             ActivityHeartbeat(task.workflow_id, task.run_id, task.seq, task.attempt, details)
         )
@@ -214,8 +254,11 @@ class ActivityWorker:
     ) -> None:
         """Produce ``message``; ``on_delivered`` runs (in the loop's poll) once Kafka has it.
 
-        A report that cannot be delivered is logged and counted as delivered: the engine's
-        start-to-close timeout then retries the attempt, so nothing waits for it forever.
+        A report Kafka did not take (librdkafka gave up after ``message.timeout.ms``) is
+        produced again, and its task's offset stays uncommitted until one copy is in:
+        counting it as delivered lost the result for good, the workflow then waiting for a
+        start-to-close retry — or, with only a schedule-to-close timeout, timing out an
+        activity that had completed. The engine ignores a second copy of a report.
         """
         value = encode_report(message)
         if value is None:
@@ -223,10 +266,15 @@ class ActivityWorker:
             return
 
         def delivered(error: KafkaError | None, _message: Message) -> None:
-            if error is not None:
-                log.error("report not delivered", error=str(error), report=type(message).__name__)
-            if on_delivered is not None:
-                on_delivered()
+            if error is None:
+                if on_delivered is not None:
+                    on_delivered()
+                return
+            report = type(message).__name__
+            if error.fatal():  # the producer is unusable: stop; the task's offset stays open
+                raise KafkaException(error)
+            log.warning("report not delivered: producing it again", error=str(error), report=report)
+            self._report(message, on_delivered)
 
         produce_when_room(
             self._producer,
@@ -264,12 +312,14 @@ class ActivityWorker:
             log.warning("offset commit failed", error=str(error))
 
     def _on_assign(self, consumer: Consumer, assigned: list[TopicPartition]) -> None:
+        self._assigned.update(tp.partition for tp in assigned)
         if self._paused:
             consumer.pause(assigned)
 
     def _on_revoke(self, _consumer: Consumer, revoked: list[TopicPartition]) -> None:
         self._commit()
         for tp in revoked:
+            self._assigned.discard(tp.partition)
             self._progress.pop(tp.partition, None)
 
 

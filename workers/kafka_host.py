@@ -104,6 +104,7 @@ async def run_kafka_worker(
                 member=member,
                 task_queue=spec.task_queue,
                 max_concurrent=spec.max_concurrent_activities,
+                executor=spec.activity_executor,
             ),
             spec.activity_registry(),
             spec.data_converter,

@@ -18,6 +18,7 @@ import structlog
 from runtime.engine import Transition, WorkflowInstance, WorkflowRegistry, is_activity_timer
 from runtime.events import HistoryEvent, WorkflowContinuedAsNew
 from runtime.messages import (
+    CancelActivityTask,
     DurableTimer,
     GetWorkflowResult,
     InboxMessage,
@@ -58,6 +59,9 @@ class Outbound:
     value: bytes | None
     partition: int | None = None
     headers: tuple[tuple[str, bytes], ...] = ()
+    #: Written to every partition of its topic (a task queue's cancellation: whichever
+    #: partition holds the task, the worker reading it must hear of the cancel).
+    every_partition: bool = False
 
 
 @dataclass(slots=True)
@@ -327,6 +331,7 @@ class OwnedPartition:
                 names.tasks(task.task_queue),
                 serde.task_key(task.workflow_id, task.seq),
                 serde.encode_task(task),
+                every_partition=isinstance(task, CancelActivityTask),
             )
             for task in transition.tasks
         ]

@@ -9,6 +9,10 @@ transaction and a commit marker. So all the tasks of one transaction for one que
 one partition, the next transaction's to the next partition: over many transactions the
 activity workers of the queue still get an even share, and a transaction writes to one
 task partition instead of up to all of them.
+
+A task's cancellation cannot follow its key to the task, then: it goes to every partition
+of the queue's topic, and the worker that holds the task acts on it (the others hold no
+such task). Cancellations are rare next to tasks.
 """
 
 from __future__ import annotations
@@ -37,12 +41,15 @@ class TaskPlacement:
         self._partitions[topic] = partitions
 
     def place(self, records: Iterable[Outbound]) -> list[Outbound]:
-        """``records`` of one transaction, each unplaced task on its topic's partition."""
+        """``records`` of one transaction, each unplaced task on its topic's partition and
+        each cancellation on all of them."""
         self._turn += 1
-        return [self._placed(record) for record in records]
+        return [placed for record in records for placed in self._placed(record)]
 
-    def _placed(self, record: Outbound) -> Outbound:
+    def _placed(self, record: Outbound) -> list[Outbound]:
         count = self._partitions.get(record.topic)
         if count is None or record.partition is not None:
-            return record
-        return replace(record, partition=self._turn % count)
+            return [record]
+        if record.every_partition:
+            return [replace(record, partition=p, every_partition=False) for p in range(count)]
+        return [replace(record, partition=self._turn % count)]

@@ -70,6 +70,7 @@ def dispatch_attempt(fx: Effects, run: RunState, state: ActivityState, ts: int) 
             start_to_close_timeout_ms=sched.start_to_close_timeout_ms,
             heartbeat_timeout_ms=sched.heartbeat_timeout_ms,
             heartbeat_details=state.heartbeat_details,
+            report_start=bool(sched.schedule_to_start_timeout_ms),
         )
     )
 

@@ -227,9 +227,12 @@ class InMemoryService:
                 self._running.pop(key, None)
                 self.wake()
 
-        self.post(
-            ActivityStartedReport(task.workflow_id, task.run_id, task.seq, task.attempt, "memory")
-        )
+        if task.report_start:  # as the Kafka activity worker does
+            self.post(
+                ActivityStartedReport(
+                    task.workflow_id, task.run_id, task.seq, task.attempt, "memory"
+                )
+            )
         self._running[key] = _Running(asyncio.create_task(execute()), cancelled)
 
     def _cancel_activity(self, cancel: CancelActivityTask) -> None:

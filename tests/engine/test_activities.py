@@ -225,3 +225,38 @@ async def test_unregistered_activity_fails_with_its_name(env: WorkflowEnvironmen
             await env.client.execute_workflow(unknown_activity, id="ua", task_queue="q")
     assert isinstance(info.value.cause, ActivityError)
     assert "no_such_activity" in str(info.value.cause.cause)
+
+
+gates: dict[str, asyncio.Event] = {}
+
+
+@activity.defn
+async def waits_for_release() -> str:
+    await gates["release"].wait()
+    return "done"
+
+
+@workflow.defn
+async def slow_to_finish() -> str:
+    result: str = await workflow.execute_activity(
+        waits_for_release,
+        schedule_to_start_timeout=timedelta(seconds=1),
+        start_to_close_timeout=timedelta(seconds=30),
+        retry_policy=RetryPolicy(maximum_attempts=1),
+    )
+    return result
+
+
+async def test_schedule_to_start_ends_when_the_activity_starts(env: WorkflowEnvironment) -> None:
+    """A started activity may run past its schedule-to-start timeout: the task asks the
+    worker to report the start, which disarms that deadline."""
+    released = gates["release"] = asyncio.Event()
+    async with Worker(
+        env.client, task_queue="q", workflows=[slow_to_finish], activities=[waits_for_release]
+    ):
+        handle = await env.client.start_workflow(slow_to_finish, id="s2s", task_queue="q")
+        await env.sleep(timedelta(seconds=5))  # the activity runs, 4 s past schedule-to-start
+        released.set()
+        assert await handle.result() == "done"
+        kinds = [type(event.attributes).__name__ for event in await handle.fetch_history()]
+    assert "ActivityStarted" in kinds

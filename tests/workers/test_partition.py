@@ -27,6 +27,8 @@ from runtime.events import (
 )
 from runtime.messages import (
     ActivityCompletedReport,
+    CancelActivityTask,
+    CancelWorkflow,
     FetchHistory,
     GetWorkflowResult,
     HistoryPage,
@@ -113,6 +115,18 @@ def _complete(scheduled: HistoryEvent, workflow_id: str = "w") -> ActivityComple
     attributes = scheduled.attributes
     assert isinstance(attributes, ActivityScheduled)
     return ActivityCompletedReport(workflow_id, scheduled.run_id, attributes.seq, 1, None)
+
+
+def test_an_activity_cancellation_is_written_to_every_task_partition(tmp_path: Path) -> None:
+    partition = _partition(tmp_path)
+    scheduled = _start(partition)
+    (task,) = _on(NAMES.tasks("q"), partition.take_pending())
+    assert not task.every_partition  # a task goes to one partition, whichever
+
+    partition.handle(CancelWorkflow("w", scheduled.run_id, "enough", "request-cancel"), 2_000)
+    (cancel,) = _on(NAMES.tasks("q"), partition.pending)
+    assert cancel.every_partition and cancel.key == task.key
+    assert isinstance(serde.decode_task(cancel.value or b""), CancelActivityTask)
 
 
 def test_a_workflow_reloaded_while_its_start_commits_sees_the_start(tmp_path: Path) -> None:

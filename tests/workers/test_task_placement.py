@@ -38,3 +38,16 @@ def test_records_of_other_topics_and_placed_ones_are_left_as_they_are() -> None:
 def test_a_topic_without_partitions_is_refused() -> None:
     with pytest.raises(ValueError, match="no partitions"):
         TaskPlacement().learn(TASKS, 0)
+
+
+def test_a_cancellation_goes_to_every_partition_of_its_queue() -> None:
+    placement = TaskPlacement()
+    placement.learn(TASKS, 3)
+    cancel = Outbound(TASKS, b"a/1", b"cancel", every_partition=True)
+    placed = placement.place([_task(b"b/1"), cancel])
+    assert placed[0].partition == 0
+    assert [(r.partition, r.key, r.every_partition) for r in placed[1:]] == [
+        (0, b"a/1", False),
+        (1, b"a/1", False),
+        (2, b"a/1", False),
+    ]

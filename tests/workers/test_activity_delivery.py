@@ -1,0 +1,138 @@
+"""The activity worker's bookkeeping around Kafka: a report Kafka did not take, records of
+a partition it no longer holds, heartbeats held back by the rate limit.
+
+No broker: the worker's clients point at a port nothing listens on and are never waited
+for; what Kafka would call back (delivery reports, rebalance callbacks) is called here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from confluent_kafka import KafkaError, TopicPartition
+
+from runtime.engine import ActivityRegistry
+from runtime.messages import ActivityCompletedReport, ActivityTask
+from runtime.payloads import Payload
+from topics import serde
+from topics.catalogue import TopicNames
+from workers import activity_worker
+from workers.activity_worker import ActivityWorker, ActivityWorkerConfig
+from workers.membership import Member
+
+TASKS = TopicNames("ns").tasks("q")
+
+
+@pytest.fixture
+def worker() -> Iterator[ActivityWorker]:
+    member = Member("127.0.0.1:1", "ns", "w-1")
+    worker = ActivityWorker(
+        ActivityWorkerConfig(member, "q"), ActivityRegistry([]), ActivityRegistry([]).converter
+    )
+    yield worker
+    worker._executor.shutdown(wait=False)
+
+
+def _capture_produced(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Each produced report's delivery callback, in order."""
+    callbacks: list[Any] = []
+
+    def produce(_producer: Any, _topic: str, **kwargs: Any) -> None:
+        callbacks.append(kwargs["on_delivery"])
+
+    monkeypatch.setattr(activity_worker, "produce_when_room", produce)
+    return callbacks
+
+
+def test_a_report_kafka_did_not_take_is_produced_again_and_only_then_finished(
+    worker: ActivityWorker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    callbacks = _capture_produced(monkeypatch)
+    finished: list[bool] = []
+    report = ActivityCompletedReport("wf", "run", 1, 1, None)
+
+    worker._report(report, on_delivered=lambda: finished.append(True))
+    callbacks[0](KafkaError(KafkaError._MSG_TIMED_OUT), None)
+
+    assert len(callbacks) == 2 and finished == []  # sent again; the offset stays open
+    callbacks[1](None, None)
+    assert finished == [True]
+
+
+async def test_records_of_a_revoked_partition_are_not_run(worker: ActivityWorker) -> None:
+    worker._on_assign(worker._consumer, [TopicPartition(TASKS, 0), TopicPartition(TASKS, 1)])
+    worker._on_revoke(worker._consumer, [TopicPartition(TASKS, 1)])
+
+    worker._dispatch(_message(partition=1))  # consumed before the revocation
+
+    assert 1 not in worker._progress and worker._tasks == set()
+    worker._dispatch(_message(partition=0))  # a partition it holds: the task runs
+    assert 0 in worker._progress and len(worker._tasks) == 1
+    await asyncio.gather(*worker._tasks)
+
+
+class _FakeMessage:
+    """What `Consumer.consume` returns, for one task-topic record."""
+
+    def __init__(self, partition: int) -> None:
+        self._partition = partition
+
+    def error(self) -> None:
+        return None
+
+    def topic(self) -> str:
+        return TASKS
+
+    def partition(self) -> int:
+        return self._partition
+
+    def offset(self) -> int:
+        return 7
+
+    def key(self) -> bytes:
+        return b"wf/1"
+
+    def value(self) -> bytes:
+        return serde.encode_task(
+            ActivityTask("wf", "run", "T", 1, 1, "unknown", "q", (), 0, 10_000, 0)
+        )
+
+    def headers(self) -> None:
+        return None
+
+    def timestamp(self) -> tuple[int, int]:
+        return (0, 0)
+
+
+def _message(partition: int) -> Any:
+    return _FakeMessage(partition)
+
+
+async def test_heartbeats_held_back_are_sent_at_the_end_of_the_interval(
+    worker: ActivityWorker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A heartbeat timeout of 100 ms: at most one heartbeat per 80 ms, and the newest
+    details of an interval are sent when it ends, never dropped."""
+    callbacks = _capture_produced(monkeypatch)
+    sent: list[Any] = []
+
+    def encode(message: Any) -> bytes:
+        sent.append(message)
+        return b"report"
+
+    monkeypatch.setattr(activity_worker, "encode_report", encode)
+    task = ActivityTask("wf", "run", "T", 1, 1, "beats", "q", (), 0, 10_000, 100)
+    running = activity_worker._Running(task, asyncio.Event())
+    first, second, third = (Payload("json/plain", str(n).encode()) for n in range(3))
+
+    worker._heartbeat(running, (first,))
+    worker._heartbeat(running, (second,))
+    worker._heartbeat(running, (third,))
+    assert [m.details for m in sent] == [(first,)]  # the other two within the interval
+
+    await asyncio.sleep(0.3)
+    assert [m.details for m in sent] == [(first,), (third,)]  # the newest, once
+    assert len(callbacks) == 2
