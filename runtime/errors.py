@@ -149,6 +149,11 @@ class RPCTimeoutError(RPCError):
     """No reply arrived in time (the request may still take effect)."""
 
 
+class ClientClosedError(RPCError):
+    """The client was closed while a request waited, or before it was made (a request
+    already sent may still take effect)."""
+
+
 class ContinueAsNewError(BaseException):
     """Raised by `workflow.continue_as_new`; the engine turns it into a new run.
 

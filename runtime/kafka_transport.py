@@ -21,11 +21,11 @@ from typing import Any
 import structlog
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
-from runtime.errors import RPCTimeoutError
+from runtime.errors import ClientClosedError, RPCTimeoutError
 from runtime.logging import kafka_logger
 from runtime.messages import InboxMessage, Reply, ReplyBody, awaits_outcome
 from topics import serde
-from topics.catalogue import TopicNames
+from topics.catalogue import MAX_RECORD_BYTES, TopicNames
 from topics.consumed import FETCH_WAIT_MS, Consumed, consume_available
 from topics.errors import DecodeError
 from topics.partitioner import partition_for, producer_config
@@ -48,7 +48,7 @@ class KafkaTransport:
         namespace: str,
         config: dict[str, Any],
         *,
-        max_message_bytes: int = 1_000_000,
+        max_message_bytes: int = MAX_RECORD_BYTES,
         result_resend_s: float = 10.0,
     ) -> None:
         self.bootstrap_servers = bootstrap_servers
@@ -74,6 +74,8 @@ class KafkaTransport:
         self._waiting: dict[str, asyncio.Future[ReplyBody]] = {}
         #: Delivery reports the polling thread collected, not handed to the loop yet.
         self._delivery_reports: list[tuple[asyncio.Future[None], Any]] = []
+        #: Sends not acknowledged yet: a close fails them rather than leave them waiting.
+        self._sending: set[asyncio.Future[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -109,20 +111,24 @@ class KafkaTransport:
 
     async def send(self, message: InboxMessage) -> None:
         """Produce ``message`` and return once Kafka acknowledged it."""
-        value = serde.encode_inbox(message)
-        if len(value) > self.max_message_bytes:
+        if self._stop.is_set():
+            raise ClientClosedError(f"the client is closed: {type(message).__name__} not sent")
+        key, value = message.workflow_id.encode(), serde.encode_inbox(message)
+        if (size := len(key) + len(value)) > self.max_message_bytes:
             raise PayloadTooLargeError(
                 f"{type(message).__name__} for workflow {message.workflow_id!r} is "
-                f"{len(value)} bytes encoded; the limit is {self.max_message_bytes} bytes"
+                f"{size} bytes encoded; the limit is {self.max_message_bytes} bytes"
             )
         delivered: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._sending.add(delivered)
+        delivered.add_done_callback(self._sending.discard)
 
         def on_delivery(error: Any, _message: Any) -> None:  # in the thread that polls
             self._delivery_reports.append((delivered, error))
 
         self._producer.produce(
             self._names.inbox,
-            key=message.workflow_id.encode(),
+            key=key,
             value=value,
             on_delivery=on_delivery,
         )
@@ -135,9 +141,9 @@ class KafkaTransport:
         answer: asyncio.Future[ReplyBody] = asyncio.get_running_loop().create_future()
         self._waiting[request_id] = answer
         try:
-            await self.send(message)
-            waiting = self._await_result(message, answer) if awaits_outcome(message) else answer
-            return await asyncio.wait_for(waiting, timeout)
+            # The timeout covers the send too: a broker that does not answer would otherwise
+            # hold the request for librdkafka's message.timeout.ms (5 minutes).
+            return await asyncio.wait_for(self._send_and_wait(message, answer), timeout)
         except TimeoutError:
             raise RPCTimeoutError(
                 f"no answer to {type(message).__name__} for workflow {message.workflow_id!r} "
@@ -146,6 +152,14 @@ class KafkaTransport:
             ) from None
         finally:
             self._waiting.pop(request_id, None)
+
+    async def _send_and_wait(
+        self, message: InboxMessage, answer: asyncio.Future[ReplyBody]
+    ) -> ReplyBody:
+        await self.send(message)
+        if awaits_outcome(message):
+            return await self._await_result(message, answer)
+        return await answer
 
     async def _await_result(
         self, message: InboxMessage, answer: asyncio.Future[ReplyBody]
@@ -158,11 +172,24 @@ class KafkaTransport:
             await self.send(message)
 
     async def close(self) -> None:
+        """Stop reading and sending; every request still waiting raises `ClientClosedError`.
+
+        Idempotent. Records already handed to the producer get 5 s to reach Kafka.
+        """
+        if self._stop.is_set():
+            return
         self._stop.set()
         for thread in self._threads:
             await asyncio.to_thread(thread.join, 5)
         await asyncio.to_thread(self._producer.flush, 5)
         self._replies.close()
+        reports, self._delivery_reports = self._delivery_reports, []
+        _settle_sends(reports)  # what the flush delivered, or failed to
+        closed = ClientClosedError("the client was closed while the request waited")
+        unsettled: list[asyncio.Future[Any]] = [*self._waiting.values(), *self._sending]
+        for future in unsettled:
+            if not future.done():
+                future.set_exception(closed)
 
     # --- background threads -------------------------------------------------------------
 

@@ -200,6 +200,7 @@ class Execution:
         if type(attrs) in _CLOSING_TYPES:
             self.runs.close(run)
             self.fx.status(self.status_record(run))
+            self.waiters.fail_updates(self.fx, run.run_id, run.status)
             self.waiters.answer_results(self.fx, self.runs)
         elif isinstance(attrs, UpdateCompleted):
             self.waiters.answer_update(self.fx, attrs)

@@ -9,7 +9,8 @@ from __future__ import annotations
 from runtime.engine.effects import Effects
 from runtime.engine.runs import Runs
 from runtime.events import UpdateCompleted
-from runtime.messages import GetWorkflowResult, UpdateOutcome, WorkflowOutcome
+from runtime.messages import GetWorkflowResult, UpdateOutcome, WorkflowOutcome, WorkflowStatus
+from runtime.payloads import Failure
 
 
 class Waiters:
@@ -32,6 +33,20 @@ class Waiters:
         outcome = UpdateOutcome(done.update_id, done.result, done.failure)
         for reply_to, request_id in self._updates.pop(done.update_id, []):
             fx.reply(reply_to, request_id, outcome)
+
+    def fail_updates(self, fx: Effects, run_id: str, status: WorkflowStatus) -> None:
+        """The run closed with updates still running: their handlers will never complete
+        (no `UpdateCompleted` will come), so their callers hear that now, not after a
+        timeout — and the instance, free of waiters, may be evicted and collected."""
+        for update_id, callers in self._updates.items():
+            failure = Failure(
+                f"the run {run_id} closed ({status.value}) before update {update_id!r} completed",
+                type="UpdateNotCompleted",
+                non_retryable=True,
+            )
+            for reply_to, request_id in callers:
+                fx.reply(reply_to, request_id, UpdateOutcome(update_id, None, failure))
+        self._updates.clear()
 
     def answer_results(self, fx: Effects, runs: Runs) -> None:
         """Answer every result request a closed run settles; keep the rest waiting."""

@@ -158,3 +158,42 @@ async def test_terminate(env: WorkflowEnvironment) -> None:
             await handle.result()
     assert isinstance(info.value.cause, TerminatedError)
     assert (await handle.describe()).status is WorkflowStatus.TERMINATED
+
+
+@workflow.defn
+class Closes:
+    def __init__(self) -> None:
+        self.finish = False
+        self.waiting_updates = 0
+
+    @workflow.run
+    async def run(self) -> str:
+        await workflow.wait_condition(lambda: self.finish)
+        return "closed"
+
+    @workflow.signal
+    def close_now(self) -> None:
+        self.finish = True
+
+    @workflow.query
+    def waiting(self) -> int:
+        return self.waiting_updates
+
+    @workflow.update
+    async def never_done(self) -> None:
+        self.waiting_updates += 1
+        await workflow.wait_condition(lambda: False)
+
+
+async def test_an_update_still_running_when_the_run_closes_fails_at_once(
+    env: WorkflowEnvironment,
+) -> None:
+    async with Worker(env.client, task_queue="q", workflows=[Closes]):
+        handle = await env.client.start_workflow(Closes.run, id="closes", task_queue="q")
+        update = asyncio.create_task(handle.execute_update(Closes.never_done))
+        await asyncio.sleep(0.05)  # the update is sent, accepted and its handler waits
+        assert await handle.query(Closes.waiting) == 1
+        await handle.signal(Closes.close_now)
+        assert await handle.result() == "closed"
+        with pytest.raises(WorkflowUpdateFailedError, match=r"closed \(completed\) before update"):
+            await asyncio.wait_for(update, 5)

@@ -91,7 +91,7 @@ async def test_unknown_workflow_type_fails_that_workflow_with_a_clear_error(
     assert "no_such_workflow" in str(failure.value.cause)
 
 
-HUGE = 1_200_000  # characters: over the 1,000,000-byte record limit once encoded
+HUGE = 1_200_000  # characters: over the 999,000-byte record limit once encoded
 
 
 @activity.defn
@@ -125,7 +125,7 @@ async def test_records_kafka_would_refuse_fail_their_workflow_and_the_worker_goe
     assert "result is" in str(activity_failed.value.cause.__cause__ or activity_failed.value.cause)
     # A workflow result too large for its history terminates the run, saying why; the
     # caller waiting for the result hears it at once.
-    with pytest.raises(WorkflowFailureError, match="the limit is 1,000,000"):
+    with pytest.raises(WorkflowFailureError, match="the limit is 999,000"):
         await asyncio.wait_for(
             client.execute_workflow(
                 returns_a_huge_result, id=f"huge-result-{uuid.uuid4().hex[:6]}", task_queue="orders"

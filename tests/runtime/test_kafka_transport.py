@@ -1,26 +1,30 @@
-"""The Kafka transport re-asks while waiting for a run to close, and only then.
+"""The Kafka transport's own waiting logic: re-asking while a run is open, timeouts that
+cover the send, a close that ends every wait, the size limit.
 
-No broker: `send` is replaced, so what is checked is the transport's own waiting logic
-(nothing is produced, and the reply is handed to it the way its reader thread would).
+No broker: `send` is replaced where a reply is needed (it is handed over the way the reader
+thread would); elsewhere records go to a producer whose broker never answers.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
 
 from runtime.converter import DataConverter
-from runtime.errors import RPCTimeoutError
-from runtime.kafka_transport import KafkaTransport
+from runtime.errors import ClientClosedError, RPCTimeoutError
+from runtime.kafka_transport import KafkaTransport, PayloadTooLargeError
 from runtime.messages import (
     GetWorkflowResult,
     InboxMessage,
     Reply,
+    SignalWorkflow,
     StartWorkflow,
     WorkflowOutcome,
     WorkflowStatus,
 )
+from topics import serde
 
 OUTCOME = WorkflowOutcome("run-1", WorkflowStatus.COMPLETED, DataConverter().encode_one(1), None)
 
@@ -78,3 +82,38 @@ async def test_a_plain_start_is_sent_once(
     with pytest.raises(RPCTimeoutError):
         await transport.request(start, 0.1)
     assert sent == [start]
+
+
+async def test_the_timeout_covers_a_send_kafka_never_acknowledges(
+    transport: KafkaTransport,
+) -> None:
+    """No broker answers: the produce waits for librdkafka's message.timeout.ms (5 min)."""
+    with pytest.raises(RPCTimeoutError):
+        await asyncio.wait_for(transport.request(_signal(transport), 0.2), 10)
+
+
+async def test_closing_ends_every_wait_with_client_closed(
+    transport: KafkaTransport, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sending = asyncio.create_task(transport.send(_signal(transport, "r2")))
+    _answer_on_send(transport, monkeypatch, answer_at=0)
+    waiting = asyncio.create_task(transport.request(_start(transport, await_result=True), None))
+    await asyncio.sleep(0.05)
+    await transport.close()
+    for task in (sending, waiting):
+        with pytest.raises(ClientClosedError):
+            await asyncio.wait_for(task, 10)
+    monkeypatch.undo()
+    with pytest.raises(ClientClosedError, match="SignalWorkflow not sent"):
+        await transport.send(_signal(transport))
+    await transport.close()  # again: nothing left to do
+
+
+async def test_the_size_limit_counts_the_key(transport: KafkaTransport) -> None:
+    transport.max_message_bytes = len(serde.encode_inbox(_signal(transport)))
+    with pytest.raises(PayloadTooLargeError, match="the limit is"):
+        await transport.send(_signal(transport))  # the value fits, with its key it does not
+
+
+def _signal(transport: KafkaTransport, request_id: str = "r1") -> SignalWorkflow:
+    return SignalWorkflow("w", None, "go", (), request_id, reply_to=transport.client_id)
