@@ -21,7 +21,7 @@ from typing import Any
 import structlog
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
-from runtime.errors import ClientClosedError, RPCTimeoutError
+from runtime.errors import ClientClosedError, RPCError, RPCTimeoutError
 from runtime.logging import kafka_logger
 from runtime.messages import InboxMessage, Reply, ReplyBody, awaits_outcome
 from topics import serde
@@ -71,11 +71,13 @@ class KafkaTransport:
                 "fetch.wait.max.ms": FETCH_WAIT_MS,
             }
         )
-        self._waiting: dict[str, asyncio.Future[ReplyBody]] = {}
+        self._waiting: dict[tuple[str, str], list[asyncio.Future[ReplyBody]]] = {}
         #: Delivery reports the polling thread collected, not handed to the loop yet.
         self._delivery_reports: list[tuple[asyncio.Future[None], Any]] = []
         #: Sends not acknowledged yet: a close fails them rather than leave them waiting.
         self._sending: set[asyncio.Future[None]] = set()
+        #: Why no answer can arrive any more (the reply reader failed, or the client closed).
+        self._broken: RPCError | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -138,8 +140,14 @@ class KafkaTransport:
         request_id: str = getattr(message, "request_id", "")
         if not request_id:
             raise ValueError(f"{type(message).__name__} is not a request: it has no request_id")
+        if self._broken is not None:
+            raise self._broken
         answer: asyncio.Future[ReplyBody] = asyncio.get_running_loop().create_future()
-        self._waiting[request_id] = answer
+        # Keyed by workflow and request: a caller may reuse a request id for another
+        # workflow (the owner deduplicates per workflow), or send the same request twice at
+        # once (an idempotent retry); every one of them hears the answer.
+        waiting = self._waiting.setdefault((message.workflow_id, request_id), [])
+        waiting.append(answer)
         try:
             # The timeout covers the send too: a broker that does not answer would otherwise
             # hold the request for librdkafka's message.timeout.ms (5 minutes).
@@ -151,7 +159,9 @@ class KafkaTransport:
                 f"{self.namespace!r}?"
             ) from None
         finally:
-            self._waiting.pop(request_id, None)
+            waiting.remove(answer)
+            if not waiting:
+                self._waiting.pop((message.workflow_id, request_id), None)
 
     async def _send_and_wait(
         self, message: InboxMessage, answer: asyncio.Future[ReplyBody]
@@ -186,8 +196,8 @@ class KafkaTransport:
         reports, self._delivery_reports = self._delivery_reports, []
         _settle_sends(reports)  # what the flush delivered, or failed to
         closed = ClientClosedError("the client was closed while the request waited")
-        unsettled: list[asyncio.Future[Any]] = [*self._waiting.values(), *self._sending]
-        for future in unsettled:
+        self._fail_answers(closed)
+        for future in self._sending:
             if not future.done():
                 future.set_exception(closed)
 
@@ -204,24 +214,38 @@ class KafkaTransport:
                 self._loop.call_soon_threadsafe(_settle_sends, reports)
 
     def _read_replies(self) -> None:
-        while not self._stop.is_set():
-            replies = []
-            for message in consume_available(self._replies, 100, 0.1):
-                if message.error() is not None or message.key() != self.client_id.encode():
-                    continue
-                record = Consumed.of(message)
-                try:
-                    replies.append(record.decode(serde.decode_reply))
-                except DecodeError as error:
-                    log.warning("undecodable reply ignored", reason=str(error))
-            if replies and self._loop is not None:
-                self._loop.call_soon_threadsafe(self._deliver, replies)
+        try:
+            while not self._stop.is_set():
+                replies = []
+                for message in consume_available(self._replies, 100, 0.1):
+                    if message.error() is not None or message.key() != self.client_id.encode():
+                        continue
+                    record = Consumed.of(message)
+                    try:
+                        replies.append(record.decode(serde.decode_reply))
+                    except DecodeError as error:
+                        log.warning("undecodable reply ignored", reason=str(error))
+                if replies and self._loop is not None:
+                    self._loop.call_soon_threadsafe(self._deliver, replies)
+        except Exception as error:  # no answer can arrive any more: say so to every caller
+            log.exception("the client's reply reader failed")
+            if self._loop is not None and not self._loop.is_closed():
+                broken = RPCError(f"the client's reply reader failed: {error!r}")
+                self._loop.call_soon_threadsafe(self._fail_answers, broken)
+
+    def _fail_answers(self, error: RPCError) -> None:
+        """Every request waiting for an answer, and every later one, raises ``error``."""
+        self._broken = error
+        for futures in self._waiting.values():
+            for future in futures:
+                if not future.done():
+                    future.set_exception(error)
 
     def _deliver(self, replies: list[Reply]) -> None:
         for reply in replies:
-            waiting = self._waiting.get(reply.request_id)
-            if waiting is not None and not waiting.done():
-                waiting.set_result(reply.body)
+            for waiting in self._waiting.get((reply.workflow_id, reply.request_id), ()):
+                if not waiting.done():
+                    waiting.set_result(reply.body)
 
 
 def _settle_sends(reports: list[tuple[asyncio.Future[None], Any]]) -> None:

@@ -18,7 +18,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import structlog
 from confluent_kafka import (
@@ -76,6 +76,9 @@ class _Running:
     #: The newest details not sent yet, and the send scheduled for them.
     unsent: tuple[Payload, ...] | None = None
     trailing: asyncio.TimerHandle | None = None
+    #: Further deliveries of this very attempt (a partition lost and regained while it
+    #: ran): they finish with it instead of running it a second time alongside.
+    redelivered: list[tuple[PartitionProgress, int]] = field(default_factory=list)
 
 
 class ActivityWorker:
@@ -164,14 +167,18 @@ class ActivityWorker:
             return
         progress = self._progress.setdefault(record.partition, PartitionProgress())
         progress.started(record.offset)
-        task = asyncio.create_task(self._execute(decoded, progress, record.offset))
+        key = (decoded.workflow_id, decoded.run_id, decoded.seq, decoded.attempt)
+        if (running := self._running.get(key)) is not None:
+            running.redelivered.append((progress, record.offset))
+            return
+        running = self._running[key] = _Running(decoded, asyncio.Event())
+        task = asyncio.create_task(self._execute(running, progress, record.offset))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _execute(self, task: ActivityTask, progress: PartitionProgress, offset: int) -> None:
+    async def _execute(self, running: _Running, progress: PartitionProgress, offset: int) -> None:
+        task = running.task
         key = (task.workflow_id, task.run_id, task.seq, task.attempt)
-        running = _Running(task, asyncio.Event())
-        self._running[key] = running
         reported = False
         try:
             if task.report_start:
@@ -186,7 +193,7 @@ class ActivityWorker:
                 )
             report = await self._run_with_deadline(running)
             # The task's offset may be committed once its report is in Kafka, not before.
-            self._report(report, on_delivered=lambda: progress.finished(offset))
+            self._report(report, on_delivered=lambda: _finish(progress, offset, running))
             reported = True
         except Exception:
             log.exception("activity execution crashed", activity=task.activity_type)
@@ -195,7 +202,7 @@ class ActivityWorker:
             if running.trailing is not None:  # the outcome supersedes any heartbeat
                 running.trailing.cancel()
             if not reported:
-                progress.finished(offset)
+                _finish(progress, offset, running)
 
     async def _run_with_deadline(self, running: _Running) -> InboxMessage:
         task = running.task
@@ -321,6 +328,13 @@ class ActivityWorker:
         for tp in revoked:
             self._assigned.discard(tp.partition)
             self._progress.pop(tp.partition, None)
+
+
+def _finish(progress: PartitionProgress, offset: int, running: _Running) -> None:
+    """The attempt is done: its offset, and those of its redeliveries, may be committed."""
+    progress.finished(offset)
+    for other, redelivered_at in running.redelivered:
+        other.finished(redelivered_at)
 
 
 def encode_report(message: InboxMessage, limit: int = MAX_RECORD_BYTES) -> bytes | None:

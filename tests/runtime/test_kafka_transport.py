@@ -8,12 +8,15 @@ thread would); elsewhere records go to a producer whose broker never answers.
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator
 
 import pytest
+from confluent_kafka import KafkaError, KafkaException
 
+from runtime import kafka_transport
 from runtime.converter import DataConverter
-from runtime.errors import ClientClosedError, RPCTimeoutError
+from runtime.errors import ClientClosedError, RPCError, RPCTimeoutError
 from runtime.kafka_transport import KafkaTransport, PayloadTooLargeError
 from runtime.messages import (
     GetWorkflowResult,
@@ -117,3 +120,42 @@ async def test_the_size_limit_counts_the_key(transport: KafkaTransport) -> None:
 
 def _signal(transport: KafkaTransport, request_id: str = "r1") -> SignalWorkflow:
     return SignalWorkflow("w", None, "go", (), request_id, reply_to=transport.client_id)
+
+
+async def test_a_failed_reply_reader_fails_every_wait_and_every_later_request(
+    transport: KafkaTransport, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _answer_on_send(transport, monkeypatch, answer_at=0)
+    waiting = asyncio.create_task(transport.request(_start(transport, await_result=True), None))
+    await asyncio.sleep(0.05)
+
+    def broken(*_args: object) -> list[object]:
+        raise KafkaException(KafkaError(KafkaError._FATAL, "fenced", fatal=True))
+
+    monkeypatch.setattr(kafka_transport, "consume_available", broken)
+    transport._loop = asyncio.get_running_loop()
+    reader = threading.Thread(target=transport._read_replies)
+    reader.start()
+    with pytest.raises(RPCError, match="reply reader failed"):
+        await asyncio.wait_for(waiting, 10)
+    with pytest.raises(RPCError, match="reply reader failed"):
+        await transport.request(_signal(transport), 1)
+    reader.join(5)
+
+
+async def test_callers_sharing_a_request_id_each_hear_their_answer(
+    transport: KafkaTransport, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _answer_on_send(transport, monkeypatch, answer_at=0)
+    twice = [
+        asyncio.create_task(transport.request(_start(transport, await_result=True), None))
+        for _ in range(2)
+    ]
+    other = asyncio.create_task(
+        transport.request(GetWorkflowResult("other", None, "r1", transport.client_id), None)
+    )
+    await asyncio.sleep(0.05)
+    transport._deliver([Reply(transport.client_id, "r1", "w", OUTCOME)])
+    assert await asyncio.wait_for(asyncio.gather(*twice), 5) == [OUTCOME, OUTCOME]
+    assert not other.done()  # the same request id, another workflow: not its answer
+    other.cancel()

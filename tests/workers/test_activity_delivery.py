@@ -77,8 +77,8 @@ async def test_records_of_a_revoked_partition_are_not_run(worker: ActivityWorker
 class _FakeMessage:
     """What `Consumer.consume` returns, for one task-topic record."""
 
-    def __init__(self, partition: int) -> None:
-        self._partition = partition
+    def __init__(self, partition: int, offset: int) -> None:
+        self._partition, self._offset = partition, offset
 
     def error(self) -> None:
         return None
@@ -90,7 +90,7 @@ class _FakeMessage:
         return self._partition
 
     def offset(self) -> int:
-        return 7
+        return self._offset
 
     def key(self) -> bytes:
         return b"wf/1"
@@ -107,8 +107,23 @@ class _FakeMessage:
         return (0, 0)
 
 
-def _message(partition: int) -> Any:
-    return _FakeMessage(partition)
+def _message(partition: int, offset: int = 7) -> Any:
+    return _FakeMessage(partition, offset)
+
+
+async def test_a_second_delivery_of_a_running_attempt_finishes_with_it(
+    worker: ActivityWorker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    callbacks = _capture_produced(monkeypatch)
+    worker._on_assign(worker._consumer, [TopicPartition(TASKS, 0)])
+    worker._dispatch(_message(partition=0, offset=7))
+    worker._dispatch(_message(partition=0, offset=9))  # the same attempt again
+
+    assert len(worker._tasks) == 1  # not run a second time alongside
+    await asyncio.gather(*worker._tasks)
+    (report_delivered,) = callbacks  # one outcome reported
+    report_delivered(None, None)
+    assert worker._progress[0].commit_point() == 10  # both offsets done
 
 
 async def test_heartbeats_held_back_are_sent_at_the_end_of_the_interval(
