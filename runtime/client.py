@@ -272,7 +272,7 @@ class WorkflowHandle:
             request_id,
             self._transport.client_id,
         )
-        body = await self.client._request(message)
+        body = await self.client._request(message, None)  # as long as the handler runs
         if not isinstance(body, UpdateOutcome):
             raise RPCError(f"unexpected reply to an update: {body!r}")
         if body.failure is not None:

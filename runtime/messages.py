@@ -242,8 +242,10 @@ InboxMessage = (
 
 
 def awaits_outcome(message: InboxMessage) -> bool:
-    """Whether `message` is answered only when a run closes, so the asker re-asks meanwhile."""
-    return isinstance(message, GetWorkflowResult) or (
+    """Whether `message` is answered only when a run closes or an update completes, which
+    may take any time: the asker waits without a timeout and re-asks meanwhile (the owner
+    answers a repeat like the first; its waiters do not survive a restart)."""
+    return isinstance(message, GetWorkflowResult | UpdateWorkflow) or (
         isinstance(message, StartWorkflow) and message.await_result
     )
 

@@ -266,6 +266,10 @@ def _on_update(ex: Execution, msg: UpdateWorkflow) -> None:
             ex.waiters.await_update(msg.update_id, msg.reply_to, msg.request_id)
         return
     if run.code is None:
+        # A run stuck on non-determinism stays silent: fixed code will run the update.
+        if run.stuck is None:
+            failure = Failure(f"workflow {ex.workflow_id!r} has no code to run updates")
+            ex.fx.reply(msg.reply_to, msg.request_id, UpdateOutcome(msg.update_id, None, failure))
         return
     rejection = run.code.validate_update(msg.update_name, msg.input)
     if rejection is not None:

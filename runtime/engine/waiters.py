@@ -27,7 +27,9 @@ class Waiters:
         self._results[request] = None
 
     def await_update(self, update_id: str, reply_to: str, request_id: str) -> None:
-        self._updates.setdefault(update_id, []).append((reply_to, request_id))
+        callers = self._updates.setdefault(update_id, [])
+        if (reply_to, request_id) not in callers:  # a re-ask: one answer is enough
+            callers.append((reply_to, request_id))
 
     def answer_update(self, fx: Effects, done: UpdateCompleted) -> None:
         outcome = UpdateOutcome(done.update_id, done.result, done.failure)

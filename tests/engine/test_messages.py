@@ -197,3 +197,24 @@ async def test_an_update_still_running_when_the_run_closes_fails_at_once(
         assert await handle.result() == "closed"
         with pytest.raises(WorkflowUpdateFailedError, match=r"closed \(completed\) before update"):
             await asyncio.wait_for(update, 5)
+
+
+@workflow.defn
+class SlowUpdate:
+    @workflow.run
+    async def run(self) -> None:
+        await workflow.wait_condition(lambda: False)
+
+    @workflow.update
+    async def take_an_hour(self) -> str:
+        await workflow.sleep(timedelta(hours=1))
+        return "done"
+
+
+async def test_an_update_may_run_longer_than_the_rpc_timeout(env: WorkflowEnvironment) -> None:
+    """An update is answered when its handler completes, however long it runs: the caller
+    waits without the RPC timeout, re-asking as for a result (time skips meanwhile here)."""
+    async with Worker(env.client, task_queue="q", workflows=[SlowUpdate]):
+        handle = await env.client.start_workflow(SlowUpdate.run, id="slow-u", task_queue="q")
+        env.client.rpc_timeout = 1.0
+        assert await handle.execute_update(SlowUpdate.take_an_hour) == "done"

@@ -24,6 +24,7 @@ from runtime.messages import (
     Reply,
     SignalWorkflow,
     StartWorkflow,
+    UpdateWorkflow,
     WorkflowOutcome,
     WorkflowStatus,
 )
@@ -63,16 +64,17 @@ def _start(transport: KafkaTransport, *, await_result: bool) -> StartWorkflow:
     )
 
 
-@pytest.mark.parametrize("kind", ["awaiting start", "result request"])
+@pytest.mark.parametrize("kind", ["awaiting start", "result request", "update"])
 async def test_a_request_for_an_outcome_is_re_sent_until_answered(
     transport: KafkaTransport, monkeypatch: pytest.MonkeyPatch, kind: str
 ) -> None:
     sent = _answer_on_send(transport, monkeypatch, answer_at=3)
-    message: InboxMessage = (
-        _start(transport, await_result=True)
-        if kind == "awaiting start"
-        else GetWorkflowResult("w", None, "r1", transport.client_id)
-    )
+    asks: dict[str, InboxMessage] = {
+        "awaiting start": _start(transport, await_result=True),
+        "result request": GetWorkflowResult("w", None, "r1", transport.client_id),
+        "update": UpdateWorkflow("w", None, "u1", "set", (), "r1", transport.client_id),
+    }
+    message = asks[kind]
     assert await transport.request(message, 5.0) == OUTCOME
     assert sent == [message] * 3  # the same message: the owner takes it as a re-ask
 
