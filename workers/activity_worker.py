@@ -66,6 +66,8 @@ class ActivityWorkerConfig:
     #: Where sync activities run; None: a pool of ``max_concurrent`` threads of the
     #: worker's own (shut down with it).
     executor: Executor | None = None
+    #: On stop, how long running activities may finish before they are cancelled.
+    drain_s: float = 30.0
 
 
 @dataclass(slots=True)
@@ -135,9 +137,17 @@ class ActivityWorker:
             await self._drain()
 
     async def _drain(self) -> None:
-        """Let running activities finish and their reports arrive, then commit and close."""
+        """Let running activities finish and their reports arrive, then commit and close.
+
+        Those still running after ``drain_s`` are cancelled (`activity.is_cancelled()`), and
+        get a few seconds to stop; their offsets stay uncommitted, so they run again.
+        """
         if self._tasks:
-            await asyncio.wait(self._tasks, timeout=30)
+            await asyncio.wait(self._tasks, timeout=self._config.drain_s)
+        if self._tasks:
+            for running in self._running.values():
+                running.cancelled.set()
+            await asyncio.wait(self._tasks, timeout=5)
         self._producer.flush(10)  # runs the delivery callbacks that mark tasks finished
         self._commit()
         self._consumer.close()

@@ -151,3 +151,25 @@ async def test_heartbeats_held_back_are_sent_at_the_end_of_the_interval(
     await asyncio.sleep(0.3)
     assert [m.details for m in sent] == [(first,), (third,)]  # the newest, once
     assert len(callbacks) == 2
+
+
+async def test_a_stop_cancels_what_still_runs_after_the_drain(
+    worker: ActivityWorker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _capture_produced(monkeypatch)
+    monkeypatch.setattr(
+        worker, "_config", ActivityWorkerConfig(worker._config.member, "q", drain_s=0)
+    )
+    task = ActivityTask("wf", "run", "T", 1, 1, "slow", "q", (), 0, 0, 0)
+    running = activity_worker._Running(task, asyncio.Event())
+    worker._running[("wf", "run", 1, 1)] = running
+
+    async def until_cancelled() -> None:  # an activity that honours cancellation
+        await running.cancelled.wait()
+
+    honours_cancel = asyncio.create_task(until_cancelled())
+    worker._tasks.add(honours_cancel)
+
+    await worker._drain()
+
+    assert running.cancelled.is_set() and honours_cancel.done()
