@@ -77,8 +77,8 @@ async def test_records_of_a_revoked_partition_are_not_run(worker: ActivityWorker
 class _FakeMessage:
     """What `Consumer.consume` returns, for one task-topic record."""
 
-    def __init__(self, partition: int, offset: int) -> None:
-        self._partition, self._offset = partition, offset
+    def __init__(self, partition: int, offset: int, seq: int) -> None:
+        self._partition, self._offset, self._seq = partition, offset, seq
 
     def error(self) -> None:
         return None
@@ -97,7 +97,7 @@ class _FakeMessage:
 
     def value(self) -> bytes:
         return serde.encode_task(
-            ActivityTask("wf", "run", "T", 1, 1, "unknown", "q", (), 0, 10_000, 0)
+            ActivityTask("wf", "run", "T", self._seq, 1, "unknown", "q", (), 0, 10_000, 0)
         )
 
     def headers(self) -> None:
@@ -107,8 +107,8 @@ class _FakeMessage:
         return (0, 0)
 
 
-def _message(partition: int, offset: int = 7) -> Any:
-    return _FakeMessage(partition, offset)
+def _message(partition: int, offset: int = 7, seq: int = 1) -> Any:
+    return _FakeMessage(partition, offset, seq)
 
 
 async def test_a_second_delivery_of_a_running_attempt_finishes_with_it(
@@ -173,3 +173,40 @@ async def test_a_stop_cancels_what_still_runs_after_the_drain(
     await worker._drain()
 
     assert running.cancelled.is_set() and honours_cancel.done()
+
+
+async def test_tasks_beyond_the_limit_wait_their_turn_and_pause_only_a_full_queue(
+    worker: ActivityWorker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _capture_produced(monkeypatch)
+    monkeypatch.setattr(worker, "_config", ActivityWorkerConfig(worker._config.member, "q", 2))
+    consumer = _PausingConsumer()
+    monkeypatch.setattr(worker, "_consumer", consumer)
+    paused = consumer.calls
+    worker._on_assign(worker._consumer, [TopicPartition(TASKS, 0)])
+    for n in range(5):
+        worker._dispatch(_message(partition=0, offset=n, seq=n))
+
+    assert len(worker._tasks) == 2 and len(worker._queued) == 3  # two run, three wait
+    worker._apply_backpressure()
+    assert paused == [True]  # as many wait as may run
+    await asyncio.sleep(0.1)  # the unknown activity fails at once: the queue drains
+    assert worker._tasks == set() and not worker._queued
+    worker._apply_backpressure()
+    assert paused == [True, False]
+
+
+class _PausingConsumer:
+    """Records the worker's pause and resume calls."""
+
+    def __init__(self) -> None:
+        self.calls: list[bool] = []
+
+    def assignment(self) -> list[TopicPartition]:
+        return [TopicPartition(TASKS, 0)]
+
+    def pause(self, _partitions: list[TopicPartition]) -> None:
+        self.calls.append(True)
+
+    def resume(self, _partitions: list[TopicPartition]) -> None:
+        self.calls.append(False)
