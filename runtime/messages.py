@@ -292,6 +292,14 @@ class CancelActivityTask:
 
 TaskRecord = ActivityTask | CancelActivityTask
 
+#: One attempt of one activity: what a task and its cancellation have in common.
+AttemptKey = tuple[str, str, int, int]
+
+
+def attempt_key(record: TaskRecord) -> AttemptKey:
+    """The attempt a task, or the cancellation of one, is about."""
+    return (record.workflow_id, record.run_id, record.seq, record.attempt)
+
 
 # --- timers: to the timer service ----------------------------------------------------------
 

@@ -21,12 +21,13 @@ DEFAULT_REPLICATION_FACTOR = 1
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
 
-#: The largest record (key + value + headers) a Chronik process writes. librdkafka's default
+#: The largest record (key + value) a Chronik process writes. librdkafka's default
 #: ``message.max.bytes`` (1,000,000, under the topics' default ``max.message.bytes``,
 #: 1,048,588) bounds a whole batch: its 61-byte header and each record's framing count
 #: too, and a 36-byte key with a 999,930-byte value was refused. Writers check against
-#: this, 1,000 bytes below, and say why; a record the producer refused inside a workflow
-#: worker's transaction would fail that transaction every time it was tried again.
+#: this, 1,000 bytes below (room for the framing and a few headers), and say why; a
+#: record the producer refused inside a workflow worker's transaction would fail that
+#: transaction every time it was tried again.
 MAX_RECORD_BYTES = 999_000
 
 _TASKS_INFIX = ".tasks."

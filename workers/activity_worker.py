@@ -21,6 +21,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import structlog
 from confluent_kafka import (
@@ -42,6 +43,7 @@ from runtime.messages import (
     ActivityTask,
     CancelActivityTask,
     InboxMessage,
+    attempt_key,
 )
 from runtime.payloads import Failure, Payload
 from topics import serde
@@ -85,8 +87,13 @@ class _Running:
     redelivered: list[tuple[PartitionProgress, int]] = field(default_factory=list)
 
 
-#: A task waiting for a slot: its state, its partition's progress, offset and partition.
-_Queued = tuple[_Running, PartitionProgress, int, int]
+class _Queued(NamedTuple):
+    """A task waiting for a slot."""
+
+    running: _Running
+    progress: PartitionProgress
+    offset: int
+    partition: int
 
 
 class ActivityWorker:
@@ -117,7 +124,6 @@ class ActivityWorker:
         #: still hold records of a revoked partition: they are the new owner's to run, and
         #: committing their offsets would move the new owner's position back.
         self._assigned: set[int] = set()
-        self._own_executor = config.executor is None
         self._executor: Executor = config.executor or ThreadPoolExecutor(
             max_workers=config.max_concurrent, thread_name_prefix="chronik-activity"
         )
@@ -161,7 +167,7 @@ class ActivityWorker:
         self._producer.flush(10)  # runs the delivery callbacks that mark tasks finished
         self._commit()
         self._consumer.close()
-        if self._own_executor:  # the drain above gave running activities their time
+        if self._config.executor is None:  # ours; the drain gave activities their time
             self._executor.shutdown(wait=False, cancel_futures=True)
 
     # --- tasks ------------------------------------------------------------------------
@@ -179,27 +185,25 @@ class ActivityWorker:
             log.error("undecodable task skipped", reason=str(error))
             return
         if isinstance(decoded, CancelActivityTask):
-            running = self._running.get(
-                (decoded.workflow_id, decoded.run_id, decoded.seq, decoded.attempt)
-            )
+            running = self._running.get(attempt_key(decoded))
             if running is not None:
                 running.cancelled.set()
             return
         progress = self._progress.setdefault(record.partition, PartitionProgress())
         progress.started(record.offset)
-        key = (decoded.workflow_id, decoded.run_id, decoded.seq, decoded.attempt)
+        key = attempt_key(decoded)
         if (running := self._running.get(key)) is not None:
             running.redelivered.append((progress, record.offset))
             return
         running = self._running[key] = _Running(decoded, asyncio.Event())
-        self._queued.append((running, progress, record.offset, record.partition))
+        self._queued.append(_Queued(running, progress, record.offset, record.partition))
         self._start_queued()
 
     def _start_queued(self) -> None:
         """Start queued tasks while fewer than ``max_concurrent`` run (oldest first)."""
+        if self._stopping:  # queued tasks keep their offsets open: they run again
+            return
         while self._queued and len(self._tasks) < self._config.max_concurrent:
-            if self._stopping:  # queued tasks keep their offsets open: they run again
-                return
             running, progress, offset, _ = self._queued.popleft()
             task = asyncio.create_task(self._execute(running, progress, offset))
             self._tasks.add(task)
@@ -211,7 +215,6 @@ class ActivityWorker:
 
     async def _execute(self, running: _Running, progress: PartitionProgress, offset: int) -> None:
         task = running.task
-        key = (task.workflow_id, task.run_id, task.seq, task.attempt)
         reported = False
         try:
             if task.report_start:
@@ -231,7 +234,7 @@ class ActivityWorker:
         except Exception:
             log.exception("activity execution crashed", activity=task.activity_type)
         finally:
-            del self._running[key]
+            del self._running[attempt_key(task)]
             if running.trailing is not None:  # the outcome supersedes any heartbeat
                 running.trailing.cancel()
             if not reported:
@@ -371,9 +374,8 @@ class ActivityWorker:
             self._progress.pop(number, None)
         kept: deque[_Queued] = deque()
         for queued in self._queued:  # not started: the new owner runs them
-            if queued[3] in gone:
-                task = queued[0].task
-                self._running.pop((task.workflow_id, task.run_id, task.seq, task.attempt), None)
+            if queued.partition in gone:
+                self._running.pop(attempt_key(queued.running.task), None)
             else:
                 kept.append(queued)
         self._queued = kept

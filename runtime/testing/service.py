@@ -24,12 +24,14 @@ from runtime.messages import (
     ActivityHeartbeat,
     ActivityStartedReport,
     ActivityTask,
+    AttemptKey,
     CancelActivityTask,
     DurableTimer,
     InboxMessage,
     Reply,
     StatusRecord,
     TimerFiredReport,
+    attempt_key,
 )
 from runtime.payloads import Payload
 from runtime.worker_spec import WorkerSpec
@@ -38,8 +40,6 @@ _log = structlog.get_logger("chronik.testing")
 
 #: Real time given to running activities to make progress before virtual time jumps.
 ACTIVITY_GRACE_SECONDS = 0.05
-
-_AttemptKey = tuple[str, str, int, int]
 
 
 @dataclass
@@ -66,7 +66,7 @@ class InMemoryService:
         self._counter = 0
         self._activity_queues: dict[str, tuple[ActivityRegistry, WorkerSpec]] = {}
         self._pending_tasks: dict[str, list[ActivityTask]] = {}
-        self._running: dict[_AttemptKey, _Running] = {}
+        self._running: dict[AttemptKey, _Running] = {}
         self._wakeup = asyncio.Event()
         self._skip_until: int | None = None
         self._skip_done = asyncio.Event()
@@ -204,7 +204,7 @@ class InMemoryService:
             self._pending_tasks.setdefault(task.task_queue, []).append(task)
             return
         registry, spec = queue
-        key = (task.workflow_id, task.run_id, task.seq, task.attempt)
+        key = attempt_key(task)
         cancelled = asyncio.Event()
 
         def heartbeat(details: tuple[Payload, ...]) -> None:
@@ -236,11 +236,9 @@ class InMemoryService:
         self._running[key] = _Running(asyncio.create_task(execute()), cancelled)
 
     def _cancel_activity(self, cancel: CancelActivityTask) -> None:
-        key = (cancel.workflow_id, cancel.run_id, cancel.seq, cancel.attempt)
+        key = attempt_key(cancel)
         running = self._running.get(key)
         if running is not None:
             running.cancelled.set()
         for queue, tasks in self._pending_tasks.items():
-            self._pending_tasks[queue] = [
-                t for t in tasks if (t.workflow_id, t.run_id, t.seq, t.attempt) != key
-            ]
+            self._pending_tasks[queue] = [t for t in tasks if attempt_key(t) != key]
