@@ -8,7 +8,7 @@ environments expose the very same `Client`.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import timedelta
 from typing import Any, Protocol, runtime_checkable
 
@@ -302,11 +302,27 @@ class WorkflowHandle:
 
     async def fetch_history(self) -> Sequence[HistoryEvent]:
         """Every event of this workflow id (of `run_id` only, when the handle has one)."""
-        message = FetchHistory(self.id, self.run_id, _request_id(), self._transport.client_id)
-        body = await self.client._request(message)
-        if not isinstance(body, HistoryPage):
-            raise RPCError(f"unexpected reply to fetch_history: {body!r}")
-        return body.events
+        return [event async for event in self.history_events()]
+
+    async def history_events(self) -> AsyncIterator[HistoryEvent]:
+        """The events of `fetch_history`, page by page as they arrive.
+
+        A page is what fits in one reply record (about 1 MB); a history larger than that
+        takes one request per page, each asking for the events after the last one seen.
+        """
+        after = 0
+        while True:
+            message = FetchHistory(
+                self.id, self.run_id, _request_id(), self._transport.client_id, after
+            )
+            body = await self.client._request(message)
+            if not isinstance(body, HistoryPage):
+                raise RPCError(f"unexpected reply to fetch_history: {body!r}")
+            for event in body.events:
+                yield event
+            if not body.more or not body.events:
+                return
+            after = body.events[-1].event_id
 
     async def _accepted(self, message: InboxMessage) -> None:
         body = await self.client._request(message)

@@ -89,7 +89,13 @@ class KafkaTransport:
         """Check the cluster answers, then start reading this client's replies partition."""
         await asyncio.to_thread(ensure_reachable, bootstrap_servers, config=config)
         transport = cls(bootstrap_servers, namespace, dict(config))
-        await asyncio.to_thread(transport._start, asyncio.get_running_loop())
+        try:
+            await asyncio.to_thread(transport._start, asyncio.get_running_loop())
+        except BaseException:
+            # No thread runs yet: nothing but the two clients to let go of.
+            transport._replies.close()
+            transport._producer.close()
+            raise
         return transport
 
     def _start(self, loop: asyncio.AbstractEventLoop) -> None:

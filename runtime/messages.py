@@ -137,10 +137,13 @@ class DescribeWorkflow:
 
 @dataclass(frozen=True, slots=True)
 class FetchHistory:
+    """One page of a history: the events after ``after_event_id`` that fit in a reply."""
+
     workflow_id: str
     run_id: str | None
     request_id: str
     reply_to: str
+    after_event_id: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -383,7 +386,10 @@ class WorkflowDescription:
 
 @dataclass(frozen=True, slots=True)
 class HistoryPage:
+    """``more``: later events did not fit in this reply's record; ask again after the last."""
+
     events: tuple[HistoryEvent, ...]
+    more: bool = False
 
 
 ReplyBody = (

@@ -21,6 +21,7 @@ from runtime.messages import (
     CancelActivityTask,
     DurableTimer,
     GetWorkflowResult,
+    HistoryPage,
     InboxMessage,
     Reply,
     RequestFailed,
@@ -32,6 +33,7 @@ from runtime.messages import (
 from runtime.payloads import Failure
 from runtime.store import BACKGROUND_TIMER_PREFIX, PartitionStore, StoreBatch
 from topics import carried_timers, serde
+from topics.carried_timers import TimerChange
 from topics.catalogue import MAX_RECORD_BYTES, TopicNames
 
 log = structlog.get_logger(__name__)
@@ -339,13 +341,17 @@ class OwnedPartition:
             Outbound(names.inbox, serde.workflow_key(m.workflow_id), serde.encode_inbox(m))
             for m in transition.messages
         ]
-        for (event, key), raw in zip(history, values, strict=True):
-            if (size := len(key) + len(raw)) > self._max_record_bytes:
+        timers = self._plan_timers(transition)
+        carried = tuple(timers.headers)
+        header_bytes = sum(len(name) + len(value) for name, value in carried)
+        for index, ((event, key), raw) in enumerate(zip(history, values, strict=True)):
+            size = len(key) + len(raw) + (header_bytes if index == len(history) - 1 else 0)
+            if size > self._max_record_bytes:
                 self._refuse(size, f"{type(event.attributes).__name__} event")
         for record in outbound:
             if (size := len(record.key) + len(record.value or b"")) > self._max_record_bytes:
                 self._refuse(size, f"{record.topic} record")
-        carried = self._timers(transition) + self._retention_timer(transition)
+        self._apply_timers(timers)
         for index, ((event, key), raw) in enumerate(zip(history, values, strict=True)):
             headers = carried if index == len(history) - 1 else ()
             self._put_event(event.workflow_id, event.event_id, key, raw, headers)
@@ -378,6 +384,8 @@ class OwnedPartition:
         """The reply's record; an answer too large to send is answered with why instead."""
         key = serde.client_key(reply.client_id)
         value = serde.encode_reply(reply)
+        if len(key) + len(value) > self._max_record_bytes and isinstance(reply.body, HistoryPage):
+            value = self._fit_page(reply, reply.body.events, self._max_record_bytes - len(key))
         if len(key) + len(value) > self._max_record_bytes:
             failure = Failure(
                 f"the answer to request {reply.request_id} is {len(value):,} bytes encoded; "
@@ -387,18 +395,6 @@ class OwnedPartition:
             )
             value = serde.encode_reply(replace(reply, body=RequestFailed(failure)))
         return Outbound(self._names.replies, key, value)
-
-    def _retention_timer(self, transition: Transition) -> tuple[tuple[str, bytes], ...]:
-        """The retention timer of a run the transition closes for good, as a carried header.
-
-        Only the last event counts: a start that terminates the running run (id reuse)
-        closes one run and begins the next in one transition.
-        """
-        if not transition.events or not _closed_for_good(transition.events[-1]):
-            return ()
-        event = transition.events[-1]
-        fire_at = event.timestamp_ms + self.retention_ms
-        return (self._stage_retention(event.workflow_id, event.run_id, fire_at),)
 
     def _stage_retention(self, workflow_id: str, run_id: str, fire_at: int) -> tuple[str, bytes]:
         """Stage the retention timer at ``fire_at``; return it as a history record header."""
@@ -444,32 +440,73 @@ class OwnedPartition:
         self.pending.add(Outbound(self._names.status, key, None, self.number))
         self._cache.pop(workflow_id, None)
 
-    def _timers(self, transition: Transition) -> tuple[tuple[str, bytes], ...]:
-        """Stage the transition's timer changes; return those its history record carries.
+    def _fit_page(self, reply: Reply, events: tuple[HistoryEvent, ...], limit: int) -> bytes:
+        """The reply with as many of its page's first events as fit in ``limit`` bytes,
+        marked ``more`` (the client asks for the rest); the whole reply if none fits.
+        ``events`` are the page's.
+
+        Each event costs about its encoding as a history record, so the first cut is
+        close; it shrinks until the encoded reply really fits.
+        """
+        frame = len(serde.encode_reply(replace(reply, body=HistoryPage((), more=True))))
+        budget, count = limit - frame, 0
+        for event in events:
+            budget -= len(serde.encode_history_event(event))
+            if budget < 0:
+                break
+            count += 1
+        while count > 0:
+            page = HistoryPage(events[:count], more=True)
+            value = serde.encode_reply(replace(reply, body=page))
+            if len(value) <= limit:
+                return value
+            count = count * 9 // 10
+        return serde.encode_reply(reply)
+
+    def _plan_timers(self, transition: Transition) -> _TimerWrites:
+        """The transition's timer changes, where each goes; nothing is staged yet.
 
         Activity deadlines ride on the transition's last history record (see
-        `topics.carried_timers`); the workflow code's timers, and any change of a transition
-        without history, go to the timers topic.
+        `topics.carried_timers`), and so does the retention timer of a run the transition
+        closes for good; the workflow code's timers, and any change of a transition without
+        history, go to the timers topic. Planned before the size checks, which count the
+        carried headers: a refused transition must leave nothing staged.
         """
-        carried: list[tuple[str, bytes]] = []
+        plan = _TimerWrites()
         for timer in transition.timers:
             if transition.events and is_activity_timer(timer.timer_id):
-                header = carried_timers.set_header(timer)
-                carried.append(header)
-                self._stage_timer(timer.workflow_id, timer.timer_id, timer.fire_at_ms, header[1])
+                plan.carry(
+                    carried_timers.set_header(timer),
+                    timer.workflow_id,
+                    timer.timer_id,
+                    timer.fire_at_ms,
+                )
             else:
                 record = serde.encode_timer(timer)
-                self._put_timer(timer.workflow_id, timer.timer_id, timer.fire_at_ms, record)
+                plan.topic.append((timer.workflow_id, timer.timer_id, timer.fire_at_ms, record))
         for workflow_id, timer_id in transition.cancelled_timers:
-            if is_activity_timer(timer_id):
+            if not is_activity_timer(timer_id):
+                plan.topic.append((workflow_id, timer_id, 0, None))
+            elif transition.events:
+                clear = carried_timers.clear_header(workflow_id, timer_id)
+                plan.carry(clear, workflow_id, timer_id)
+            else:
                 # Without history to carry it, the clear stays in the store: a rebuilt
                 # store may fire the timer once more, and the workflow ignores a stale fire.
-                if transition.events:
-                    carried.append(carried_timers.clear_header(workflow_id, timer_id))
-                self._stage_timer(workflow_id, timer_id, 0, None)
-            else:
-                self._put_timer(workflow_id, timer_id, 0, None)
-        return tuple(carried)
+                plan.store_only.append((workflow_id, timer_id, 0, None))
+        # Only the last event counts: a start that terminates the running run (id reuse)
+        # closes one run and begins the next in one transition.
+        if transition.events and _closed_for_good(last := transition.events[-1]):
+            fire_at = last.timestamp_ms + self.retention_ms
+            timer = DurableTimer(last.workflow_id, last.run_id, RETENTION_TIMER, fire_at)
+            plan.carry(carried_timers.set_header(timer), last.workflow_id, RETENTION_TIMER, fire_at)
+        return plan
+
+    def _apply_timers(self, plan: _TimerWrites) -> None:
+        for change in plan.store_only:
+            self._stage_timer(*change)
+        for change in plan.topic:
+            self._put_timer(*change)
 
     def _put_event(
         self,
@@ -500,6 +537,25 @@ class OwnedPartition:
         """A timer change for the store once the transaction committed (None: removed)."""
         self.pending.store.put_timer(workflow_id, timer_id, fire_at_ms, record)
         self.pending.timers.add((workflow_id, timer_id))
+
+
+@dataclass(slots=True)
+class _TimerWrites:
+    """A transition's timer changes: the headers its last history record carries, the
+    changes for the store alone (the carried ones among them), those for the timers topic."""
+
+    headers: list[tuple[str, bytes]] = field(default_factory=list)
+    store_only: list[TimerChange] = field(default_factory=list)
+    topic: list[TimerChange] = field(default_factory=list)
+
+    def carry(
+        self, header: tuple[str, bytes], workflow_id: str, timer_id: str, fire_at_ms: int = 0
+    ) -> None:
+        """A carried set (``fire_at_ms`` > 0, the header's value is the timer record) or
+        clear; the store applies it as well."""
+        self.headers.append(header)
+        record = header[1] if fire_at_ms else None
+        self.store_only.append((workflow_id, timer_id, fire_at_ms, record))
 
 
 #: How soon a retention timer that found the workflow still wanted looks again.

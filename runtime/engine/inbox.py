@@ -296,7 +296,9 @@ def _on_describe(ex: Execution, msg: DescribeWorkflow) -> None:
 
 
 def _on_fetch_history(ex: Execution, msg: FetchHistory) -> None:
-    events = tuple(e for e in ex.history if msg.run_id in (None, e.run_id))
+    events = tuple(
+        e for e in ex.history if e.event_id > msg.after_event_id and msg.run_id in (None, e.run_id)
+    )
     ex.fx.reply(msg.reply_to, msg.request_id, HistoryPage(events))
 
 

@@ -15,10 +15,10 @@ from typing import Any
 
 import fastavro
 import pytest
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, KafkaException, Producer
 
 from examples import order
-from runtime import activity, workflow
+from runtime import activity, kafka_transport, workflow
 from runtime.client import Client
 from runtime.errors import WorkflowFailureError
 from runtime.history_json import history_from_json
@@ -143,6 +143,31 @@ async def test_oversize_payload_is_refused_at_the_client(client: Client) -> None
         await client.start_workflow(
             order.process_order, "x" * 2_000_000, id="too-big", task_queue="orders"
         )
+
+
+async def test_a_client_that_cannot_connect_says_why_and_leaves_nothing_open(
+    kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    opened: list[_ClosingConsumer] = []
+
+    class _ClosingConsumer(Consumer):  # the real client, noting its close
+        closed = False
+
+        def __init__(self, config: dict[str, Any]) -> None:
+            super().__init__(config)
+            opened.append(self)
+
+        def close(self) -> None:
+            super().close()
+            self.closed = True
+
+    monkeypatch.setattr(kafka_transport, "Consumer", _ClosingConsumer)
+    namespace = f"missing{uuid.uuid4().hex[:6]}"  # no topics were created for it
+
+    with pytest.raises(KafkaException, match="run `chronik topics create`"):
+        await Client.connect(kafka_bootstrap, namespace=namespace)
+
+    assert [consumer.closed for consumer in opened] == [True]
 
 
 def _single_object(schema: Any, record: dict[str, object]) -> bytes:

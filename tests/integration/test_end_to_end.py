@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from examples import order, transfer
-from runtime import ActivityError
+from runtime import ActivityError, activity, workflow
 from runtime.client import Client, WorkflowHandle
 from runtime.errors import WorkflowFailureError, WorkflowNotFoundError
 from runtime.events import ActivityScheduled, WorkflowCompleted, WorkflowFailed
@@ -22,6 +23,19 @@ from workers.worker import Worker
 pytestmark = pytest.mark.kafka
 
 
+@activity.defn
+async def blob(size: int) -> str:
+    return "b" * size
+
+
+@workflow.defn
+async def many_blobs(count: int, size: int) -> int:
+    """A history larger than one Kafka record: ``count`` results of ``size`` bytes."""
+    for _ in range(count):
+        await workflow.execute_activity(blob, size, start_to_close_timeout=timedelta(seconds=30))
+    return count
+
+
 @pytest.fixture
 async def running_worker(
     client: Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -30,11 +44,28 @@ async def running_worker(
     worker = Worker(
         client,
         task_queue="orders",
-        workflows=[*order.WORKFLOWS, *transfer.WORKFLOWS],
-        activities=[*order.ACTIVITIES, *transfer.ACTIVITIES],
+        workflows=[*order.WORKFLOWS, *transfer.WORKFLOWS, many_blobs],
+        activities=[*order.ACTIVITIES, *transfer.ACTIVITIES, blob],
     )
     async with worker:
         yield worker
+
+
+async def test_a_history_larger_than_a_record_is_fetched_whole(
+    client: Client, running_worker: Worker
+) -> None:
+    workflow_id = f"blobs-{uuid.uuid4().hex[:8]}"
+    assert (
+        await client.execute_workflow(many_blobs, 5, 400_000, id=workflow_id, task_queue="orders")
+        == 5
+    )
+
+    history = await client.get_workflow_handle(workflow_id).fetch_history()  # several pages
+
+    assert [e.event_id for e in history] == list(range(1, len(history) + 1))
+    results = [e for e in history if type(e.attributes).__name__ == "ActivityCompleted"]
+    assert len(results) == 5
+    assert isinstance(history[-1].attributes, WorkflowCompleted)
 
 
 async def test_order_workflow_runs_its_four_activities_in_order(

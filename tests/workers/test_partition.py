@@ -457,15 +457,38 @@ def test_a_start_whose_first_task_is_too_large_is_refused_to_its_sender(tmp_path
     assert reply.body.failure.type == "RecordTooLarge"
 
 
-def test_an_answer_too_large_to_send_is_answered_with_why(tmp_path: Path) -> None:
+def _fetch(partition: OwnedPartition, after: int, request_id: str, client: str = "c") -> Reply:
+    partition.handle(FetchHistory("big", None, request_id, client, after), 2_000)
+    [reply] = [r for r in _replies(partition.pending) if r.request_id == request_id]
+    return reply
+
+
+def test_a_history_larger_than_a_record_is_answered_in_pages(tmp_path: Path) -> None:
     partition = _small_partition(tmp_path)
-    partition.handle(_start_big("returns", 1_850), 1_000)  # fits in an event, not in a page
+    partition.handle(_start_big("returns", 1_800), 1_000)  # two events: 2,003 bytes together
+    whole = _events(partition.pending)
     partition.apply_committed(partition.take_pending(), {})
 
-    partition.handle(FetchHistory("big", None, "r-2", "c"), 2_000)
+    first = _fetch(partition, 0, "r-2")
+    assert isinstance(first.body, HistoryPage)
+    assert first.body.more
+    assert first.body.events == tuple(whole[:1])
+    second = _fetch(partition, first.body.events[-1].event_id, "r-3")
+    assert second.body == HistoryPage(tuple(whole[1:]), more=False)
+    assert all(len(r.key) + len(r.value or b"") <= LIMIT for r in partition.pending.records)
 
-    [reply] = _replies(partition.pending)
-    assert reply.request_id == "r-2"
+
+def test_an_answer_too_large_to_send_is_answered_with_why(tmp_path: Path) -> None:
+    partition = _small_partition(tmp_path)
+    partition.handle(_start_big("returns", 1_500), 1_000)
+    partition.apply_committed(partition.take_pending(), {})
+    client = "c" * 400  # the reply's key: the page of one event fits in a record, not in a reply
+    started = _fetch(partition, 0, "r-2", client)
+    assert isinstance(started.body, HistoryPage)
+    assert started.body.more
+
+    reply = _fetch(partition, started.body.events[-1].event_id, "r-3", client)
+
     assert isinstance(reply.body, RequestFailed)
     assert reply.body.failure.type == "RecordTooLarge"
     assert "the limit is 2,000" in reply.body.failure.message
@@ -480,3 +503,16 @@ def test_the_limit_counts_a_history_records_key_as_well(tmp_path: Path) -> None:
     tight = _small_partition(tmp_path / "tight", limit=value_only)
     with pytest.raises(RecordTooLargeError, match="WorkflowCompleted event is"):
         tight.handle(_start_big("returns", 1_000), 1_000)
+
+
+def test_the_limit_counts_the_timers_a_history_record_carries(tmp_path: Path) -> None:
+    roomy = _small_partition(tmp_path / "roomy", limit=10_000)
+    roomy.handle(_start_big("returns", 1_000), 1_000)
+    completed = _on(NAMES.history, roomy.pending)[-1]
+    assert completed.headers  # the retention timer rides on the close
+    without_headers = len(completed.key) + len(completed.value or b"")
+
+    tight = _small_partition(tmp_path / "tight", limit=without_headers)
+    with pytest.raises(RecordTooLargeError, match="WorkflowCompleted event is"):
+        tight.handle(_start_big("returns", 1_000), 1_000)
+    assert not tight.take_pending().store  # nothing staged for the store either
