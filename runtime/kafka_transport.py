@@ -8,7 +8,9 @@ goes away leaves nothing to rebalance.
 Waiting for a result can outlive a workflow worker (its waiters live in memory), so a
 pending `GetWorkflowResult`, or a `StartWorkflow` with ``await_result``, is sent again every
 ``result_resend_s`` until answered (the owner answers a repeated start like a result
-request); duplicates of the answer are ignored.
+request); duplicates of the answer are ignored. The re-ask also renews the owner's lease
+on the waiter (60 s by default, `runtime.engine.waiters`), so ``result_resend_s`` must stay
+well below it.
 """
 
 from __future__ import annotations

@@ -46,6 +46,9 @@ RETENTION_TIMER = BACKGROUND_TIMER_PREFIX + "retention"
 #: a backlog drains a slice per step, and the step stays short.
 RETENTION_ENDS_PER_STEP = 200
 DEFAULT_RETENTION_MS = 7 * 24 * 3600 * 1000
+#: How long a caller waiting for a result or an update is held without asking again
+#: (`runtime.engine.waiters`): six of our clients' re-ask intervals.
+DEFAULT_WAITER_LEASE_MS = 60_000
 
 
 class RecordTooLargeError(ValueError):
@@ -113,8 +116,12 @@ class OwnedPartition:
         fires_timers: bool = True,
         retention_ms: int = DEFAULT_RETENTION_MS,
         max_record_bytes: int = MAX_RECORD_BYTES,
+        waiter_lease_ms: int = DEFAULT_WAITER_LEASE_MS,
     ) -> None:
         self.number = number
+        self._waiter_lease_ms = waiter_lease_ms
+        #: When `expire_waiters` next looks (a quarter lease apart: the cache is walked).
+        self._next_expiry_ms = 0
         #: How long a workflow that closed for good keeps its history, status and result.
         self.retention_ms = retention_ms
         self._max_record_bytes = max_record_bytes
@@ -165,6 +172,27 @@ class OwnedPartition:
         if collected:
             log.debug("closed workflows collected", partition=self.number, count=collected)
         return fired + collected
+
+    def expire_waiters(self, now_ms: int) -> int:
+        """Forget the callers not heard from for a lease; return how many were forgotten.
+
+        A cached workflow that only they kept in memory leaves it now, as it would have
+        had they been answered: closed ones at once, the rest when the cache is full.
+        """
+        if now_ms < self._next_expiry_ms:
+            return 0
+        self._next_expiry_ms = now_ms + self._waiter_lease_ms // 4
+        dropped = 0
+        asked_before = now_ms - self._waiter_lease_ms
+        for workflow_id, instance in list(self._cache.items()):
+            if instance.has_waiters() and instance.expire_waiters(asked_before):
+                dropped += 1
+                if not instance.has_waiters() and instance.is_closed():
+                    del self._cache[workflow_id]
+        if dropped:
+            log.info("callers that stopped asking forgotten", partition=self.number, count=dropped)
+        self._evict()
+        return dropped
 
     def _touched_unapplied(self, workflow_id: str, timer_id: str) -> bool:
         """Fired, cancelled or moved by a transaction the store lacks yet."""
@@ -293,8 +321,10 @@ class OwnedPartition:
             return instance
         history = [serde.decode_history_event(raw) for raw in self._history(workflow_id)]
         instance = WorkflowInstance.restore(workflow_id, history, self._registry)
+        # Room first: evicted right after it was added, the instance would take the caller
+        # its message registers out of memory with it.
+        self._evict(room=1)
         self._cache[workflow_id] = instance
-        self._evict()
         return instance
 
     def _history(self, workflow_id: str) -> list[bytes]:
@@ -311,8 +341,10 @@ class OwnedPartition:
         """The writes the store lacks yet: the committing transaction's, then the pending."""
         return [w for w in (self._committing, self.pending) if w is not None]
 
-    def _evict(self) -> None:
-        while len(self._cache) > self._cache_size:
+    def _evict(self, room: int = 0) -> None:
+        """Drop the least recently used instances nobody waits on, down to ``room`` below
+        the cache size (or as near as the waited-on ones allow)."""
+        while len(self._cache) > self._cache_size - room:
             for workflow_id, instance in self._cache.items():
                 if not instance.has_waiters():
                     del self._cache[workflow_id]
@@ -363,15 +395,11 @@ class OwnedPartition:
             status = transition.status
             key = serde.workflow_key(status.workflow_id)
             pending.add(Outbound(names.status, key, serde.encode_status(status), p))
-        if instance.has_waiters():
-            return
-        if instance.is_closed():
+        if not instance.has_waiters() and instance.is_closed():
             # Read again only if someone asks (it replays from the store then); kept, the
             # closed workflows filled the cache and every full garbage collection walked
             # them all: 1.5 s pauses once a minute at 1,000 workflows/s.
             self._cache.pop(instance.workflow_id, None)
-        else:
-            self._cache.move_to_end(instance.workflow_id, last=False)
 
     def _refuse(self, size: int, what: str) -> NoReturn:
         """Raise for a record over the limit (the message is built only then: this is on

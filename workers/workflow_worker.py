@@ -40,6 +40,7 @@ from topics.errors import DecodeError
 from workers.membership import Member
 from workers.partition import (
     DEFAULT_RETENTION_MS,
+    DEFAULT_WAITER_LEASE_MS,
     Outbound,
     OwnedPartition,
     PendingWrites,
@@ -70,6 +71,8 @@ class WorkflowWorkerConfig:
     #: How long a closed workflow keeps its history, status and result: the retention
     #: timer its close sets fires then.
     retention_ms: int = DEFAULT_RETENTION_MS
+    #: How long a caller waiting for a result or an update is held without asking again.
+    waiter_lease_ms: int = DEFAULT_WAITER_LEASE_MS
 
 
 def _now_ms() -> int:
@@ -183,6 +186,7 @@ class WorkflowWorker:
             next_offsets[record.partition] = record.offset + 1
         for partition in self._partitions.values():
             partition.fire_due_timers(now)
+            partition.expire_waiters(now)
         if not self._settle():
             self._rewind()
             return
@@ -249,6 +253,7 @@ class WorkflowWorker:
                 cache_size=self._config.cache_size,
                 fires_timers=self._config.fire_timers,
                 retention_ms=self._config.retention_ms,
+                waiter_lease_ms=self._config.waiter_lease_ms,
             )
 
     # --- the transaction -------------------------------------------------------------

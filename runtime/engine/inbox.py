@@ -263,7 +263,7 @@ def _on_update(ex: Execution, msg: UpdateWorkflow) -> None:
             outcome = UpdateOutcome(done.update_id, done.result, done.failure)
             ex.fx.reply(msg.reply_to, msg.request_id, outcome)
         else:
-            ex.waiters.await_update(msg.update_id, msg.reply_to, msg.request_id)
+            ex.waiters.await_update(msg.update_id, msg.reply_to, msg.request_id, ex.now_ms)
         return
     if run.code is None:
         # A run stuck on non-determinism stays silent: fixed code will run the update.
@@ -275,14 +275,14 @@ def _on_update(ex: Execution, msg: UpdateWorkflow) -> None:
     if rejection is not None:
         ex.fx.reply(msg.reply_to, msg.request_id, UpdateOutcome(msg.update_id, None, rejection))
         return
-    ex.waiters.await_update(msg.update_id, msg.reply_to, msg.request_id)
+    ex.waiters.await_update(msg.update_id, msg.reply_to, msg.request_id, ex.now_ms)
     ex.record(UpdateAccepted(msg.update_id, msg.update_name, msg.input), run.run_id)
 
 
 def _on_get_result(ex: Execution, msg: GetWorkflowResult) -> None:
     outcome = ex.runs.final_outcome(msg.run_id, msg.follow_runs)
     if outcome is None:
-        ex.waiters.await_result(msg)
+        ex.waiters.await_result(msg, ex.now_ms)
     elif isinstance(outcome, Failure):
         ex.fx.reply(msg.reply_to, msg.request_id, RequestFailed(outcome))
     else:

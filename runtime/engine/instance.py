@@ -84,6 +84,11 @@ class WorkflowInstance:
     def has_waiters(self) -> bool:
         return self._execution.waiters.any()
 
+    def expire_waiters(self, asked_before_ms: int) -> int:
+        """Forget the callers that have not asked since ``asked_before_ms`` (see
+        `runtime.engine.waiters`); return how many."""
+        return self._execution.waiters.expire(asked_before_ms)
+
     def handle(self, message: InboxMessage, now_ms: int) -> Transition:
         """Apply one inbox message; deterministic given the history, message and `now_ms`."""
         execution = self._execution

@@ -112,6 +112,20 @@ def test_a_duplicate_after_the_close_is_answered_at_once() -> None:
     assert _bodies(again) == [_completed(instance.current_run_id, 42)]
 
 
+def test_a_waiter_not_asked_for_within_the_lease_is_forgotten() -> None:
+    instance = _instance()
+    started = instance.handle(_start(), 1_000)
+    assert instance.expire_waiters(asked_before_ms=1_000) == 0  # asked at 1,000: kept
+    instance.handle(_start(), 5_000)  # the client re-asks
+    assert instance.expire_waiters(asked_before_ms=4_000) == 0  # the re-ask renewed it
+    assert instance.expire_waiters(asked_before_ms=5_001) == 1
+    assert not instance.has_waiters()  # a host may evict the instance now
+    assert _fire_timer(instance, started).replies == []  # nobody is told: nobody waits
+    # A caller that was still there re-asks, and hears the outcome from the history.
+    again = instance.handle(_start(), 30_000)
+    assert _bodies(again) == [_completed(instance.current_run_id, 42)]
+
+
 def test_a_start_refused_by_the_id_reuse_policy_fails_at_once() -> None:
     instance = _instance()
     started = instance.handle(_start(request_id="first"), 1_000)

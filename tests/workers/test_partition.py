@@ -29,6 +29,7 @@ from runtime.messages import (
     ActivityCompletedReport,
     CancelActivityTask,
     CancelWorkflow,
+    DescribeWorkflow,
     FetchHistory,
     GetWorkflowResult,
     HistoryPage,
@@ -516,3 +517,39 @@ def test_the_limit_counts_the_timers_a_history_record_carries(tmp_path: Path) ->
     with pytest.raises(RecordTooLargeError, match="WorkflowCompleted event is"):
         tight.handle(_start_big("returns", 1_000), 1_000)
     assert not tight.take_pending().store  # nothing staged for the store either
+
+
+def test_callers_that_stopped_asking_no_longer_pin_their_workflows(tmp_path: Path) -> None:
+    partition = OwnedPartition(
+        0,
+        PartitionStore(tmp_path / "p0"),
+        WorkflowRegistry([nap]),
+        NAMES,
+        cache_size=1,
+        waiter_lease_ms=60_000,
+    )
+    for name in ("a", "b", "c"):  # each awaited by a client that then went away
+        partition.handle(
+            StartWorkflow(name, "nap", "q", (), f"r-{name}", reply_to="client", await_result=True),
+            1_000,
+        )
+    assert all(partition.caches(name) for name in "abc")  # waiters outweigh the cache size
+
+    partition.handle(
+        StartWorkflow("c", "nap", "q", (), "r-c", reply_to="client", await_result=True), 50_000
+    )
+    assert partition.expire_waiters(61_001) == 2  # a and b; c re-asked at 50,000
+
+    assert [name for name in "abc" if partition.caches(name)] == ["c"]
+
+
+def test_the_cache_keeps_the_workflows_used_last(tmp_path: Path) -> None:
+    registry = WorkflowRegistry([nap])
+    partition = OwnedPartition(0, PartitionStore(tmp_path / "p0"), registry, NAMES, cache_size=2)
+    for name in ("a", "b"):
+        partition.handle(StartWorkflow(name, "nap", "q", (), f"r-{name}"), 1_000)
+    partition.handle(DescribeWorkflow("a", None, "r-d", "client"), 2_000)  # "a" used last
+
+    partition.handle(StartWorkflow("c", "nap", "q", (), "r-c"), 3_000)
+
+    assert [name for name in "abc" if partition.caches(name)] == ["a", "c"]
