@@ -274,6 +274,10 @@ class ActivityTask:
     #: The engine waits for an `ActivityStartedReport` (a schedule-to-start timeout is
     #: set); otherwise workers skip that message and its cost.
     report_start: bool = False
+    #: When the schedule-to-close timeout ends the activity (epoch ms; 0: no such timeout):
+    #: with start-to-close and the heartbeat timeout, what lets a worker free the slot of
+    #: an attempt the workflow no longer waits for without hearing a cancellation.
+    close_deadline_ms: int = 0
 
     @property
     def idempotency_key(self) -> str:

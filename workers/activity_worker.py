@@ -85,6 +85,10 @@ class _Running:
     #: Further deliveries of this very attempt (a partition lost and regained while it
     #: ran): they finish with it instead of running it a second time alongside.
     redelivered: list[tuple[PartitionProgress, int]] = field(default_factory=list)
+    #: When the activity last heartbeat (sent or held back), and the check that cancels
+    #: the attempt once its heartbeat timeout passes without one.
+    last_beat: float = 0.0
+    watchdog: asyncio.TimerHandle | None = None
 
 
 class _Queued(NamedTuple):
@@ -241,13 +245,18 @@ class ActivityWorker:
                 _finish(progress, offset, running)
 
     async def _run_with_deadline(self, running: _Running) -> InboxMessage:
-        task = running.task
-        deadline = None
-        if task.start_to_close_timeout_ms:
-            # The engine times the attempt out by itself; this only frees the slot.
-            deadline = asyncio.get_running_loop().call_later(
-                task.start_to_close_timeout_ms / 1000, running.cancelled.set
-            )
+        """Run the attempt, cancelling it when the workflow would time it out.
+
+        The engine times the attempt out by itself, and then sends a cancellation; these
+        local deadlines only free the slot, and do so even when that cancellation waits
+        behind tasks of partitions paused because every slot is taken.
+        """
+        task, loop = running.task, asyncio.get_running_loop()
+        seconds = _seconds_to_deadline(task, time.time())
+        deadline = None if seconds is None else loop.call_later(seconds, running.cancelled.set)
+        running.last_beat = time.monotonic()
+        if task.heartbeat_timeout_ms:
+            self._watch_heartbeats(running)
         try:
             return await run_activity(
                 self._registry,
@@ -258,14 +267,27 @@ class ActivityWorker:
                 executor=self._executor,
             )
         finally:
-            if deadline is not None:
-                deadline.cancel()
+            for handle in (deadline, running.watchdog):
+                if handle is not None:
+                    handle.cancel()
+
+    def _watch_heartbeats(self, running: _Running) -> None:
+        """Cancel the attempt once a heartbeat timeout passed without a heartbeat."""
+        quiet_for = time.monotonic() - running.last_beat
+        left = running.task.heartbeat_timeout_ms / 1000 - quiet_for
+        if left <= 0:
+            running.cancelled.set()
+            running.watchdog = None
+        else:
+            loop = asyncio.get_running_loop()
+            running.watchdog = loop.call_later(left, self._watch_heartbeats, running)
 
     def _heartbeat(self, running: _Running, details: tuple[Payload, ...]) -> None:
         """Send at most one heartbeat per interval (0.8 of the heartbeat timeout), and the
         newest details at the end of an interval in which some were held back: dropping
         them once timed out an activity that heartbeat every 0.55 of its timeout."""
         task = running.task
+        running.last_beat = time.monotonic()
         interval = (
             task.heartbeat_timeout_ms * 0.8 / 1000
             if task.heartbeat_timeout_ms
@@ -379,6 +401,17 @@ class ActivityWorker:
             else:
                 kept.append(queued)
         self._queued = kept
+
+
+def _seconds_to_deadline(task: ActivityTask, now_s: float) -> float | None:
+    """Seconds from now to the first of start-to-close (the attempt starts now) and the
+    schedule-to-close deadline; None without either."""
+    candidates = []
+    if task.start_to_close_timeout_ms:
+        candidates.append(task.start_to_close_timeout_ms / 1000)
+    if task.close_deadline_ms:
+        candidates.append(max(0.0, task.close_deadline_ms / 1000 - now_s))
+    return min(candidates) if candidates else None
 
 
 def _finish(progress: PartitionProgress, offset: int, running: _Running) -> None:

@@ -71,6 +71,11 @@ def dispatch_attempt(fx: Effects, run: RunState, state: ActivityState, ts: int) 
             heartbeat_timeout_ms=sched.heartbeat_timeout_ms,
             heartbeat_details=state.heartbeat_details,
             report_start=bool(sched.schedule_to_start_timeout_ms),
+            close_deadline_ms=(
+                state.scheduled_time_ms + sched.schedule_to_close_timeout_ms
+                if sched.schedule_to_close_timeout_ms
+                else 0
+            ),
         )
     )
 

@@ -19,6 +19,15 @@ from runtime import (
     activity,
     workflow,
 )
+from runtime.converter import DataConverter
+from runtime.engine import WorkflowInstance, WorkflowRegistry
+from runtime.messages import (
+    ActivityFailedReport,
+    ActivityTask,
+    StartWorkflow,
+    TimerFiredReport,
+)
+from runtime.payloads import Failure
 from runtime.testing import WorkflowEnvironment
 from workers.worker import Worker
 
@@ -260,3 +269,18 @@ async def test_schedule_to_start_ends_when_the_activity_starts(env: WorkflowEnvi
         assert await handle.result() == "done"
         kinds = [type(event.attributes).__name__ for event in await handle.fetch_history()]
     assert "ActivityStarted" in kinds
+
+
+def test_a_task_carries_the_schedule_to_close_deadline_of_its_first_schedule() -> None:
+    """Every attempt's task names the same deadline, so a worker stops it in time."""
+    instance = WorkflowInstance("w", WorkflowRegistry([timeouts]))
+    start = StartWorkflow("w", "timeouts", "q", DataConverter().encode(["schedule_to_close"]), "r")
+    [first] = instance.handle(start, 1_000).tasks
+    assert isinstance(first, ActivityTask) and first.close_deadline_ms == 1_000 + 10_000
+
+    failed = ActivityFailedReport("w", first.run_id, first.seq, 1, Failure("boom"))
+    [retry_timer] = instance.handle(failed, 2_000).timers
+    fired = TimerFiredReport("w", first.run_id, retry_timer.timer_id, retry_timer.fire_at_ms)
+    [second] = instance.handle(fired, retry_timer.fire_at_ms).tasks
+    assert isinstance(second, ActivityTask) and second.attempt == 2
+    assert second.close_deadline_ms == 1_000 + 10_000

@@ -8,14 +8,17 @@ for; what Kafka would call back (delivery reports, rebalance callbacks) is calle
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
 from confluent_kafka import KafkaError, TopicPartition
 
+from runtime import activity
 from runtime.engine import ActivityRegistry
-from runtime.messages import ActivityCompletedReport, ActivityTask
+from runtime.messages import ActivityCompletedReport, ActivityFailedReport, ActivityTask
 from runtime.payloads import Payload
 from topics import serde
 from topics.catalogue import TopicNames
@@ -77,8 +80,13 @@ async def test_records_of_a_revoked_partition_are_not_run(worker: ActivityWorker
 class _FakeMessage:
     """What `Consumer.consume` returns, for one task-topic record."""
 
-    def __init__(self, partition: int, offset: int, seq: int) -> None:
+    def __init__(
+        self, partition: int, offset: int, seq: int, task: ActivityTask | None = None
+    ) -> None:
         self._partition, self._offset, self._seq = partition, offset, seq
+        self._task = task or ActivityTask(
+            "wf", "run", "T", seq, 1, "unknown", "q", (), 0, 10_000, 0
+        )
 
     def error(self) -> None:
         return None
@@ -96,9 +104,7 @@ class _FakeMessage:
         return b"wf/1"
 
     def value(self) -> bytes:
-        return serde.encode_task(
-            ActivityTask("wf", "run", "T", self._seq, 1, "unknown", "q", (), 0, 10_000, 0)
-        )
+        return serde.encode_task(self._task)
 
     def headers(self) -> None:
         return None
@@ -107,8 +113,10 @@ class _FakeMessage:
         return (0, 0)
 
 
-def _message(partition: int, offset: int = 7, seq: int = 1) -> Any:
-    return _FakeMessage(partition, offset, seq)
+def _message(
+    partition: int, offset: int = 7, seq: int = 1, task: ActivityTask | None = None
+) -> Any:
+    return _FakeMessage(partition, offset, seq, task)
 
 
 async def test_a_second_delivery_of_a_running_attempt_finishes_with_it(
@@ -210,3 +218,69 @@ class _PausingConsumer:
 
     def resume(self, _partitions: list[TopicPartition]) -> None:
         self.calls.append(False)
+
+
+@activity.defn
+async def hangs() -> None:
+    await asyncio.sleep(3600)
+
+
+@activity.defn
+async def beats_then_hangs() -> None:
+    for _ in range(6):  # every 50 ms for 300 ms: within a 150 ms heartbeat timeout
+        activity.heartbeat()
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(3600)
+
+
+HUNG = ActivityTask("wf", "run", "T", 1, 1, "hangs", "q", (), 0, 0, 0)
+
+
+def _hosting(worker: ActivityWorker, monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """The worker with the two hanging activities; what it reports, decoded."""
+    worker._registry = ActivityRegistry([hangs, beats_then_hangs])
+    reports: list[Any] = []
+
+    def produce(_producer: Any, _topic: str, **kwargs: Any) -> None:
+        reports.append(serde.decode_inbox(kwargs["value"]))
+
+    monkeypatch.setattr(activity_worker, "produce_when_room", produce)
+    worker._on_assign(worker._consumer, [TopicPartition(TASKS, 0)])
+    return reports
+
+
+async def _finished(worker: ActivityWorker, within_s: float) -> None:
+    """Wait for every task to finish; fail after ``within_s``."""
+    await asyncio.wait_for(asyncio.gather(*worker._tasks), within_s)
+
+
+async def test_an_attempt_past_its_schedule_to_close_deadline_frees_its_slot(
+    worker: ActivityWorker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without a start-to-close timeout: only the deadline the task carries stops it, even
+    if the workflow's cancellation never gets through."""
+    reports = _hosting(worker, monkeypatch)
+    deadline = replace(HUNG, close_deadline_ms=int(time.time() * 1000) + 200)
+
+    worker._dispatch(_message(partition=0, task=deadline))
+
+    await asyncio.sleep(0.05)
+    assert len(worker._tasks) == 1  # the deadline has not come yet
+    await _finished(worker, 5)
+    (report,) = reports
+    assert isinstance(report, ActivityFailedReport) and report.failure.kind == "cancelled"
+
+
+async def test_an_attempt_silent_for_its_heartbeat_timeout_frees_its_slot(
+    worker: ActivityWorker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reports = _hosting(worker, monkeypatch)
+    beating = replace(HUNG, activity_type="beats_then_hangs", heartbeat_timeout_ms=150)
+
+    worker._dispatch(_message(partition=0, task=beating))
+
+    await asyncio.sleep(0.2)  # longer than the timeout, heartbeating every 50 ms
+    assert len(worker._tasks) == 1  # not stopped while it heartbeat
+    await _finished(worker, 5)
+    assert isinstance(reports[-1], ActivityFailedReport)
+    assert reports[-1].failure.kind == "cancelled"
