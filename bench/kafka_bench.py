@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import os
 import shutil
 import signal
@@ -67,7 +68,7 @@ from topics.admin import TopicAdmin
 from topics.catalogue import Catalogue, TopicNames
 from topics.partitioner import producer_config
 from workers import local_kafka
-from workers.cli_worker import load_definitions
+from workers.cli_worker import GC_THRESHOLDS, load_definitions
 from workers.restore import restore_partitions
 from workers.worker import Worker
 
@@ -831,6 +832,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     configure_logging(level=os.environ.get("CHRONIK_LOG_LEVEL", "WARNING"))
+    # The garbage collector as `chronik worker` sets it: the in-process worker and the
+    # restore run here, and with CPython's default thresholds the collector walked the
+    # restore's pending write batches so often that it cost a quarter of its CPU.
+    gc.set_threshold(*GC_THRESHOLDS)
     return asyncio.run(main_async(parse_args(argv)))
 
 

@@ -10,10 +10,10 @@ resolution, anything else is a :class:`~topics.errors.DecodeError`.
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
 
-from fastavro import schemaless_reader, schemaless_writer
+from fastavro import parse_schema, schemaless_reader, schemaless_writer
 
 from topics.errors import DecodeError, EncodeError
 from topics.framing import HEADER_LEN, fingerprint_of, header
@@ -21,6 +21,11 @@ from topics.registry import SchemaRegistry
 from topics.schemas import VersionedSchema
 
 T = TypeVar("T")
+
+_LONG = parse_schema("long")
+
+#: Where a record was read: (topic, partition, offset), each None when not known.
+Place = tuple[str | None, int | None, int | None]
 
 
 class Codec(Generic[T]):
@@ -38,6 +43,8 @@ class Codec(Generic[T]):
         self._from_avro = from_avro
         self._registry = registry
         self._header = header(schema.fingerprint)
+        #: An array of this record, for `read_many`; parsed when first needed.
+        self._array: Any = None
 
     def encode(self, value: T) -> bytes:
         """Single-object encoding of ``value`` with the current schema."""
@@ -60,6 +67,51 @@ class Codec(Generic[T]):
         offset: int | None = None,
     ) -> T:
         """The value in ``data``; where it came from only serves the error message."""
+        record = self._read(data, (topic, partition, offset))
+        try:
+            return self._from_avro(record)
+        except Exception as exc:  # a value the model refuses (an unknown enum symbol, ...)
+            raise DecodeError(
+                f"body does not decode as {self.schema.name}: {exc!r}",
+                topic=topic,
+                partition=partition,
+                offset=offset,
+            ) from exc
+
+    def read_many(self, datas: Sequence[bytes], where: Sequence[Place]) -> list[Any]:
+        """Many records as fastavro reads them (dicts by field name, not model values);
+        ``where`` says where each came from (topic, partition, offset), for the error.
+
+        For the hot loop that needs a field or two of every record (rebuilding a store):
+        records written with the current schema are read in one fastavro call, their bodies
+        joined as the items of one Avro array, and no model value is built — together a
+        fraction of the CPU of decoding them one by one. A batch with any other record, or
+        one that does not read back as exactly its records, is read one by one instead,
+        which raises for the record at fault.
+        """
+        if not datas:
+            return []
+        if any(data is None or data[:HEADER_LEN] != self._header for data in datas):
+            return [self._read(data, place) for data, place in zip(datas, where, strict=True)]
+        body = b"".join([self._array_start(len(datas)), *(d[HEADER_LEN:] for d in datas), b"\0"])
+        buf = io.BytesIO(body)
+        try:
+            records = schemaless_reader(
+                buf,
+                self._array_schema(),
+                None,
+                return_record_name=True,
+                return_record_name_override=True,
+            )
+        except Exception:  # fastavro raises many kinds on corrupt input: find the record
+            records = None
+        if isinstance(records, list) and len(records) == len(datas) and buf.tell() == len(body):
+            return records
+        return [self._read(data, place) for data, place in zip(datas, where, strict=True)]
+
+    def _read(self, data: bytes, where: Place) -> Any:
+        """The record in ``data`` as fastavro reads it, checked to fill ``data`` exactly."""
+        topic, partition, offset = where
         if data is None:
             raise DecodeError(
                 f"a tombstone is not a {self.schema.name}",
@@ -81,7 +133,6 @@ class Codec(Generic[T]):
                 return_record_name=True,
                 return_record_name_override=True,
             )
-            value = self._from_avro(record)
         except Exception as exc:  # fastavro raises many kinds on corrupt input
             raise DecodeError(
                 f"body does not decode as {writer.name} {writer.fingerprint.hex()}: {exc!r}",
@@ -96,7 +147,19 @@ class Codec(Generic[T]):
                 partition=partition,
                 offset=offset,
             )
-        return value
+        return record
+
+    def _array_schema(self) -> Any:
+        if self._array is None:
+            self._array = parse_schema({"type": "array", "items": self.schema.schema})
+        return self._array
+
+    @staticmethod
+    def _array_start(count: int) -> bytes:
+        """An Avro array's first block header: its item count, as fastavro writes a long."""
+        buf = io.BytesIO()
+        schemaless_writer(buf, _LONG, count)
+        return buf.getvalue()
 
     def _writer_of(
         self, data: bytes, topic: str | None, partition: int | None, offset: int | None

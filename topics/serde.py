@@ -17,12 +17,13 @@ record's topic, partition and offset only to name them in a :class:`DecodeError`
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import cache
 from typing import Any
 
 from runtime.events import HistoryEvent
 from runtime.messages import DurableTimer, InboxMessage, Reply, StatusRecord, TaskRecord
-from topics.codec import Codec
+from topics.codec import Codec, Place
 from topics.errors import DecodeError
 from topics.keys import HistoryKey, TimerKey
 from topics.mapping import Mapper
@@ -142,6 +143,13 @@ def decode_history_key(
 ) -> HistoryKey:
     codec: Codec[HistoryKey] = codecs()["chronik.HistoryKey"]
     return codec.decode(data, topic=topic, partition=partition, offset=offset)
+
+
+def read_history_keys(datas: Sequence[bytes], where: Sequence[Place]) -> list[tuple[str, int]]:
+    """(workflow id, event id) of many history keys at once (`Codec.read_many`): what
+    rebuilding a store reads for every record."""
+    records = codecs()["chronik.HistoryKey"].read_many(datas, where)
+    return [(r["workflow_id"], r["event_id"]) for r in records]
 
 
 def encode_history_event(event: HistoryEvent) -> bytes:

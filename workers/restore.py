@@ -176,20 +176,34 @@ def _apply_all(
     """Apply what has arrived to the batches; per topic partition: (records, last offset).
 
     Straight from librdkafka's messages, without a `Consumed` each: at 50,000 records a
-    second the per-record objects and the per-record checkpoint cost a tenth of the CPU.
-    A restore stops at the first error rather than skip a record.
+    second the per-record objects and the per-record checkpoint cost a tenth of the CPU;
+    and the history keys of the whole batch are decoded in one call. A restore stops at
+    the first error rather than skip a record.
     """
-    seen: dict[tuple[str, int], tuple[int, int]] = {}
-    history = names.history
+    arrived: list[tuple[Message, str, int, int]] = []
     for message in consume_available(consumer, 10_000, 0.2):
         if message.error() is not None:
             raise RestoreError(f"restore: {message.error()}")
         topic, partition, offset = message.topic(), message.partition(), message.offset()
         if topic is None or partition is None or offset is None:
             raise RestoreError("restore: a record without a topic, partition or offset")
+        arrived.append((message, topic, partition, offset))
+    history = names.history
+    in_history = [(m, t, p, o) for m, t, p, o in arrived if t == history]
+    keys = iter(
+        serde.read_history_keys(
+            [m.key() or b"" for m, _, _, _ in in_history], [(t, p, o) for _, t, p, o in in_history]
+        )
+    )
+    seen: dict[tuple[str, int], tuple[int, int]] = {}
+    for message, topic, partition, offset in arrived:
         batch = batches[partition]
         if topic == history:
-            _apply_history(batch, message, topic, partition, offset)
+            workflow_id, event_id = next(keys)
+            batch.put_event(workflow_id, event_id, message.value())
+            raw_headers = message.headers()
+            if raw_headers:
+                _apply_carried(batch, raw_headers, topic, partition, offset)
         else:
             _apply_timer(batch, message, topic, partition, offset)
         where = (topic, partition)
@@ -197,21 +211,16 @@ def _apply_all(
     return seen
 
 
-def _apply_history(
-    batch: StoreBatch, message: Message, topic: str, partition: int, offset: int
+def _apply_carried(
+    batch: StoreBatch, raw_headers: Any, topic: str, partition: int, offset: int
 ) -> None:
-    workflow_id, event_id = serde.decode_history_key(
-        message.key() or b"", topic=topic, partition=partition, offset=offset
-    )
-    batch.put_event(workflow_id, event_id, message.value())
-    raw_headers = message.headers()
-    if raw_headers:
-        try:
-            changes = carried_timers.changes(header_pairs(raw_headers))
-        except DecodeError as error:
-            raise RestoreError(f"{topic}[{partition}]@{offset}: a timer header: {error}") from error
-        for change in changes:
-            batch.put_timer(*change)
+    """The timers a history record carries in its headers (`topics.carried_timers`)."""
+    try:
+        changes = carried_timers.changes(header_pairs(raw_headers))
+    except DecodeError as error:
+        raise RestoreError(f"{topic}[{partition}]@{offset}: a timer header: {error}") from error
+    for change in changes:
+        batch.put_timer(*change)
 
 
 def _apply_timer(
