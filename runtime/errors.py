@@ -112,6 +112,11 @@ class NonDeterminismError(ChronikError):
 # --- client-side errors ---------------------------------------------------------------------
 
 
+class ReadOnlyContextError(ChronikError):
+    """A query or an update validator tried to change its workflow (issue a command, draw
+    from `workflow.random()`, wait): they may only read it."""
+
+
 class WorkflowFailureError(ChronikError):
     """`handle.result()` of a run that did not complete; `.cause` is the typed reason."""
 

@@ -17,7 +17,7 @@ from runtime.converter import DataConverter
 from runtime.engine.instance import WorkflowInstance
 from runtime.engine.registry import WorkflowRegistry
 from runtime.errors import NonDeterminismError
-from runtime.events import HistoryEvent
+from runtime.events import HistoryEvent, WorkflowFailed, WorkflowStarted
 from runtime.history_json import history_from_json, history_to_json
 from runtime.messages import WorkflowStatus
 
@@ -50,7 +50,9 @@ class Replayer:
         instance = WorkflowInstance.restore(
             workflow_id, events, self.registry, replay_all_runs=True
         )
-        error = instance.task_failures[0] if instance.task_failures else None
+        error = self._unknown_type(events) or (
+            instance.task_failures[0] if instance.task_failures else None
+        )
         if error is not None and raise_on_error:
             raise error
         status = instance.status()
@@ -64,6 +66,28 @@ class Replayer:
     ) -> list[ReplayResult]:
         """Replay many histories; never raises, each result carries its own error."""
         return [self.replay_workflow(h, raise_on_error=False) for h in histories]
+
+    def _unknown_type(self, events: Sequence[HistoryEvent]) -> NonDeterminismError | None:
+        """A run whose workflow ran code this registry has no type for: nothing could be
+        checked, which must not pass for a successful replay (the type was renamed, or is
+        missing from the list). A start that failed for want of the type ran no code."""
+        for index, event in enumerate(events):
+            attrs = event.attributes
+            if not isinstance(attrs, WorkflowStarted) or self.registry.get(attrs.workflow_type):
+                continue
+            following = events[index + 1] if index + 1 < len(events) else None
+            never_ran = (
+                following is not None
+                and isinstance(following.attributes, WorkflowFailed)
+                and following.attributes.failure.type == "WorkflowTypeNotFound"
+            )
+            if not never_ran:
+                return NonDeterminismError(
+                    event.event_id,
+                    f"a run of workflow type {attrs.workflow_type!r}",
+                    "no workflow registered under that name in this Replayer",
+                )
+        return None
 
     @staticmethod
     def _load(history: Sequence[HistoryEvent] | str | Path) -> list[HistoryEvent]:

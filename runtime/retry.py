@@ -6,6 +6,7 @@ recorded in history (`ActivityAttemptFailed.next_attempt_delay_ms`), never a sle
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -53,14 +54,23 @@ class RetryPolicy:
 DEFAULT_ACTIVITY_RETRY = RetryPolicy()
 
 
+#: The longest delay of a policy without a maximum interval: a backoff that grows
+#: without bound would overflow, and no retry is worth waiting a year for.
+_UNCAPPED_MS = 365 * 24 * 3600 * 1000
+
+
 def _ms(delta: timedelta) -> int:
     return round(delta.total_seconds() * 1000)
 
 
 def backoff_ms(policy: RetryPolicyRecord, attempt: int) -> int:
     """Delay before attempt ``attempt + 1`` after attempt ``attempt`` failed."""
-    delay = policy.initial_interval_ms * policy.backoff_coefficient ** (attempt - 1)
-    return int(min(delay, policy.maximum_interval_ms or delay))
+    try:
+        delay = policy.initial_interval_ms * policy.backoff_coefficient ** (attempt - 1)
+    except OverflowError:  # attempt 1,025 of a doubling backoff: far past any maximum
+        delay = math.inf
+    cap = policy.maximum_interval_ms or _UNCAPPED_MS
+    return int(min(delay, cap))
 
 
 def next_attempt_delay_ms(

@@ -186,7 +186,10 @@ def start_activity(
     async def wait() -> Any:
         return await fut
 
-    return rt.loop.create_task(wait(), name=f"activity:{name}")
+    task = rt.loop.create_task(wait(), name=f"activity:{name}")
+    # A task cancelled before its first step never awaits `fut`: cancel the activity itself.
+    task.add_done_callback(lambda t: fut.cancel() if t.cancelled() else None)
+    return task
 
 
 async def execute_activity(

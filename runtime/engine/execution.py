@@ -92,6 +92,22 @@ class Execution:
         finally:
             self._recorded = None
             self._code_enabled = True
+        self._check_type_known()
+
+    def _check_type_known(self) -> None:
+        """A restored open run whose type this code lacks (renamed, or dropped from the
+        worker) fails its task, as for non-determinism, and code that has the type resumes
+        it; else it would sit there, silent."""
+        run = self.runs.current
+        if run is None or run.closed or run.code is not None or run.stuck is not None:
+            return
+        if self.registry.get(run.workflow_type) is None:
+            run.stuck = NonDeterminismError(
+                self.next_event_id() - 1,
+                f"a run of workflow type {run.workflow_type!r}",
+                "no workflow registered under that name",
+            )
+            self.task_failures.append(run.stuck)
 
     def _replay_event(self, event: HistoryEvent) -> None:
         kind = classify(event.attributes)
@@ -151,6 +167,7 @@ class Execution:
             except Exception as exc:
                 last_id = self.next_event_id() - 1
                 run.detach_code(NonDeterminismError(last_id, "a runnable task", repr(exc)))
+                self._note_stuck(run)
                 return
             commands = code.take_commands()
             if not commands:
@@ -197,6 +214,7 @@ class Execution:
         if run is None:
             return
         apply_to_run(self.fx, run, event)
+        self._note_stuck(run)
         if type(attrs) in _CLOSING_TYPES:
             self.runs.close(run)
             self.fx.status(self.status_record(run))
@@ -221,6 +239,11 @@ class Execution:
             )
         if self._code_enabled:
             self._start_code(run, event.timestamp_ms)
+
+    def _note_stuck(self, run: RunState) -> None:
+        """A restore reports every run its code could not follow (`task_failures`)."""
+        if run.stuck is not None and not self.fx.live and run.stuck not in self.task_failures:
+            self.task_failures.append(run.stuck)
 
     def _start_code(self, run: RunState, start_ms: int) -> None:
         attrs = run.started

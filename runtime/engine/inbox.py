@@ -254,16 +254,19 @@ def _on_query(ex: Execution, msg: QueryWorkflow) -> None:
 
 
 def _on_update(ex: Execution, msg: UpdateWorkflow) -> None:
+    # A re-ask of a completed update is answered from history, even once its run closed:
+    # the update did happen (its caller re-asks when a worker restart lost its waiter).
+    known = ex.runs.target(msg.run_id, open_only=False)
+    done = known.updates.get(msg.update_id) if known is not None else None
+    if done is not None:
+        outcome = UpdateOutcome(done.update_id, done.result, done.failure)
+        ex.fx.reply(msg.reply_to, msg.request_id, outcome)
+        return
     run = _find_run(ex, msg, open_only=True)
     if run is None:
         return
-    if msg.update_id in run.updates:
-        done = run.updates[msg.update_id]
-        if done is not None:
-            outcome = UpdateOutcome(done.update_id, done.result, done.failure)
-            ex.fx.reply(msg.reply_to, msg.request_id, outcome)
-        else:
-            ex.waiters.await_update(msg.update_id, msg.reply_to, msg.request_id, ex.now_ms)
+    if msg.update_id in run.updates:  # accepted, still running
+        ex.waiters.await_update(msg.update_id, msg.reply_to, msg.request_id, ex.now_ms)
         return
     if run.code is None:
         # A run stuck on non-determinism stays silent: fixed code will run the update.

@@ -16,6 +16,7 @@ from runtime.engine import activities
 from runtime.engine.effects import Effects
 from runtime.engine.ids import sleep_timer_id
 from runtime.engine.state import ChildState, EventClass, Phase, RunState, classify
+from runtime.errors import NonDeterminismError
 from runtime.events import (
     ActivityAttemptFailed,
     ActivityCancelled,
@@ -80,6 +81,9 @@ def apply_to_run(fx: Effects, run: RunState, event: HistoryEvent) -> None:
     attrs = event.attributes
     if run.code is not None and classify(attrs) is EventClass.WAKE:
         run.code.now_ms = event.timestamp_ms
+    if isinstance(attrs, UpdateAccepted):  # the one applier that may name the event
+        _update_accepted(run, attrs, event.event_id)
+        return
     applier = _APPLIERS.get(type(attrs))
     if applier is not None:
         applier(fx, run, attrs, event.timestamp_ms)
@@ -142,10 +146,20 @@ def _signal(fx: Effects, run: RunState, attrs: SignalReceived, ts: int) -> None:
         run.code.deliver_signal(attrs.signal_name, attrs.input)
 
 
-def _update_accepted(fx: Effects, run: RunState, attrs: UpdateAccepted, ts: int) -> None:
+def _update_accepted(run: RunState, attrs: UpdateAccepted, event_id: int) -> None:
     run.updates[attrs.update_id] = None
-    if run.code is not None:
-        run.code.start_update(attrs.update_id, attrs.update_name, attrs.input)
+    if run.code is not None and not run.code.start_update(
+        attrs.update_id, attrs.update_name, attrs.input
+    ):
+        # Accepted by earlier code; this code has no such handler: it cannot go on with
+        # this run (the task fails; code with the handler resumes it).
+        run.detach_code(
+            NonDeterminismError(
+                event_id,
+                f"UpdateAccepted({attrs.update_name!r})",
+                f"code without an update handler {attrs.update_name!r}",
+            )
+        )
 
 
 def _update_completed(fx: Effects, run: RunState, attrs: UpdateCompleted, ts: int) -> None:
@@ -288,7 +302,6 @@ _APPLIERS: dict[type[EventAttributes], _Applier] = {
     WorkflowCancelRequested: _cancel_requested,
     WorkflowTaskFailed: _task_failed,
     SignalReceived: _signal,
-    UpdateAccepted: _update_accepted,
     UpdateCompleted: _update_completed,
     ActivityScheduled: activities.schedule,
     ActivityStarted: _activity_started,

@@ -9,10 +9,11 @@ or are checked against recorded ones (replay) is the instance's business.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import uuid
 import weakref
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -27,6 +28,7 @@ from runtime.errors import (
     ActivityError,
     ChildWorkflowError,
     ContinueAsNewError,
+    ReadOnlyContextError,
     exception_from_failure,
     failure_from_exception,
 )
@@ -116,11 +118,16 @@ class WorkflowRun:
         self._instance: Any = None
         self._main: asyncio.Task[Any] | None = None
         self._cancel_requested = False
+        #: The command that ends the run, held until the step that produced it has run out.
+        self._closing: Command | None = None
+        #: What read-only handler runs now (a query, an update validator), if any.
+        self._reading: str | None = None
 
     @property
     def random(self) -> random.Random:
         """Seeded from the run id on first use: most runs never draw a number, and seeding
         a Mersenne Twister on every start and replay was 1 % of the workflow worker."""
+        self._check_writable("draw from workflow.random() or workflow.uuid4()")
         if self._random is None:
             self._random = random.Random(uuid.UUID(self.info.run_id).int)
         return self._random
@@ -145,7 +152,7 @@ class WorkflowRun:
         self.loop.call_soon(start_main)
 
     def _on_main_done(self, task: asyncio.Task[Any]) -> None:
-        if self.closed:
+        if self.closed or self._closing is not None:
             return
         if task.cancelled():
             failure = Failure("workflow cancelled", kind="cancelled")
@@ -171,8 +178,11 @@ class WorkflowRun:
             self._close(WorkflowFailed(failure_from_exception(exc, self.converter.encode)))
 
     def _close(self, command: Command) -> None:
-        self.closed = True
-        self.commands.append(command)
+        """The run ends with ``command`` once this step has run to its end: update handlers
+        that finish in the same step (the run completing is what they waited for) are
+        answered first, instead of being failed as cut short."""
+        if self._closing is None and not self.closed:
+            self._closing = command
 
     def destroy(self) -> None:
         """Drop every coroutine without running its `finally` blocks on a dead history."""
@@ -180,11 +190,15 @@ class WorkflowRun:
         self.loop.close()
 
     def run_until_blocked(self) -> None:
-        """Run ready callbacks, re-check `wait_condition`s, until nothing can move."""
+        """Run ready callbacks, re-check `wait_condition`s, until nothing can move; then
+        close the run if it ended in this step."""
         while True:
             self.loop.run_ready()
             if not self._check_conditions():
                 break
+        if self._closing is not None and not self.closed:
+            self.closed = True
+            self.commands.append(self._closing)
 
     def _check_conditions(self) -> bool:
         resolved = False
@@ -263,17 +277,27 @@ class WorkflowRun:
             return
         self.loop.call_soon(self._invoke_handler, handler, payloads, None)
 
-    def start_update(self, update_id: str, name: str, payloads: Sequence[Payload]) -> None:
-        handler = self.definition.updates[name]
+    def start_update(self, update_id: str, name: str, payloads: Sequence[Payload]) -> bool:
+        """Run the update's handler; False when this code has none (replaying a history
+        that accepted an update a later deploy removed)."""
+        handler = self.definition.updates.get(name)
+        if handler is None:
+            return False
         self.loop.call_soon(self._invoke_handler, handler, payloads, update_id)
+        return True
 
     def _invoke_handler(
         self, handler: HandlerDefinition, payloads: Sequence[Payload], update_id: str | None
     ) -> None:
-        args = self.converter.decode(payloads, handler.arg_types)
+        if update_id is None:  # a signal that does not decode is dropped, with a warning
+            args = self.converter.decode(payloads, handler.arg_types)
 
         async def run() -> Any:
-            value = handler.fn(self._instance, *args)
+            # An update's arguments decode in its task: a failure completes the update.
+            decoded = (
+                args if update_id is None else self.converter.decode(payloads, handler.arg_types)
+            )
+            value = handler.fn(self._instance, *decoded)
             return (await value) if handler.is_async else value
 
         task = self.loop.create_task(run())
@@ -300,12 +324,12 @@ class WorkflowRun:
         handler = self.definition.updates.get(name)
         if handler is None:
             return Failure(f"workflow {self.info.workflow_type} has no update {name!r}")
-        if handler.validator is None:
-            return None
         validator = handler.validator
-        try:
+        try:  # arguments that do not decode are refused like a validator's rejection
             args = self.converter.decode(payloads, handler.arg_types)
-            self.loop.run_in_context(lambda: validator(self._instance, *args))
+            if validator is not None:
+                with self._read_only("an update validator"):
+                    self.loop.run_in_context(lambda: validator(self._instance, *args))
         except Exception as exc:
             return failure_from_exception(exc, self.converter.encode, with_stack=False)
         return None
@@ -315,8 +339,26 @@ class WorkflowRun:
         if handler is None:
             raise KeyError(f"workflow {self.info.workflow_type} has no query {name!r}")
         args = self.converter.decode(payloads, handler.arg_types)
-        value = self.loop.run_in_context(lambda: handler.fn(self._instance, *args))
+        with self._read_only("a query"):
+            value = self.loop.run_in_context(lambda: handler.fn(self._instance, *args))
         return self.converter.encode_one(value)
+
+    @contextlib.contextmanager
+    def _read_only(self, what: str) -> Iterator[None]:
+        """While a query or an update validator runs: it reads the workflow, and nothing
+        it does may change it — no command, no draw from the seeded random stream, which
+        the run's later commands would then no longer match on replay."""
+        self._reading = what
+        try:
+            yield
+        finally:
+            self._reading = None
+
+    def _check_writable(self, action: str) -> None:
+        if self._reading is not None:
+            raise ReadOnlyContextError(
+                f"{self._reading} may not {action}: it must not change the workflow"
+            )
 
     def request_cancel(self) -> None:
         self._cancel_requested = True
@@ -326,6 +368,7 @@ class WorkflowRun:
     # --- the workflow API (called from `runtime.workflow`) ---------------------------------
 
     def _next(self, kind: str) -> int:
+        self._check_writable(f"issue a command (a new {kind})")
         self._seq[kind] += 1
         return self._seq[kind]
 
@@ -381,6 +424,7 @@ class WorkflowRun:
             )
 
     def wait_condition(self, fn: Callable[[], bool]) -> asyncio.Future[bool]:
+        self._check_writable("wait")
         fut: asyncio.Future[bool] = self.loop.create_future()
         self._conditions.append((fn, fut))
         return fut
@@ -401,6 +445,9 @@ class WorkflowRun:
                 child.done = True
                 self.commands.append(ChildWorkflowCancelRequested(seq))
 
+        # Cancelled while it waits for the start, or for the result: either way the child
+        # is to be cancelled (the request follows its start on the child's inbox key).
+        child.started.add_done_callback(on_done)
         child.result.add_done_callback(on_done)
         return child
 
@@ -412,6 +459,7 @@ class WorkflowRun:
 
     def patched(self, patch_id: str) -> bool:
         if patch_id not in self._patches:
+            self._check_writable("call workflow.patched() for a new patch id")
             lookup = self._patch_lookup()
             assert lookup is not None  # the execution drives this code, so it is alive
             use_new = lookup(patch_id)
