@@ -258,6 +258,11 @@ def already_started_failure(workflow_id: str, run_id: str) -> Failure:
     )
 
 
-def not_found_failure(workflow_id: str, run_id: str | None = None) -> Failure:
+def not_found_failure(
+    workflow_id: str, run_id: str | None = None, *, closed_as: str | None = None
+) -> Failure:
+    """No such workflow (or run) to act on; ``closed_as``: there is one, but it closed
+    (with that status), so nothing can be sent to it any more."""
     what = f"run {run_id!r} of workflow {workflow_id!r}" if run_id else f"workflow {workflow_id!r}"
-    return Failure(f"{what} not found", type=_NOT_FOUND, non_retryable=True)
+    state = f"is closed ({closed_as}): it takes no more requests" if closed_as else "not found"
+    return Failure(f"{what} {state}", type=_NOT_FOUND, non_retryable=True)

@@ -29,7 +29,7 @@ from runtime.messages import InboxMessage, Reply, ReplyBody, awaits_outcome
 from topics import serde
 from topics.catalogue import MAX_RECORD_BYTES, TopicNames
 from topics.consumed import FETCH_WAIT_MS, Consumed, consume_available
-from topics.errors import DecodeError
+from topics.errors import DecodeError, TopicsMissingError
 from topics.partitioner import partition_for, producer_config
 from topics.reachability import ensure_reachable
 from topics.transient import retry_transient
@@ -106,7 +106,7 @@ class KafkaTransport:
         metadata = self._replies.list_topics(topic, timeout=10)
         partitions = metadata.topics[topic].partitions
         if not partitions:
-            raise KafkaException(f"topic {topic} does not exist: run `chronik topics create`")
+            raise TopicsMissingError(self.namespace, [topic])
         partition = partition_for(self.client_id, len(partitions))
         _, end = retry_transient(
             lambda: self._replies.get_watermark_offsets(TopicPartition(topic, partition), timeout=5)

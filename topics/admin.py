@@ -21,7 +21,7 @@ from confluent_kafka.admin._resource import ResourceType
 from confluent_kafka.cimpl import NewTopic
 
 from topics.catalogue import Catalogue, TopicSpec
-from topics.errors import KafkaUnavailableError, TopicMismatchError
+from topics.errors import KafkaUnavailableError, TopicMismatchError, TopicsMissingError
 
 DEFAULT_TIMEOUT_S = 15.0
 
@@ -127,6 +127,21 @@ class TopicAdmin:
                 config={key: entry.value for key, entry in entries.items()},
             )
         return out
+
+    def require(self, namespace: str, names: list[str]) -> None:
+        """Raise `TopicsMissingError` unless every topic of ``names`` exists: a process
+        subscribed to a topic that does not exist would wait for nothing, looking healthy."""
+        try:
+            metadata = self._client.list_topics(timeout=self._timeout)
+        except KafkaException as exc:
+            raise KafkaUnavailableError(f"no metadata from Kafka: {exc.args[0]}") from None
+        missing = [
+            name
+            for name in names
+            if name not in metadata.topics or metadata.topics[name].error is not None
+        ]
+        if missing:
+            raise TopicsMissingError(namespace, missing)
 
     def check(self, catalogue: Catalogue, *, infer_partitions: bool = False) -> list[Mismatch]:
         """Every difference between the namespace's topics and the catalogue.

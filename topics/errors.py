@@ -58,3 +58,20 @@ class TopicMismatchError(TopicsError):
 
 class KafkaUnavailableError(TopicsError):
     """The cluster did not answer in time (wrong bootstrap address, broker down, auth)."""
+
+
+class TopicsMissingError(TopicsError):
+    """The namespace's topics are not there: never created, or a typo in the namespace."""
+
+    def __init__(self, namespace: str, missing: list[str]) -> None:
+        self.namespace = namespace
+        self.missing = missing
+        super().__init__(
+            f"namespace {namespace!r} lacks topic {', '.join(missing)}: run "
+            f"`chronik --namespace {namespace} topics create` (or check the namespace)"
+        )
+
+
+class KafkaConfigError(TopicsError, ValueError):
+    """A librdkafka setting given to Chronik is not valid (an unknown property, a value
+    librdkafka refuses, or one Chronik cannot work with)."""

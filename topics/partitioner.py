@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from topics.errors import KafkaConfigError
+
 _SEED = 0x9747B28C
 _M = 0x5BD1E995
 _MASK = 0xFFFFFFFF
@@ -78,5 +80,7 @@ def producer_config(base: Mapping[str, Any]) -> dict[str, Any]:
     """
     partitioner = base.get("partitioner", PARTITIONER)
     if partitioner != PARTITIONER:
-        raise ValueError(f"Chronik producers must use partitioner={PARTITIONER}, not {partitioner}")
+        raise KafkaConfigError(
+            f"Chronik producers must use partitioner={PARTITIONER}, not {partitioner}"
+        )
     return {**base, "partitioner": PARTITIONER, "enable.idempotence": True}

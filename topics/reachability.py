@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
-from topics.errors import KafkaUnavailableError
+from topics.errors import KafkaConfigError, KafkaUnavailableError
 
 DEFAULT_TIMEOUT_S = 5.0
 
@@ -105,7 +105,11 @@ def ensure_reachable(
         raise KafkaUnreachableError(bootstrap, failure)
     settings: dict[str, str | int | float | bool] = {**QUIET, "bootstrap.servers": bootstrap}
     settings.update(client_config_from_env() if config is None else config)
-    admin = AdminClient(settings)
+    try:
+        admin = AdminClient(settings)
+    except (KafkaException, ValueError, TypeError) as exc:  # librdkafka refuses a setting
+        detail = exc.args[0].str() if isinstance(exc, KafkaException) else str(exc)
+        raise KafkaConfigError(f"a Kafka client setting is not valid: {detail}") from None
     try:
         admin.list_topics(timeout=max(0.5, deadline - time.monotonic()))
     except KafkaException as exc:

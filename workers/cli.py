@@ -2,8 +2,9 @@
 
 This file only assembles. Each component owns its group (`workers/kafka_cli.py`, ...), reads
 the global options through `workers.cli_context.pass_cli`, and is added below with
-`cli.add_command(...)`. Errors every command can meet (Kafka unreachable) are rendered here
-as one line and exit code 2, never as a stack trace.
+`cli.add_command(...)`. Errors every command can meet (Kafka unreachable, a bad setting, the
+namespace's topics missing) are rendered here as one line and exit code 2, never as a stack
+trace.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import click
 
 from runtime.logging import configure_logging
+from topics.errors import KafkaConfigError, TopicsMissingError
 from topics.reachability import KafkaUnreachableError, client_config_from_env
 from workers.cli_context import CliContext
 from workers.cli_history import history
@@ -24,7 +26,8 @@ EXIT_KAFKA_UNREACHABLE = 2
 
 
 class KafkaUnreachableExit(click.ClickException):
-    """`KafkaUnreachableError` as click renders it: ``Error: <one line>`` and exit code 2."""
+    """An error about where Kafka is or how it is set up (unreachable, a bad setting, the
+    namespace's topics missing) as click renders it: ``Error: <one line>``, exit code 2."""
 
     exit_code = EXIT_KAFKA_UNREACHABLE
 
@@ -35,7 +38,7 @@ class ChronikGroup(click.Group):
     def invoke(self, ctx: click.Context) -> object:
         try:
             return super().invoke(ctx)
-        except KafkaUnreachableError as exc:
+        except (KafkaUnreachableError, KafkaConfigError, TopicsMissingError) as exc:
             raise KafkaUnreachableExit(str(exc)) from None
 
 

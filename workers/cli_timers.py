@@ -9,6 +9,8 @@ from types import FrameType
 
 import click
 
+from topics.admin import TopicAdmin
+from topics.catalogue import TopicNames
 from workers.cli_context import CliContext, pass_cli
 from workers.kafka_host import default_state_dir
 from workers.membership import Member
@@ -25,6 +27,8 @@ def timers(ctx: CliContext, *, worker_id: str | None, state_dir: Path | None) ->
     """Fire due timers of the namespace; pair with `chronik worker --no-timers`."""
     ctx.ensure_kafka()
     member = Member.resolve(ctx.bootstrap_servers, ctx.namespace, ctx.kafka_config, worker_id)
+    names = TopicNames(ctx.namespace)
+    TopicAdmin(member.client_config()).require(ctx.namespace, [names.timers, names.inbox])
     service = TimerService(
         TimerServiceConfig(
             member=member, state_dir=(state_dir or default_state_dir()) / member.worker_id

@@ -12,7 +12,9 @@ import asyncio
 import contextlib
 import gc
 import importlib
+import os
 import signal
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,11 @@ GC_THRESHOLDS = (50_000, 50, 100)
 
 
 def load_definitions(module_names: tuple[str, ...]) -> tuple[list[Any], list[Any]]:
+    """The WORKFLOWS and ACTIVITIES of each module, imported as ``python -m`` would: from
+    the current directory first (a console script's ``sys.path`` starts at its own
+    directory, so ``chronik worker my_app`` did not find ``./my_app.py``)."""
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     workflows: list[Any] = []
     activities: list[Any] = []
     for name in module_names:

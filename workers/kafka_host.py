@@ -21,6 +21,8 @@ import structlog
 from runtime.client import Client
 from runtime.kafka_transport import KafkaTransport
 from runtime.worker_spec import WorkerSpec
+from topics.admin import TopicAdmin
+from topics.catalogue import TopicNames
 from workers.activity_worker import ActivityWorker, ActivityWorkerConfig
 from workers.membership import Member
 from workers.workflow_worker import WorkflowWorker, WorkflowWorkerConfig
@@ -79,11 +81,21 @@ async def run_kafka_worker(
     fire_timers: bool = True,
     retention_s: float | None = None,
 ) -> None:
-    """Run until cancelled. ``fire_timers=False`` leaves timers to `chronik timers`."""
+    """Run until cancelled. ``fire_timers=False`` leaves timers to `chronik timers`.
+
+    Raises `TopicsMissingError` at once when the namespace has no topics: subscribed to
+    topics that do not exist, the worker would wait for nothing, looking healthy.
+    """
     member = Member.resolve(
         cluster.bootstrap_servers, cluster.namespace, cluster.kafka_config, worker_id
     )
     retention = retention_s if retention_s is not None else default_retention_s()
+    names = TopicNames(cluster.namespace)
+    await asyncio.to_thread(
+        TopicAdmin(member.client_config()).require,
+        cluster.namespace,
+        [names.inbox, names.history, names.timers, names.replies, names.status],
+    )
     jobs: list[asyncio.Future[None]] = []
     stop_thread = threading.Event()
     stop_async = asyncio.Event()

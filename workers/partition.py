@@ -10,6 +10,7 @@ the producer and decides when to commit.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import NoReturn
 
@@ -31,7 +32,7 @@ from runtime.messages import (
     WorkflowStatus,
 )
 from runtime.payloads import Failure
-from runtime.store import BACKGROUND_TIMER_PREFIX, PartitionStore, StoreBatch
+from runtime.store import BACKGROUND_TIMER_PREFIX, DueTimer, PartitionStore, StoreBatch
 from topics import carried_timers, serde
 from topics.carried_timers import TimerChange
 from topics.catalogue import MAX_RECORD_BYTES, TopicNames
@@ -147,8 +148,13 @@ class OwnedPartition:
         would fail every transaction that carries it; it is not staged, and the run is
         terminated with the reason instead. A message that reaches no run to terminate
         raises `RecordTooLargeError`: the worker dead-letters it.
+
+        A timer the timer service fired is cleared here, by the one ordered writer of
+        timer keys, once the workflow took the fire: cleared by the service, its tombstone
+        could land after a timer the next run set on the same key, deleting that one.
         """
-        self._deliver(message, now_ms)
+        fired_by_service = isinstance(message, TimerFiredReport) and not self.fires_timers
+        self._deliver(message, now_ms, clear_when_taken=fired_by_service)
 
     def fire_due_timers(
         self, now_ms: int, limit: int = 1000, retention_limit: int = RETENTION_ENDS_PER_STEP
@@ -164,11 +170,11 @@ class OwnedPartition:
         fired = 0
         for timer in self.store.due_timers(now_ms, limit):
             if not self._touched_unapplied(timer.workflow_id, timer.timer_id):
-                fired += self._fire(timer.workflow_id, timer.timer_id, timer.record, now_ms)
+                fired += self._guarded(timer, lambda t: self._fire(*t, now_ms))
         collected = 0
         for timer in self.store.due_timers(now_ms, retention_limit, background=True):
             if not self._touched_unapplied(timer.workflow_id, timer.timer_id):
-                collected += self._end_retention(timer.workflow_id, now_ms)
+                collected += self._guarded(timer, lambda t: self._end_retention(t[0], now_ms))
         if collected:
             log.debug("closed workflows collected", partition=self.number, count=collected)
         return fired + collected
@@ -193,6 +199,23 @@ class OwnedPartition:
             log.info("callers that stopped asking forgotten", partition=self.number, count=dropped)
         self._evict()
         return dropped
+
+    def _guarded(self, timer: DueTimer, act: Callable[[tuple[str, str, bytes]], int]) -> int:
+        """``act`` on a due timer; an engine error drops the timer (from this store) instead
+        of ending the worker — it was still due on restart, so every owner of the partition
+        crashed on it in turn. The inbox path dead-letters such errors the same way."""
+        try:
+            return act((timer.workflow_id, timer.timer_id, timer.record))
+        except Exception:
+            log.exception(
+                "timer dropped: the engine failed on it",
+                partition=self.number,
+                workflow_id=timer.workflow_id,
+                timer=timer.timer_id,
+            )
+            self.forget(timer.workflow_id)  # its coroutine may have run half-way
+            self._stage_timer(timer.workflow_id, timer.timer_id, 0, None)
+            return 0
 
     def _touched_unapplied(self, workflow_id: str, timer_id: str) -> bool:
         """Fired, cancelled or moved by a transaction the store lacks yet."""
@@ -261,12 +284,26 @@ class OwnedPartition:
     # --- internals ---------------------------------------------------------------
 
     def _deliver(
-        self, message: InboxMessage, now_ms: int, *, clear: tuple[str, str] | None = None
+        self,
+        message: InboxMessage,
+        now_ms: int,
+        *,
+        clear: tuple[str, str] | None = None,
+        clear_when_taken: bool = False,
     ) -> None:
-        """`handle`; ``clear`` is a fired timer the transition also removes."""
+        """`handle`; ``clear`` is a fired timer the transition also removes;
+        ``clear_when_taken``: the message is a fire, to clear if the workflow took it (a
+        stale fire records nothing, and its key may hold a newer timer by now)."""
         instance = self._instance(message.workflow_id)
         transition = instance.handle(message, now_ms)
-        if clear is not None:
+        if clear_when_taken and transition.events and isinstance(message, TimerFiredReport):
+            clear = (message.workflow_id, message.timer_id)
+        # The fired timer is cleared, unless the transition set its key again: timer ids
+        # repeat across runs (a run that continues as new from a timer's fire sleeps on
+        # "sleep:1" again), and the clear, applied last, would delete the new timer.
+        if clear is not None and clear not in {
+            (t.workflow_id, t.timer_id) for t in transition.timers
+        }:
             transition.cancelled_timers.append(clear)
         try:
             self._record(instance, transition)

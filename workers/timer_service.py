@@ -7,13 +7,15 @@ timer load off the workflow workers or to scale the two apart.
 For each assigned partition *p* it keeps a due-time index in RocksDB, rebuilt from the
 compacted ``timers[p]`` (restore from the offset stored in the index, as the workflow
 worker does). Every due timer becomes, in ONE transaction with the consumer's position
-(which fences a zombie), a `TimerFiredReport` to the inbox and a tombstone to ``timers``:
-a timer is never lost, and a duplicate fire is ignored by the workflow.
+(which fences a zombie), a `TimerFiredReport` to the inbox, and leaves the index. A
+duplicate fire (after a crash) is ignored by the workflow.
 
-The store's checkpoint only ever advances with *consumed* records: this service's own
-tombstones interleave with timers the workflow workers write, so a produced offset says
-nothing about what was read. A fired timer is removed from the index at once, and its
-tombstone, when it comes back through the subscription, removes nothing more.
+The tombstone of a fired timer is written by the partition owner, when the workflow took
+the fire — never here. Timer keys repeat across runs (each run's first sleep is
+``sleep:1``), and the owner is their one ordered writer: a tombstone written here could
+land after the timer a continued-as-new run had just set on the same key, and delete it.
+So a timer is never lost; a fired one stays on the topic until its owner's tombstone
+comes back through the subscription, which then removes nothing more.
 """
 
 from __future__ import annotations
@@ -120,7 +122,7 @@ class TimerService:
             return
         try:
             self._producer.begin_transaction()
-            for number, timers in due.items():
+            for timers in due.values():
                 for timer in timers:
                     fired = serde.decode_timer(timer.record)
                     report = TimerFiredReport(fired.workflow_id, fired.run_id, fired.timer_id, now)
@@ -128,12 +130,6 @@ class TimerService:
                         self._names.inbox,
                         key=fired.workflow_id.encode(),
                         value=serde.encode_inbox(report),
-                    )
-                    self._producer.produce(
-                        self._names.timers,
-                        key=serde.encode_timer_key(fired.workflow_id, fired.timer_id),
-                        value=None,
-                        partition=number,
                     )
             self._producer.send_offsets_to_transaction(
                 self._positions(), self._consumer.consumer_group_metadata()

@@ -34,7 +34,7 @@ from confluent_kafka import (
 from runtime.engine import WorkflowRegistry
 from topics import serde
 from topics.admin import TopicAdmin
-from topics.catalogue import Catalogue, TopicNames
+from topics.catalogue import MAX_RECORD_BYTES, Catalogue, TopicNames
 from topics.consumed import Consumed, consume_available
 from topics.errors import DecodeError
 from workers.membership import Member
@@ -73,6 +73,10 @@ class WorkflowWorkerConfig:
     retention_ms: int = DEFAULT_RETENTION_MS
     #: How long a caller waiting for a result or an update is held without asking again.
     waiter_lease_ms: int = DEFAULT_WAITER_LEASE_MS
+
+
+#: A dead letter's reason is cut here: an engine error's repr has no bound of its own.
+_MAX_REASON_CHARS = 4_000
 
 
 def _now_ms() -> int:
@@ -216,20 +220,32 @@ class WorkflowWorker:
             self._dead_letter(partition, record, f"engine error: {error!r}")
 
     def _dead_letter(self, partition: OwnedPartition, record: Consumed, reason: str) -> None:
+        """The record on ``inbox.dlq`` with why, and where it came from.
+
+        Bounded like every record we write: a producer of another language may put on the
+        inbox a record the topic takes but librdkafka will not produce (over 1,000,000
+        bytes), and a dead letter that fails its transaction would fail it on every retry,
+        for every partition of this worker. Such a value is left out (``chronik.truncated``
+        and its size say so); the headers still locate the original on the inbox.
+        """
         log.warning("inbox record dead-lettered", reason=reason, at=record.location)
-        partition.pending.add(
-            Outbound(
-                self._names.inbox_dlq,
-                record.key or b"",
-                record.value,
-                headers=(
-                    ("chronik.reason", reason.encode()),
-                    ("chronik.topic", record.topic.encode()),
-                    ("chronik.partition", str(record.partition).encode()),
-                    ("chronik.offset", str(record.offset).encode()),
-                ),
-            )
+        if len(reason) > _MAX_REASON_CHARS:
+            reason = reason[:_MAX_REASON_CHARS] + "..."
+        key, value = record.key or b"", record.value
+        headers: tuple[tuple[str, bytes], ...] = (
+            ("chronik.reason", reason.encode()),
+            ("chronik.topic", record.topic.encode()),
+            ("chronik.partition", str(record.partition).encode()),
+            ("chronik.offset", str(record.offset).encode()),
         )
+        size = len(key) + len(value or b"") + sum(len(n) + len(v) for n, v in headers)
+        if size > MAX_RECORD_BYTES:
+            headers += (
+                ("chronik.truncated", b"value"),
+                ("chronik.original_size", str(len(value or b"")).encode()),
+            )
+            key, value = key[:_MAX_REASON_CHARS], b""
+        partition.pending.add(Outbound(self._names.inbox_dlq, key, value, headers=headers))
 
     def _restore_assigned(self) -> None:
         """Restore every newly assigned partition (together: one consumer), then own them."""

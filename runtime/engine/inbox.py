@@ -102,7 +102,10 @@ def _find_run(ex: Execution, msg: _RunRequest, *, open_only: bool) -> RunState |
     """The run `msg` targets; if there is none, the caller is told so here."""
     run = ex.runs.target(msg.run_id, open_only=open_only)
     if run is None:
-        failure = not_found_failure(ex.workflow_id, msg.run_id)
+        closed = ex.runs.target(msg.run_id)
+        failure = not_found_failure(
+            ex.workflow_id, msg.run_id, closed_as=closed.status.value if closed else None
+        )
         ex.fx.reply(msg.reply_to, msg.request_id, RequestFailed(failure))
     return run
 
@@ -299,6 +302,10 @@ def _on_describe(ex: Execution, msg: DescribeWorkflow) -> None:
 
 
 def _on_fetch_history(ex: Execution, msg: FetchHistory) -> None:
+    if not ex.history or (msg.run_id is not None and ex.runs.target(msg.run_id) is None):
+        failure = not_found_failure(ex.workflow_id, msg.run_id)
+        ex.fx.reply(msg.reply_to, msg.request_id, RequestFailed(failure))
+        return
     events = tuple(
         e for e in ex.history if e.event_id > msg.after_event_id and msg.run_id in (None, e.run_id)
     )

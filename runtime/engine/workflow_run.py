@@ -135,10 +135,13 @@ class WorkflowRun:
     # --- lifecycle -----------------------------------------------------------------------
 
     def start(self, payloads: Sequence[Payload]) -> None:
-        args = self.converter.decode(payloads, self.definition.arg_types)
         defn = self.definition
 
         async def main() -> Any:
+            # Decoded in the run's own task: arguments the workflow's types refuse fail the
+            # workflow with the reason, as missing ones do (outside, the error escaped the
+            # engine, the start was dead-lettered and its caller waited forever).
+            args = self.converter.decode(payloads, defn.arg_types)
             if defn.cls is not None:
                 self._instance = defn.cls()
                 return await defn.run_fn(self._instance, *args)

@@ -25,8 +25,10 @@ from runtime.messages import (
     ActivityFailedReport,
     CancelWorkflow,
     ChildStartedReport,
+    FetchHistory,
     QueryAnswer,
     QueryWorkflow,
+    RequestFailed,
     SignalWorkflow,
     StartWorkflow,
     TimerFiredReport,
@@ -350,3 +352,34 @@ async def test_time_skipping_does_not_time_out_a_running_activity() -> None:
     ):
         result = await env.client.execute_workflow(waits_for_work, id="ts", task_queue="q")
     assert result == "ok" and real_attempts == [1]
+
+
+# --- requests to closed or unknown workflows say so ------------------------------------------
+
+
+def test_a_signal_to_a_closed_workflow_says_it_is_closed_and_history_of_none_not_found() -> None:
+    inst = WorkflowInstance.restore("w", [], WorkflowRegistry([OneShot]))
+    inst.handle(_start("OneShot"), 1000)
+    inst.handle(UpdateWorkflow("w", None, "u1", "put", C.encode([4]), "r1", "c"), 1001)
+
+    signal = inst.handle(SignalWorkflow("w", None, "poke", (), "s1", "c"), 1002)
+    [closed] = [r.body for r in signal.replies]
+    assert isinstance(closed, RequestFailed)
+    assert "is closed (completed)" in closed.failure.message
+
+    nobody = WorkflowInstance.restore("none", [], WorkflowRegistry([OneShot]))
+    [missing] = [r.body for r in nobody.handle(FetchHistory("none", None, "h1", "c"), 1).replies]
+    assert isinstance(missing, RequestFailed) and "not found" in missing.failure.message
+
+
+@workflow.defn
+async def doubles(n: int) -> int:
+    return n * 2
+
+
+def test_an_argument_the_workflow_types_refuse_fails_the_workflow() -> None:
+    inst = WorkflowInstance.restore("w", [], WorkflowRegistry([doubles]))
+    started = inst.handle(_start("doubles", "ten"), 1000)
+    status = inst.status()
+    assert status is not None and status.status.value == "failed"
+    assert any(type(e.attributes).__name__ == "WorkflowFailed" for e in started.events)

@@ -15,7 +15,7 @@ from typing import Any
 
 import fastavro
 import pytest
-from confluent_kafka import Consumer, KafkaException, Producer
+from confluent_kafka import Consumer, Producer
 
 from examples import order
 from runtime import activity, kafka_transport, workflow
@@ -27,6 +27,7 @@ from runtime.messages import WorkflowStatus
 from runtime.replay import Replayer
 from tests.integration.kafka_reading import read_topic
 from topics.catalogue import TopicNames
+from topics.errors import TopicsMissingError
 from topics.partitioner import partition_for
 from workers.worker import Worker
 
@@ -78,6 +79,36 @@ async def test_undecodable_inbox_record_goes_to_the_dead_letter_topic(
     headers = dict(dead.headers())
     assert b"cannot decode" in headers["chronik.reason"]
     assert headers["chronik.topic"] == names.inbox.encode()
+
+
+async def test_an_inbox_record_too_large_to_produce_again_is_dead_lettered_without_it(
+    client: Client, kafka_bootstrap: str, topics_ready: str, order_worker: Worker
+) -> None:
+    """Another language's producer (Java: max.request.size 1 MiB) may write a record the
+    topic takes but librdkafka will not produce again: its dead letter must not fail the
+    transaction (it did, on every retry, and the worker's partitions stood still)."""
+    names = TopicNames(topics_ready)
+    workflow_id = "same-partition-as-big-garbage"
+    foreign = Producer(
+        {
+            "bootstrap.servers": kafka_bootstrap,
+            "partitioner": "murmur2_random",
+            "message.max.bytes": 1_048_000,
+        }
+    )
+    foreign.produce(names.inbox, key=workflow_id.encode(), value=b"\x00" + b"x" * 1_010_000)
+    assert foreign.flush(10) == 0
+
+    result = await asyncio.wait_for(
+        client.execute_workflow(order.process_order, "after", id=workflow_id, task_queue="orders"),
+        timeout=60,
+    )
+    assert result[0] == "payment-after"
+    [dead] = read_topic(kafka_bootstrap, names.inbox_dlq)
+    headers = dict(dead.headers())
+    assert dead.value() == b"" and headers["chronik.truncated"] == b"value"
+    assert headers["chronik.original_size"] == b"1010001"
+    assert b"cannot decode" in headers["chronik.reason"]
 
 
 async def test_unknown_workflow_type_fails_that_workflow_with_a_clear_error(
@@ -164,7 +195,7 @@ async def test_a_client_that_cannot_connect_says_why_and_leaves_nothing_open(
     monkeypatch.setattr(kafka_transport, "Consumer", _ClosingConsumer)
     namespace = f"missing{uuid.uuid4().hex[:6]}"  # no topics were created for it
 
-    with pytest.raises(KafkaException, match="run `chronik topics create`"):
+    with pytest.raises(TopicsMissingError, match="topics create"):
         await Client.connect(kafka_bootstrap, namespace=namespace)
 
     assert [consumer.closed for consumer in opened] == [True]

@@ -94,3 +94,54 @@ async def test_failures_are_one_line_with_an_exit_code(
     )
     assert bad.returncode == 2
     assert "is not JSON" in bad.stderr
+
+
+async def _chronik_top(
+    bootstrap: str, *args: str, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "workers.cli", "--bootstrap-servers", bootstrap, *args]
+    return await asyncio.to_thread(
+        subprocess.run, command, capture_output=True, text=True, timeout=timeout
+    )
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("workflow", "describe", "x"),
+        ("worker", "examples.order", "-q", "orders"),
+        ("timers",),
+    ],
+    ids=["workflow", "worker", "timers"],
+)
+async def test_a_namespace_without_topics_is_one_line_not_a_process_waiting_forever(
+    kafka_bootstrap: str, args: tuple[str, ...]
+) -> None:
+    done = await _chronik_top(kafka_bootstrap, "--namespace", "nosuchnamespace", *args)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "nosuchnamespace" in done.stderr and "topics create" in done.stderr
+
+
+@pytest.mark.parametrize("setting", ["foo.bar=1", "partitioner=consistent"])
+async def test_a_bad_kafka_setting_is_one_line(
+    kafka_bootstrap: str, topics_ready: str, setting: str
+) -> None:
+    done = await _chronik_top(
+        kafka_bootstrap, "--namespace", topics_ready, "-X", setting, "workflow", "describe", "x"
+    )
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stderr.startswith("Error: ")
+
+
+async def test_an_argument_of_the_wrong_type_fails_the_workflow_saying_why(
+    kafka_bootstrap: str, topics_ready: str, cli_worker: ChronikProcess
+) -> None:
+    done = await _chronik(
+        kafka_bootstrap, topics_ready,
+        "start", "transfer", "--id", "cli-bad-arg", "-q", "orders",
+        "--arg", '"alice"', "--arg", '"bob"', "--arg", '"ten"', "--wait",
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert "workflow failed" in done.stderr

@@ -18,11 +18,12 @@ import pytest
 from examples.order import noop, one_activity
 from runtime import workflow
 from runtime.converter import DataConverter
-from runtime.engine import WorkflowRegistry
+from runtime.engine import Transition, WorkflowInstance, WorkflowRegistry
 from runtime.events import (
     ActivityScheduled,
     HistoryEvent,
     WorkflowCompleted,
+    WorkflowContinuedAsNew,
     WorkflowTerminated,
 )
 from runtime.messages import (
@@ -34,9 +35,11 @@ from runtime.messages import (
     GetWorkflowResult,
     HistoryPage,
     IdReusePolicy,
+    InboxMessage,
     Reply,
     RequestFailed,
     StartWorkflow,
+    TimerFiredReport,
     WorkflowOutcome,
     WorkflowStatus,
 )
@@ -266,6 +269,25 @@ def test_an_owner_that_leaves_timers_to_the_timer_service_keeps_only_deadlines(
     assert partition.store.checkpoint(NAMES.history) == 10
 
 
+def test_a_fire_from_the_timer_service_is_cleared_by_the_owner_once_taken(
+    tmp_path: Path,
+) -> None:
+    partition = _partition(tmp_path, fires_timers=False)
+    partition.handle(StartWorkflow("n", "nap", "q", (), "request-1"), 1_000)
+    [nap] = [serde.decode_timer(r.value or b"") for r in _on(NAMES.timers, partition.pending)]
+    partition.apply_committed(partition.take_pending(), {})
+    fire = TimerFiredReport("n", nap.run_id, nap.timer_id, nap.fire_at_ms)
+
+    partition.handle(fire, nap.fire_at_ms)  # the service fired it: the workflow takes it
+    taken = partition.take_pending()
+    partition.apply_committed(taken, {})
+    partition.handle(fire, nap.fire_at_ms + 1)  # a duplicate (the service restarted)
+
+    key = serde.encode_timer_key("n", nap.timer_id)
+    assert [(r.key, r.value) for r in _on(NAMES.timers, taken)] == [(key, None)]
+    assert _on(NAMES.timers, partition.take_pending()) == []  # a stale fire clears nothing
+
+
 # --- retention ----------------------------------------------------------------------------
 
 RETENTION_MS = 20_000  # shorter than an activity deadline (30 s): those fire later
@@ -328,7 +350,8 @@ def test_the_retention_timer_tombstones_history_and_status_and_clears_itself(
     assert _retentions(partition) == []
     partition.handle(FetchHistory("w", None, "r-5", "c"), 2_000 + RETENTION_MS)
     [reply] = _replies(partition.take_pending())
-    assert reply.body == HistoryPage(events=())  # the workflow is gone
+    assert isinstance(reply.body, RequestFailed)  # the workflow is gone: not found
+    assert reply.body.failure.type == "WorkflowNotFoundError"
 
 
 def test_a_retention_timer_that_finds_the_retention_grew_waits_for_the_new_end(
@@ -553,3 +576,55 @@ def test_the_cache_keeps_the_workflows_used_last(tmp_path: Path) -> None:
     partition.handle(StartWorkflow("c", "nap", "q", (), "r-c"), 3_000)
 
     assert [name for name in "abc" if partition.caches(name)] == ["a", "c"]
+
+
+@workflow.defn
+async def ticker(n: int) -> int:
+    """The periodic pattern: sleep, then continue as new (each run sleeps on "sleep:1")."""
+    await workflow.sleep(timedelta(seconds=5))
+    if n < 3:
+        workflow.continue_as_new(n + 1)
+    return n
+
+
+def _ticking(tmp_path: Path) -> OwnedPartition:
+    registry = WorkflowRegistry([ticker])
+    partition = OwnedPartition(0, PartitionStore(tmp_path / "p0"), registry, NAMES, cache_size=10)
+    start = StartWorkflow("tick", "ticker", "q", DataConverter().encode([1]), "r-1")
+    partition.handle(start, 1_000)
+    partition.apply_committed(partition.take_pending(), {})
+    return partition
+
+
+def test_the_next_runs_sleep_survives_the_fire_that_continued_as_new(tmp_path: Path) -> None:
+    partition = _ticking(tmp_path)
+    [first] = partition.store.due_timers(2**62)
+
+    assert partition.fire_due_timers(first.fire_at_ms) == 1  # run 1 wakes, continues as new
+    fired = partition.take_pending()
+    assert any(isinstance(e.attributes, WorkflowContinuedAsNew) for e in _events(fired))
+    timer_records = _on(NAMES.timers, fired)
+    partition.apply_committed(fired, {})
+
+    # Same key (workflow id + "sleep:1"): the topic and the store end with run 2's timer.
+    assert timer_records[-1].value is not None
+    [second] = partition.store.due_timers(2**62)
+    assert second.fire_at_ms > first.fire_at_ms
+
+
+def test_an_engine_error_on_a_timer_fire_drops_that_timer_not_the_worker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    partition = _ticking(tmp_path)
+    handle = WorkflowInstance.handle
+
+    def failing(self: WorkflowInstance, message: InboxMessage, now_ms: int) -> Transition:
+        if isinstance(message, TimerFiredReport):
+            raise RuntimeError("an engine bug")
+        return handle(self, message, now_ms)
+
+    monkeypatch.setattr(WorkflowInstance, "handle", failing)
+
+    assert partition.fire_due_timers(10_000) == 0  # logged, not raised
+    partition.apply_committed(partition.take_pending(), {})
+    assert partition.store.due_timers(2**62) == []  # it does not fail every later step
