@@ -108,6 +108,8 @@ class WorkflowWorker:
         )
         #: The writes of the transaction under way, by partition, to apply once it committed.
         self._committing: dict[int, PendingWrites] = {}
+        #: The inbox offset each owned partition commits when nothing was consumed from it.
+        self._fence_offsets: dict[int, int] = {}
         #: A transaction failed inside a rebalance callback: rewind before processing more.
         self._must_rewind = False
 
@@ -161,6 +163,7 @@ class WorkflowWorker:
     def _drop(self, numbers: list[int], why: str) -> None:
         for number in numbers:
             self._to_restore.discard(number)
+            self._fence_offsets.pop(number, None)
             partition = self._partitions.pop(number, None)
             if partition is not None:
                 partition.close()
@@ -259,6 +262,7 @@ class WorkflowWorker:
             prefix="partition",
             topics=cached_topics(self._names, fires_timers=self._config.fire_timers),
         )
+        self._learn_fence_offsets(list(stores))
         for number, store in stores.items():
             self._to_restore.discard(number)
             self._partitions[number] = OwnedPartition(
@@ -307,15 +311,35 @@ class WorkflowWorker:
         return True
 
     def _inbox_positions(self, next_offsets: dict[int, int]) -> list[TopicPartition]:
-        """Every owned partition's position: a transaction with none would not fence."""
+        """Every owned partition's position: a transaction with none would not fence.
+
+        librdkafka knows no position of a partition nothing was consumed from since it was
+        assigned, and sends no offsets at all for a transaction with none — so a step that
+        only fired timers went unfenced, and a zombie (dropped from the group while it
+        restored) fired them alongside the new owner. Such a partition commits the offset
+        it started from again (`_learn_fence_offsets`), which checks the group generation.
+        """
         owned = [TopicPartition(self._names.inbox, n) for n in self._partitions]
         positions = {tp.partition: tp.offset for tp in self._consumer.position(owned)}
         positions.update(next_offsets)
+        for number, offset in positions.items():
+            if offset >= 0:
+                self._fence_offsets[number] = offset
         return [
             TopicPartition(self._names.inbox, number, offset)
-            for number, offset in sorted(positions.items())
-            if offset >= 0
+            for number, offset in sorted(self._fence_offsets.items())
+            if number in self._partitions
         ]
+
+    def _learn_fence_offsets(self, numbers: list[int]) -> None:
+        """Where each newly owned partition starts: its committed offset, else its start."""
+        wanted = [TopicPartition(self._names.inbox, n) for n in numbers]
+        for tp in self._consumer.committed(wanted, timeout=30):
+            offset = tp.offset
+            if offset < 0:
+                low, _ = self._consumer.get_watermark_offsets(tp, timeout=10)
+                offset = low
+            self._fence_offsets[tp.partition] = offset
 
     def _abort(self, exception: KafkaException) -> None:
         error: KafkaError = exception.args[0]
@@ -334,6 +358,8 @@ class WorkflowWorker:
         for tp in self._consumer.committed(owned, timeout=30):
             offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
             self._consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
+            if tp.offset >= 0:
+                self._fence_offsets[tp.partition] = tp.offset
         for partition in self._partitions.values():
             partition.forget_workflows()
         self._must_rewind = False
