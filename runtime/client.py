@@ -139,10 +139,12 @@ class Client:
         body = await self._request(message)
         if not isinstance(body, StartAccepted):
             raise RPCError(f"unexpected reply to a start: {body!r}")
+        # Like Temporal's: the handle follows the workflow id (signals, queries and cancels
+        # reach the run after a continue-as-new); its result is that of the chain the start
+        # began (`first_execution_run_id`).
         return WorkflowHandle(
             self,
             id,
-            run_id=body.run_id,
             first_run_id=body.run_id,
             result_type=_result_type(workflow, result_type),
         )
@@ -227,7 +229,11 @@ class WorkflowHandle:
     async def result(self, *, follow_runs: bool = True, timeout: float | None = None) -> Any:
         """Wait for the run to close; raise `WorkflowFailureError` unless it completed."""
         message = GetWorkflowResult(
-            self.id, self.run_id, _request_id(), self._transport.client_id, follow_runs
+            self.id,
+            self.run_id or self.first_execution_run_id,
+            _request_id(),
+            self._transport.client_id,
+            follow_runs,
         )
         body = await self.client._request(message, timeout)
         return _outcome_value(body, self._conv, self.result_type)

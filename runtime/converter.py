@@ -65,12 +65,50 @@ def _to_jsonable(value: Any) -> Any:
     if _pydantic is not None and isinstance(value, _pydantic.BaseModel):
         return value.model_dump(mode="json")
     if isinstance(value, dict):
-        return {str(k): _to_jsonable(v) for k, v in value.items()}
+        return {_key(k): _to_jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
         return [_to_jsonable(v) for v in value]
     if isinstance(value, bytes):
         return value.decode("latin-1")
     raise TypeError(f"cannot convert {type(value).__name__} to JSON")
+
+
+def _key(key: Any) -> str:
+    """A JSON object key: strings as they are, anything else as its JSON value's text
+    (an enum by its value, not ``str(member)``, which no decoder reads back)."""
+    plain = _to_jsonable(key)
+    return plain if isinstance(plain, str) else _JSON.encode(plain)
+
+
+_PRIMITIVE_JSON = (str, int, float, bool)
+
+
+def _fits(value: Any, member: Any) -> bool:
+    """Whether a JSON value already is a value of the primitive type ``member`` (a JSON
+    number without a fraction reads as an int, which a float accepts; a bool is no int)."""
+    if member is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if member is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, member)
+
+
+def _from_union(value: Any, hint: Any, members: tuple[Any, ...]) -> Any:
+    """The first member that takes ``value`` as it is: primitives are never coerced into
+    another member (``str | int`` keeps ``5`` an int), and a value no member takes is an
+    error, not the raw JSON."""
+    candidates = [m for m in members if m is not type(None)]
+    for member in candidates:
+        if member in _PRIMITIVE_JSON and _fits(value, member):
+            return value if member is not float else float(value)
+    for member in candidates:
+        if member in _PRIMITIVE_JSON:
+            continue
+        try:
+            return _from_jsonable(value, member)
+        except (TypeError, ValueError, KeyError):
+            continue
+    raise TypeError(f"{value!r} is none of {hint}")
 
 
 def _from_jsonable(value: Any, hint: Any) -> Any:
@@ -79,14 +117,7 @@ def _from_jsonable(value: Any, hint: Any) -> Any:
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
-        for candidate in args:
-            if candidate is type(None):
-                continue
-            try:
-                return _from_jsonable(value, candidate)
-            except (TypeError, ValueError, KeyError):
-                continue
-        return value
+        return _from_union(value, hint, args)
     if origin in (list, set, frozenset, tuple) or hint in (list, set, frozenset, tuple):
         container = origin or hint
         if container is tuple and len(args) >= 1 and args[-1] is not Ellipsis:
@@ -95,18 +126,24 @@ def _from_jsonable(value: Any, hint: Any) -> Any:
         return container(_from_jsonable(v, item) for v in value)
     if origin is dict:
         key_hint, value_hint = args if args else (None, None)
-        return {
-            _from_jsonable(k, key_hint): _from_jsonable(v, value_hint) for k, v in value.items()
-        }
+        return {_from_key(k, key_hint): _from_jsonable(v, value_hint) for k, v in value.items()}
     if isinstance(hint, type):
         if dataclasses.is_dataclass(hint):
             field_hints = typing.get_type_hints(hint)
-            kwargs = {
+            kwargs = {  # fields with init=False are computed by the class itself
                 f.name: _from_jsonable(value[f.name], field_hints.get(f.name))
                 for f in dataclasses.fields(hint)
-                if f.name in value
+                if f.init and f.name in value
             }
             return hint(**kwargs)
+        if issubclass(hint, tuple) and hasattr(hint, "_fields"):  # a NamedTuple
+            item_hints = typing.get_type_hints(hint)
+            return hint(
+                *(
+                    _from_jsonable(v, item_hints.get(f))
+                    for f, v in zip(hint._fields, value, strict=True)
+                )
+            )
         if _pydantic is not None and issubclass(hint, _pydantic.BaseModel):
             model: Any = hint
             return model.model_validate(value)
@@ -126,7 +163,24 @@ def _from_jsonable(value: Any, hint: Any) -> Any:
             return value.encode("latin-1")
         if hint in (int, float, str, bool):
             return hint(value)
+        if hint.__module__ != "builtins":
+            raise TypeError(
+                f"cannot decode a value into {hint.__qualname__}: the JSON converter knows "
+                "dataclasses, NamedTuples, enums, pydantic models, datetimes, UUIDs and "
+                "builtins (use a custom PayloadConverter for others)"
+            )
     return value
+
+
+def _from_key(key: str, hint: Any) -> Any:
+    """A dict key back: written as text (`_key`), read as the JSON value it spells when the
+    hint is not a string type."""
+    if hint is None or hint is Any or hint is str:
+        return key
+    try:
+        return _from_jsonable(key, hint)
+    except (TypeError, ValueError, KeyError):
+        return _from_jsonable(json.loads(key), hint)
 
 
 #: One encoder for every payload: `json.dumps` with options builds a new one per call.

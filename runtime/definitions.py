@@ -83,22 +83,32 @@ def define_workflow(target: Any, name: str | None) -> WorkflowDefinition:
         queries: dict[str, HandlerDefinition] = {}
         updates: dict[str, HandlerDefinition] = {}
         validators: dict[str, Callable[..., Any]] = {}
+        cls_name = target.__name__
         for attr in dir(target):
             member = inspect.getattr_static(target, attr, None)
             if not callable(member):
                 continue
             if getattr(member, RUN_ATTR, False):
+                if run_fn is not None:
+                    raise TypeError(f"workflow class {cls_name} has two @workflow.run methods")
                 run_fn = member
-            if (sig := getattr(member, SIGNAL_ATTR, None)) is not None:
-                signals[sig] = _handler(member, sig)
-            if (q := getattr(member, QUERY_ATTR, None)) is not None:
-                queries[q] = _handler(member, q)
-            if (u := getattr(member, UPDATE_ATTR, None)) is not None:
-                updates[u] = _handler(member, u)
+            for kind, key, found in (
+                ("signal", SIGNAL_ATTR, signals),
+                ("query", QUERY_ATTR, queries),
+                ("update", UPDATE_ATTR, updates),
+            ):
+                if (handler := getattr(member, key, None)) is not None:
+                    if handler in found:
+                        raise TypeError(
+                            f"workflow class {cls_name} has two {kind} handlers named {handler!r}"
+                        )
+                    found[handler] = _handler(member, handler)
             if (v := getattr(member, VALIDATOR_ATTR, None)) is not None:
                 validators[v] = member
         if run_fn is None:
-            raise TypeError(f"workflow class {target.__name__} has no @workflow.run method")
+            raise TypeError(f"workflow class {cls_name} has no @workflow.run method")
+        if not inspect.iscoroutinefunction(run_fn):
+            raise TypeError(f"the @workflow.run method of {cls_name} must be `async def`")
         for update_name, validator in validators.items():
             h = updates[update_name]
             updates[update_name] = HandlerDefinition(
@@ -108,7 +118,10 @@ def define_workflow(target: Any, name: str | None) -> WorkflowDefinition:
         defn = WorkflowDefinition(
             name or target.__name__, run_fn, target, args, ret, signals, queries, updates
         )
-        setattr(run_fn, WORKFLOW_ATTR, defn)
+        # `Cls.run` names the workflow too; a subclass that inherits `run` must not rename
+        # its base through the function they share: the first class to define it keeps it.
+        if workflow_definition(run_fn) is None:
+            setattr(run_fn, WORKFLOW_ATTR, defn)
     else:
         if not inspect.iscoroutinefunction(target):
             raise TypeError(f"workflow {target!r} must be an async function or a class")
@@ -126,6 +139,11 @@ def define_activity(fn: Callable[..., Any], name: str | None) -> ActivityDefinit
 
 
 def workflow_definition(target: Any) -> WorkflowDefinition | None:
+    """The definition of a decorated workflow; a class's own only, never its base's (an
+    undecorated subclass is not a workflow)."""
+    if inspect.isclass(target):
+        found = target.__dict__.get(WORKFLOW_ATTR)
+        return found if isinstance(found, WorkflowDefinition) else None
     return getattr(target, WORKFLOW_ATTR, None)
 
 

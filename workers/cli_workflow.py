@@ -125,7 +125,7 @@ def start(
         )
         if wait:
             return {"result": await handle.result()}
-        return {"workflow_id": workflow_id, "run_id": handle.run_id}
+        return {"workflow_id": workflow_id, "run_id": handle.first_execution_run_id}
 
     _print(_run(ctx, action))
 

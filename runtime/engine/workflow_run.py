@@ -164,21 +164,25 @@ class WorkflowRun:
             )
             return
         exc = task.exception()
-        if exc is None:
-            self._close(WorkflowCompleted(self.converter.encode_one(task.result())))
-        elif isinstance(exc, ContinueAsNewError):
-            self._close(
-                WorkflowContinuedAsNew(
-                    new_run_id="",
-                    workflow_type=exc.workflow_type or self.info.workflow_type,
-                    task_queue=exc.task_queue or self.info.task_queue,
-                    input=self.converter.encode(exc.args),
+        try:
+            if exc is None:
+                self._close(WorkflowCompleted(self.converter.encode_one(task.result())))
+            elif isinstance(exc, ContinueAsNewError):
+                self._close(
+                    WorkflowContinuedAsNew(
+                        new_run_id="",
+                        workflow_type=exc.workflow_type or self.info.workflow_type,
+                        task_queue=exc.task_queue or self.info.task_queue,
+                        input=self.converter.encode(exc.args),
+                    )
                 )
-            )
-        elif isinstance(exc, asyncio.CancelledError) and self._cancel_requested:
-            self._close(WorkflowCancelled(Failure("workflow cancelled", kind="cancelled")))
-        else:
-            self._close(WorkflowFailed(failure_from_exception(exc, self.converter.encode)))
+            elif isinstance(exc, asyncio.CancelledError) and self._cancel_requested:
+                self._close(WorkflowCancelled(Failure("workflow cancelled", kind="cancelled")))
+            else:
+                self._close(WorkflowFailed(failure_from_exception(exc, self.converter.encode)))
+        except Exception as unencodable:  # a result, argument or detail the converter refuses
+            # Raised here, in a loop callback, it was only logged, and the run never closed.
+            self._close(WorkflowFailed(failure_from_exception(unencodable)))
 
     def _close(self, command: Command) -> None:
         """The run ends with ``command`` once this step has run to its end: update handlers
@@ -236,8 +240,13 @@ class WorkflowRun:
             return
         if error is not None:
             pending.future.set_exception(error)
+            return
+        try:  # a result the workflow's type hint refuses is the awaiting code's to handle
+            value = self.converter.decode_one(result, pending.result_type)
+        except Exception as undecodable:
+            pending.future.set_exception(undecodable)
         else:
-            pending.future.set_result(self.converter.decode_one(result, pending.result_type))
+            pending.future.set_result(value)
 
     def fire_timer(self, seq: int) -> None:
         handle = self._timers.pop(seq, None)
@@ -270,8 +279,13 @@ class WorkflowRun:
             return
         if error is not None:
             child.result.set_exception(error)
+            return
+        try:
+            value = self.converter.decode_one(result, child.result_type)
+        except Exception as undecodable:
+            child.result.set_exception(undecodable)
         else:
-            child.result.set_result(self.converter.decode_one(result, child.result_type))
+            child.result.set_result(value)
 
     def deliver_signal(self, name: str, payloads: Sequence[Payload]) -> None:
         handler = self.definition.signals.get(name)
@@ -311,14 +325,18 @@ class WorkflowRun:
         if update_id is not None:
             if self.closed:
                 return
-            if task.cancelled() or exc is not None:
-                failure = failure_from_exception(
-                    exc or asyncio.CancelledError(), self.converter.encode
-                )
+            try:
+                if task.cancelled() or exc is not None:
+                    failure = failure_from_exception(
+                        exc or asyncio.CancelledError(), self.converter.encode
+                    )
+                    self.commands.append(UpdateCompleted(update_id, None, failure))
+                else:
+                    payload = self.converter.encode_one(task.result())
+                    self.commands.append(UpdateCompleted(update_id, payload, None))
+            except Exception as unencodable:  # its result or details do not convert
+                failure = failure_from_exception(unencodable)
                 self.commands.append(UpdateCompleted(update_id, None, failure))
-            else:
-                payload = self.converter.encode_one(task.result())
-                self.commands.append(UpdateCompleted(update_id, payload, None))
         elif exc is not None and not self.closed:
             # A signal handler that raises fails the workflow, as an exception in run would.
             self._close(WorkflowFailed(failure_from_exception(exc, self.converter.encode)))

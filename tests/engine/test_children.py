@@ -78,14 +78,14 @@ async def test_id_reuse_and_duplicate_start_requests(env: WorkflowEnvironment) -
     async with Worker(env.client, task_queue="q", workflows=[child]):
         h1 = await env.client.start_workflow(child, 1, id="dup", task_queue="q", request_id="req-1")
         h2 = await env.client.start_workflow(child, 1, id="dup", task_queue="q", request_id="req-1")
-        assert h1.run_id == h2.run_id
+        assert h1.first_execution_run_id == h2.first_execution_run_id
         assert await h1.result() == 2
         with pytest.raises(WorkflowAlreadyStartedError):
             await env.client.start_workflow(child, 2, id="dup", task_queue="q")
         h3 = await env.client.start_workflow(
             child, 2, id="dup", task_queue="q", id_reuse_policy=IdReusePolicy.ALLOW_DUPLICATE
         )
-        assert h3.run_id != h1.run_id
+        assert h3.first_execution_run_id != h1.first_execution_run_id
         assert await h3.result() == 4
 
 
