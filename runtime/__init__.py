@@ -21,9 +21,11 @@ from runtime.errors import (
     WorkflowFailureError,
     WorkflowNotFoundError,
     WorkflowQueryFailedError,
+    WorkflowTypeNotRegisteredError,
     WorkflowUpdateFailedError,
 )
 from runtime.messages import IdReusePolicy, WorkflowStatus
+from runtime.replay import Replayer
 from runtime.retry import RetryPolicy
 
 __all__ = [
@@ -42,6 +44,7 @@ __all__ = [
     "RPCError",
     "RPCTimeoutError",
     "ReadOnlyContextError",
+    "Replayer",
     "RetryPolicy",
     "TerminatedError",
     "TimeoutError",
@@ -52,6 +55,7 @@ __all__ = [
     "WorkflowNotFoundError",
     "WorkflowQueryFailedError",
     "WorkflowStatus",
+    "WorkflowTypeNotRegisteredError",
     "WorkflowUpdateFailedError",
     "ZlibCodec",
     "activity",

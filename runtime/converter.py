@@ -161,8 +161,11 @@ def _from_jsonable(value: Any, hint: Any) -> Any:
             return uuid.UUID(value)
         if hint is bytes:
             return value.encode("latin-1")
-        if hint in (int, float, str, bool):
-            return hint(value)
+        if hint in _PRIMITIVE_JSON:
+            if not _fits(value, hint):
+                # Converting would lose or invent data: 3.99 as an int, a dict as a str.
+                raise TypeError(f"expected {hint.__name__}, got {type(value).__name__} {value!r}")
+            return float(value) if hint is float else value
         if hint.__module__ != "builtins":
             raise TypeError(
                 f"cannot decode a value into {hint.__qualname__}: the JSON converter knows "

@@ -112,6 +112,22 @@ class NonDeterminismError(ChronikError):
 # --- client-side errors ---------------------------------------------------------------------
 
 
+class WorkflowTypeNotRegisteredError(NonDeterminismError):
+    """A run's workflow type is not registered with the code replaying it (a worker that
+    does not load every type of its namespace, a renamed type): its task fails until code
+    that has the type takes the run."""
+
+    def __init__(self, event_id: int, workflow_type: str) -> None:
+        ChronikError.__init__(
+            self,
+            f"workflow type {workflow_type!r} is not registered with this worker (event "
+            f"{event_id}): every workflow worker of a namespace must load all its types",
+        )
+        self.event_id = event_id
+        self.expected = f"a run of workflow type {workflow_type!r}"
+        self.got = "no workflow registered under that name"
+
+
 class ReadOnlyContextError(ChronikError):
     """A query or an update validator tried to change its workflow (issue a command, draw
     from `workflow.random()`, wait): they may only read it."""

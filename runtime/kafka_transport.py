@@ -164,7 +164,8 @@ class KafkaTransport:
             raise RPCTimeoutError(
                 f"no answer to {type(message).__name__} for workflow {message.workflow_id!r} "
                 f"within {timeout}s: is a workflow worker running for namespace "
-                f"{self.namespace!r}?"
+                f"{self.namespace!r}? The request stays on the inbox and takes effect "
+                f"when one does (request id {request_id}: a retry with it is deduplicated)"
             ) from None
         finally:
             waiting.remove(answer)

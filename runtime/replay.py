@@ -16,7 +16,7 @@ from typing import Any
 from runtime.converter import DataConverter
 from runtime.engine.instance import WorkflowInstance
 from runtime.engine.registry import WorkflowRegistry
-from runtime.errors import NonDeterminismError
+from runtime.errors import NonDeterminismError, WorkflowTypeNotRegisteredError
 from runtime.events import HistoryEvent, WorkflowFailed, WorkflowStarted
 from runtime.history_json import history_from_json, history_to_json
 from runtime.messages import WorkflowStatus
@@ -47,6 +47,12 @@ class Replayer:
         if not events:
             raise ValueError("empty history")
         workflow_id = events[0].workflow_id
+        if len(ids := {e.workflow_id for e in events}) > 1:
+            raise ValueError(
+                f"the history holds {len(ids)} workflow ids ({', '.join(sorted(ids)[:3])}...): "
+                "replay one id's events (`chronik history tail --workflow ID`), or pass "
+                "each to replay_workflows"
+            )
         instance = WorkflowInstance.restore(
             workflow_id, events, self.registry, replay_all_runs=True
         )
@@ -82,11 +88,7 @@ class Replayer:
                 and following.attributes.failure.type == "WorkflowTypeNotFound"
             )
             if not never_ran:
-                return NonDeterminismError(
-                    event.event_id,
-                    f"a run of workflow type {attrs.workflow_type!r}",
-                    "no workflow registered under that name in this Replayer",
-                )
+                return WorkflowTypeNotRegisteredError(event.event_id, attrs.workflow_type)
         return None
 
     @staticmethod

@@ -112,7 +112,7 @@ def start(
     id_reuse_policy: str,
     wait: bool,
 ) -> None:
-    """Start WORKFLOW_TYPE; print its run id (or, with --wait, its result)."""
+    """Start WORKFLOW_TYPE; print {"workflow_id", "run_id"} as JSON (with --wait, its result)."""
     values = _json_args(args)
 
     async def action(client: Client) -> Any:

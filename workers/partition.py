@@ -17,7 +17,7 @@ from typing import NoReturn
 import structlog
 
 from runtime.engine import Transition, WorkflowInstance, WorkflowRegistry, is_activity_timer
-from runtime.events import HistoryEvent, WorkflowContinuedAsNew
+from runtime.events import HistoryEvent, WorkflowContinuedAsNew, WorkflowTaskFailed
 from runtime.messages import (
     CancelActivityTask,
     DurableTimer,
@@ -392,6 +392,15 @@ class OwnedPartition:
     def _record(self, instance: WorkflowInstance, transition: Transition) -> None:
         """Stage the transition's records and store changes; nothing if one is too large."""
         pending, names, p = self.pending, self._names, self.number
+        for event in transition.events:
+            if isinstance(event.attributes, WorkflowTaskFailed):  # an operator must know
+                log.warning(
+                    "workflow task failed: the run waits for code that can replay it",
+                    partition=p,
+                    workflow_id=event.workflow_id,
+                    run_id=event.run_id,
+                    reason=event.attributes.failure.message,
+                )
         history = [
             (event, serde.encode_history_key(event.workflow_id, event.event_id))
             for event in transition.events

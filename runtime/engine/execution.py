@@ -23,7 +23,11 @@ from runtime.engine.runs import Runs
 from runtime.engine.state import EventClass, RunState, classify
 from runtime.engine.waiters import Waiters
 from runtime.engine.workflow_run import WorkflowInfo, WorkflowRun
-from runtime.errors import NonDeterminismError, failure_from_exception
+from runtime.errors import (
+    NonDeterminismError,
+    WorkflowTypeNotRegisteredError,
+    failure_from_exception,
+)
 from runtime.events import (
     CLOSING_EVENTS,
     EventAttributes,
@@ -102,11 +106,7 @@ class Execution:
         if run is None or run.closed or run.code is not None or run.stuck is not None:
             return
         if self.registry.get(run.workflow_type) is None:
-            run.stuck = NonDeterminismError(
-                self.next_event_id() - 1,
-                f"a run of workflow type {run.workflow_type!r}",
-                "no workflow registered under that name",
-            )
+            run.stuck = WorkflowTypeNotRegisteredError(self.next_event_id() - 1, run.workflow_type)
             self.task_failures.append(run.stuck)
 
     def _replay_event(self, event: HistoryEvent) -> None:

@@ -242,10 +242,11 @@ def _on_query(ex: Execution, msg: QueryWorkflow) -> None:
     if run is None:
         return
     if run.code is None:
-        # A run stuck on non-determinism stays silent: fixed code will answer.
-        if run.stuck is None:
-            failure = Failure(f"workflow {ex.workflow_id!r} has no code to answer queries")
-            ex.fx.reply(msg.reply_to, msg.request_id, QueryAnswer(None, failure))
+        # A run whose task failed has no code to ask: say why, rather than leave the
+        # caller to time out as if no worker ran (code that can replay it will answer).
+        reason = f"its workflow task failed: {run.stuck}" if run.stuck else "it has no code"
+        failure = Failure(f"workflow {ex.workflow_id!r} cannot answer queries: {reason}")
+        ex.fx.reply(msg.reply_to, msg.request_id, QueryAnswer(None, failure))
         return
     try:
         result = run.code.query(msg.query_name, msg.input)

@@ -358,7 +358,7 @@ class WorkflowRun:
     def query(self, name: str, payloads: Sequence[Payload]) -> Payload | None:
         handler = self.definition.queries.get(name)
         if handler is None:
-            raise KeyError(f"workflow {self.info.workflow_type} has no query {name!r}")
+            raise ValueError(f"workflow {self.info.workflow_type} has no query {name!r}")
         args = self.converter.decode(payloads, handler.arg_types)
         with self._read_only("a query"):
             value = self.loop.run_in_context(lambda: handler.fn(self._instance, *args))

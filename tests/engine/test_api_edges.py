@@ -7,17 +7,24 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any, NamedTuple
 
 import pytest
 
-from runtime import workflow
+from runtime import Replayer, WorkflowTypeNotRegisteredError, workflow
 from runtime.converter import DataConverter
 from runtime.definitions import workflow_name
 from runtime.engine import WorkflowInstance, WorkflowRegistry
 from runtime.events import UpdateCompleted, WorkflowCompleted, WorkflowFailed
-from runtime.messages import ActivityCompletedReport, StartWorkflow, UpdateWorkflow
+from runtime.messages import (
+    ActivityCompletedReport,
+    QueryAnswer,
+    QueryWorkflow,
+    StartWorkflow,
+    UpdateWorkflow,
+)
 from runtime.testing import WorkflowEnvironment
 from workers.worker import Worker
 
@@ -224,3 +231,34 @@ async def test_a_start_handle_signals_the_run_after_continue_as_new(
         await env.sleep(10)  # the run continues as new
         await handle.signal(Accumulate.add, "end")  # WorkflowNotFoundError: run ... is closed
         assert await handle.result() == ["x", "end"]
+
+
+def test_a_primitive_of_the_wrong_type_is_refused_not_converted() -> None:
+    for value, hint in ((3.99, int), ({"street": "x"}, str), ("5", int), (True, str)):
+        with pytest.raises(TypeError, match="expected"):
+            _round_trip(value, hint)
+    assert _round_trip(3, float) == 3.0 and isinstance(_round_trip(3, float), float)
+
+
+def test_replaying_a_capture_of_several_workflows_is_refused() -> None:
+    events = []
+    for workflow_id in ("a", "b"):
+        inst = WorkflowInstance.restore(workflow_id, [], WorkflowRegistry([BaseWf]))
+        inst.handle(replace(_start("BaseWf"), workflow_id=workflow_id), 1000)
+        events += list(inst.history)
+    with pytest.raises(ValueError, match="2 workflow ids"):
+        Replayer([BaseWf]).replay_workflow(events)
+
+
+def test_a_run_of_an_unregistered_type_fails_its_task_and_says_so_to_queries() -> None:
+    recorded = WorkflowInstance.restore("w", [], WorkflowRegistry([UnconvertibleUpdate]))
+    recorded.handle(_start("UnconvertibleUpdate"), 1000)
+    elsewhere = WorkflowInstance.restore("w", recorded.history, WorkflowRegistry([BaseWf]))
+    [error] = elsewhere.task_failures
+    assert isinstance(error, WorkflowTypeNotRegisteredError)
+    assert "'UnconvertibleUpdate' is not registered with this worker" in str(error)
+
+    answer = elsewhere.handle(QueryWorkflow("w", None, "anything", (), "q1", "c"), 1001)
+    [reply] = answer.replies
+    assert isinstance(reply.body, QueryAnswer) and reply.body.failure is not None
+    assert "workflow task failed" in reply.body.failure.message
