@@ -31,6 +31,9 @@ except ImportError:  # pragma: no cover - depends on the environment
 
 JSON_ENCODING = "json/plain"
 NULL_ENCODING = "binary/null"
+#: Top-level bytes travel as they are (Temporal's encoding name): read back as bytes even
+#: without a type hint (an activity called by name, heartbeat details), not as text.
+BINARY_ENCODING = "binary/plain"
 
 
 class PayloadConverter(Protocol):
@@ -191,17 +194,22 @@ _JSON = json.JSONEncoder(separators=(",", ":"), sort_keys=True)
 
 
 class JsonPayloadConverter:
-    """JSON with type-hint-guided decoding; `None` travels as a `binary/null` payload."""
+    """JSON with type-hint-guided decoding; `None` travels as a `binary/null` payload and
+    top-level bytes as `binary/plain`."""
 
     def to_payload(self, value: Any) -> Payload:
         if value is None:
             return Payload(NULL_ENCODING, b"")
+        if isinstance(value, bytes):
+            return Payload(BINARY_ENCODING, value)
         text = _JSON.encode(_to_jsonable(value))
         return Payload(JSON_ENCODING, text.encode())
 
     def from_payload(self, payload: Payload, type_hint: Any = None) -> Any:
         if payload.encoding == NULL_ENCODING:
             return None
+        if payload.encoding == BINARY_ENCODING:
+            return payload.data
         if payload.encoding != JSON_ENCODING:
             raise ValueError(f"unknown payload encoding {payload.encoding!r} (missing codec?)")
         return _from_jsonable(json.loads(payload.data), type_hint)

@@ -262,3 +262,10 @@ def test_a_run_of_an_unregistered_type_fails_its_task_and_says_so_to_queries() -
     [reply] = answer.replies
     assert isinstance(reply.body, QueryAnswer) and reply.body.failure is not None
     assert "workflow task failed" in reply.body.failure.message
+
+
+def test_top_level_bytes_come_back_as_bytes_without_a_hint() -> None:
+    payload = C.encode_one(b"\x00\xffraw")
+    assert payload.encoding == "binary/plain"
+    assert C.decode_one(payload) == b"\x00\xffraw"
+    assert _round_trip(b"\x00\xffraw", bytes) == b"\x00\xffraw"
