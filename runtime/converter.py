@@ -169,7 +169,7 @@ def _from_jsonable(value: Any, hint: Any) -> Any:
                 # Converting would lose or invent data: 3.99 as an int, a dict as a str.
                 raise TypeError(f"expected {hint.__name__}, got {type(value).__name__} {value!r}")
             return float(value) if hint is float else value
-        if hint.__module__ != "builtins":
+        if hint.__module__ != "builtins" and not isinstance(value, hint):  # Sequence, Mapping
             raise TypeError(
                 f"cannot decode a value into {hint.__qualname__}: the JSON converter knows "
                 "dataclasses, NamedTuples, enums, pydantic models, datetimes, UUIDs and "

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any, NamedTuple
@@ -269,3 +270,8 @@ def test_top_level_bytes_come_back_as_bytes_without_a_hint() -> None:
     assert payload.encoding == "binary/plain"
     assert C.decode_one(payload) == b"\x00\xffraw"
     assert _round_trip(b"\x00\xffraw", bytes) == b"\x00\xffraw"
+
+
+def test_abstract_collection_hints_take_the_json_value_as_it_is() -> None:
+    assert _round_trip([1, 2], Sequence) == [1, 2]
+    assert _round_trip({"a": 1}, Mapping) == {"a": 1}
