@@ -92,7 +92,7 @@ class Codec(Generic[T]):
         if not datas:
             return []
         if any(data is None or data[:HEADER_LEN] != self._header for data in datas):
-            return [self._read(data, place) for data, place in zip(datas, where, strict=True)]
+            return self._read_each(datas, where)
         body = b"".join([self._array_start(len(datas)), *(d[HEADER_LEN:] for d in datas), b"\0"])
         buf = io.BytesIO(body)
         try:
@@ -107,6 +107,9 @@ class Codec(Generic[T]):
             records = None
         if isinstance(records, list) and len(records) == len(datas) and buf.tell() == len(body):
             return records
+        return self._read_each(datas, where)
+
+    def _read_each(self, datas: Sequence[bytes], where: Sequence[Place]) -> list[Any]:
         return [self._read(data, place) for data, place in zip(datas, where, strict=True)]
 
     def _read(self, data: bytes, where: Place) -> Any:

@@ -153,7 +153,9 @@ class OwnedPartition:
         timer keys, once the workflow took the fire: cleared by the service, its tombstone
         could land after a timer the next run set on the same key, deleting that one.
         """
-        fired_by_service = isinstance(message, TimerFiredReport) and not self.fires_timers
+        fired_by_service = None
+        if isinstance(message, TimerFiredReport) and not self.fires_timers:
+            fired_by_service = (message.workflow_id, message.timer_id)
         self._deliver(message, now_ms, clear_when_taken=fired_by_service)
 
     def fire_due_timers(
@@ -170,11 +172,15 @@ class OwnedPartition:
         fired = 0
         for timer in self.store.due_timers(now_ms, limit):
             if not self._touched_unapplied(timer.workflow_id, timer.timer_id):
-                fired += self._guarded(timer, lambda t: self._fire(*t, now_ms))
+                fired += self._guarded(
+                    timer, lambda t: self._fire(t.workflow_id, t.timer_id, t.record, now_ms)
+                )
         collected = 0
         for timer in self.store.due_timers(now_ms, retention_limit, background=True):
             if not self._touched_unapplied(timer.workflow_id, timer.timer_id):
-                collected += self._guarded(timer, lambda t: self._end_retention(t[0], now_ms))
+                collected += self._guarded(
+                    timer, lambda t: self._end_retention(t.workflow_id, now_ms)
+                )
         if collected:
             log.debug("closed workflows collected", partition=self.number, count=collected)
         return fired + collected
@@ -200,12 +206,13 @@ class OwnedPartition:
         self._evict()
         return dropped
 
-    def _guarded(self, timer: DueTimer, act: Callable[[tuple[str, str, bytes]], int]) -> int:
-        """``act`` on a due timer; an engine error drops the timer (from this store) instead
-        of ending the worker — it was still due on restart, so every owner of the partition
-        crashed on it in turn. The inbox path dead-letters such errors the same way."""
+    def _guarded(self, timer: DueTimer, act: Callable[[DueTimer], int]) -> int:
+        """``act`` on a due timer; an engine error drops the timer (from
+        this store) instead of ending the worker — it was still due on restart, so every
+        owner of the partition crashed on it in turn. The inbox path dead-letters such
+        errors the same way."""
         try:
-            return act((timer.workflow_id, timer.timer_id, timer.record))
+            return act(timer)
         except Exception:
             log.exception(
                 "timer dropped: the engine failed on it",
@@ -289,15 +296,15 @@ class OwnedPartition:
         now_ms: int,
         *,
         clear: tuple[str, str] | None = None,
-        clear_when_taken: bool = False,
+        clear_when_taken: tuple[str, str] | None = None,
     ) -> None:
         """`handle`; ``clear`` is a fired timer the transition also removes;
-        ``clear_when_taken``: the message is a fire, to clear if the workflow took it (a
-        stale fire records nothing, and its key may hold a newer timer by now)."""
+        ``clear_when_taken``: the timer the message fires, to clear if the workflow took the
+        fire (a stale fire records nothing, and its key may hold a newer timer by now)."""
         instance = self._instance(message.workflow_id)
         transition = instance.handle(message, now_ms)
-        if clear_when_taken and transition.events and isinstance(message, TimerFiredReport):
-            clear = (message.workflow_id, message.timer_id)
+        if clear_when_taken is not None and transition.events:
+            clear = clear_when_taken
         # The fired timer is cleared, unless the transition set its key again: timer ids
         # repeat across runs (a run that continues as new from a timer's fire sleeps on
         # "sleep:1" again), and the clear, applied last, would delete the new timer.
@@ -470,12 +477,10 @@ class OwnedPartition:
             value = serde.encode_reply(replace(reply, body=RequestFailed(failure)))
         return Outbound(self._names.replies, key, value)
 
-    def _stage_retention(self, workflow_id: str, run_id: str, fire_at: int) -> tuple[str, bytes]:
-        """Stage the retention timer at ``fire_at``; return it as a history record header."""
-        timer = DurableTimer(workflow_id, run_id, RETENTION_TIMER, fire_at)
-        header = carried_timers.set_header(timer)
+    def _stage_retention(self, workflow_id: str, run_id: str, fire_at: int) -> None:
+        """Stage the retention timer at ``fire_at`` in the store alone."""
+        header = _retention_header(workflow_id, run_id, fire_at)
         self._stage_timer(workflow_id, RETENTION_TIMER, fire_at, header[1])
-        return header
 
     def _end_retention(self, workflow_id: str, now_ms: int) -> int:
         """Tombstone the workflow's history and status, if its retention is really over.
@@ -572,8 +577,8 @@ class OwnedPartition:
         # closes one run and begins the next in one transition.
         if transition.events and _closed_for_good(last := transition.events[-1]):
             fire_at = last.timestamp_ms + self.retention_ms
-            timer = DurableTimer(last.workflow_id, last.run_id, RETENTION_TIMER, fire_at)
-            plan.carry(carried_timers.set_header(timer), last.workflow_id, RETENTION_TIMER, fire_at)
+            header = _retention_header(last.workflow_id, last.run_id, fire_at)
+            plan.carry(header, last.workflow_id, RETENTION_TIMER, fire_at)
         return plan
 
     def _apply_timers(self, plan: _TimerWrites) -> None:
@@ -630,6 +635,12 @@ class _TimerWrites:
         self.headers.append(header)
         record = header[1] if fire_at_ms else None
         self.store_only.append((workflow_id, timer_id, fire_at_ms, record))
+
+
+def _retention_header(workflow_id: str, run_id: str, fire_at: int) -> tuple[str, bytes]:
+    """The retention timer at ``fire_at`` as a history record header (its value is the
+    timer's record)."""
+    return carried_timers.set_header(DurableTimer(workflow_id, run_id, RETENTION_TIMER, fire_at))
 
 
 #: How soon a retention timer that found the workflow still wanted looks again.

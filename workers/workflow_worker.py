@@ -75,8 +75,9 @@ class WorkflowWorkerConfig:
     waiter_lease_ms: int = DEFAULT_WAITER_LEASE_MS
 
 
-#: A dead letter's reason is cut here: an engine error's repr has no bound of its own.
-_MAX_REASON_CHARS = 4_000
+#: A dead letter's reason is cut here (an engine error's repr has no bound of its own), and
+#: so is its key when the record is too large to write whole.
+_MAX_DEAD_LETTER_TEXT = 4_000
 
 
 def _now_ms() -> int:
@@ -232,8 +233,8 @@ class WorkflowWorker:
         and its size say so); the headers still locate the original on the inbox.
         """
         log.warning("inbox record dead-lettered", reason=reason, at=record.location)
-        if len(reason) > _MAX_REASON_CHARS:
-            reason = reason[:_MAX_REASON_CHARS] + "..."
+        if len(reason) > _MAX_DEAD_LETTER_TEXT:
+            reason = reason[:_MAX_DEAD_LETTER_TEXT] + "..."
         key, value = record.key or b"", record.value
         headers: tuple[tuple[str, bytes], ...] = (
             ("chronik.reason", reason.encode()),
@@ -247,7 +248,7 @@ class WorkflowWorker:
                 ("chronik.truncated", b"value"),
                 ("chronik.original_size", str(len(value or b"")).encode()),
             )
-            key, value = key[:_MAX_REASON_CHARS], b""
+            key, value = key[:_MAX_DEAD_LETTER_TEXT], b""
         partition.pending.add(Outbound(self._names.inbox_dlq, key, value, headers=headers))
 
     def _restore_assigned(self) -> None:

@@ -107,7 +107,7 @@ class Execution:
             return
         if self.registry.get(run.workflow_type) is None:
             run.stuck = WorkflowTypeNotRegisteredError(self.next_event_id() - 1, run.workflow_type)
-            self.task_failures.append(run.stuck)
+            self._note_stuck(run)
 
     def _replay_event(self, event: HistoryEvent) -> None:
         kind = classify(event.attributes)
