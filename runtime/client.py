@@ -8,7 +8,7 @@ environments expose the very same `Client`.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import timedelta
 from typing import Any, Protocol, runtime_checkable
 
@@ -72,6 +72,10 @@ class Transport(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+    async def workflow_statuses(self) -> list[StatusRecord]:
+        """The latest status of every workflow the namespace retains, in no order."""
+        ...
 
 
 def _ms(value: timedelta | None) -> int:
@@ -191,6 +195,30 @@ class Client:
         self, workflow_id: str, *, run_id: str | None = None, result_type: Any = None
     ) -> WorkflowHandle:
         return WorkflowHandle(self, workflow_id, run_id=run_id, result_type=result_type)
+
+    async def list_workflows(
+        self,
+        *,
+        status: WorkflowStatus | Iterable[WorkflowStatus] | None = None,
+        workflow_type: str | None = None,
+        task_queue: str | None = None,
+    ) -> AsyncIterator[StatusRecord]:
+        """The namespace's workflows, newest start first, as their status records say.
+
+        Running ones and closed ones still in retention, each by its latest run; narrowed
+        to the given status(es), workflow type and task queue. Over Kafka this reads the
+        whole compacted status topic (`runtime.visibility`), asking no worker.
+        """
+        wanted = {status} if isinstance(status, WorkflowStatus) else status
+        wanted = None if wanted is None else frozenset(WorkflowStatus(s) for s in wanted)
+        records = await self.transport.workflow_statuses()
+        for record in sorted(records, key=lambda r: (-r.start_time_ms, r.workflow_id)):
+            if (
+                (wanted is None or record.status in wanted)
+                and (workflow_type is None or record.workflow_type == workflow_type)
+                and (task_queue is None or record.task_queue == task_queue)
+            ):
+                yield record
 
     async def _request(self, message: InboxMessage, timeout: float | None = -1.0) -> ReplyBody:
         t = self.rpc_timeout if timeout == -1.0 else timeout

@@ -25,7 +25,8 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 from runtime.errors import ClientClosedError, RPCError, RPCTimeoutError
 from runtime.logging import kafka_logger
-from runtime.messages import InboxMessage, Reply, ReplyBody, awaits_outcome
+from runtime.messages import InboxMessage, Reply, ReplyBody, StatusRecord, awaits_outcome
+from runtime.visibility import read_statuses
 from topics import serde
 from topics.catalogue import MAX_RECORD_BYTES, TopicNames
 from topics.consumed import FETCH_WAIT_MS, Consumed, consume_available
@@ -189,6 +190,11 @@ class KafkaTransport:
             if done:
                 return answer.result()
             await self.send(message)
+
+    async def workflow_statuses(self) -> list[StatusRecord]:
+        if self._stop.is_set():
+            raise ClientClosedError("the client is closed: workflows not listed")
+        return await asyncio.to_thread(read_statuses, self.kafka_config, self._names)
 
     async def close(self) -> None:
         """Stop reading and sending; every request still waiting raises `ClientClosedError`.

@@ -21,7 +21,7 @@ import click
 from runtime.client import Client, WorkflowHandle
 from runtime.errors import ChronikError, WorkflowFailureError
 from runtime.history_json import event_to_dict
-from runtime.messages import IdReusePolicy
+from runtime.messages import IdReusePolicy, WorkflowStatus
 from workers.cli_context import CliContext, pass_cli
 
 T = TypeVar("T")
@@ -45,9 +45,11 @@ def _json_args(values: tuple[str, ...]) -> list[Any]:
 
 def _print(value: Any) -> None:
     """``value`` as one JSON document; None (the command printed its own output) as nothing."""
-    if value is None:
-        return
+    if value is not None:
+        click.echo(_json(value))
 
+
+def _json(value: Any) -> str:
     def plain(item: Any) -> Any:
         if isinstance(item, Enum):
             return item.value
@@ -55,7 +57,7 @@ def _print(value: Any) -> None:
             return {f.name: plain(getattr(item, f.name)) for f in dataclasses.fields(item)}
         return item
 
-    click.echo(json.dumps(plain(value), default=str))
+    return json.dumps(plain(value), default=str)
 
 
 def _run(ctx: CliContext, action: Callable[[Client], Awaitable[T]]) -> T:
@@ -153,6 +155,46 @@ async def _result(handle: WorkflowHandle) -> Any:
 async def _history(handle: WorkflowHandle) -> None:
     for event in await handle.fetch_history():
         sys.stdout.write(json.dumps(event_to_dict(event)) + "\n")
+
+
+@workflow.command(name="list")
+@click.option(
+    "--status", "statuses", multiple=True, type=click.Choice([s.value for s in WorkflowStatus]),
+    help="Only workflows in this status; repeatable.",
+)  # fmt: skip
+@click.option("--type", "workflow_type", default=None, help="Only workflows of this type.")
+@click.option("--task-queue", "-q", default=None, help="Only workflows of this task queue.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="At most this many.")
+@pass_cli
+def list_workflows(
+    ctx: CliContext,
+    *,
+    statuses: tuple[str, ...],
+    workflow_type: str | None,
+    task_queue: str | None,
+    limit: int | None,
+) -> None:
+    """Print the namespace's workflows, newest first: one status record per JSON line.
+
+    Running workflows and closed ones still in retention, read from the status topic (no
+    worker needs to run). It reads the whole topic: for many millions of workflows, index
+    the topic elsewhere.
+    """
+
+    async def action(client: Client) -> None:
+        found = client.list_workflows(
+            status=[WorkflowStatus(s) for s in statuses] or None,
+            workflow_type=workflow_type,
+            task_queue=task_queue,
+        )
+        printed = 0
+        async for record in found:
+            if limit is not None and printed == limit:
+                break
+            sys.stdout.write(_json(record) + "\n")
+            printed += 1
+
+    _run(ctx, action)
 
 
 _handle_command("result", "Wait for the workflow's result and print it.", _result)

@@ -17,7 +17,7 @@ from runtime.client import Client
 from runtime.converter import DataConverter
 from runtime.errors import RPCTimeoutError
 from runtime.events import HistoryEvent
-from runtime.messages import InboxMessage, Reply, ReplyBody, awaits_outcome
+from runtime.messages import InboxMessage, Reply, ReplyBody, StatusRecord, awaits_outcome
 from runtime.testing.service import InMemoryService
 
 __all__ = ["InMemoryTransport", "WorkflowEnvironment"]
@@ -40,6 +40,9 @@ class InMemoryTransport:
 
     async def send(self, message: InboxMessage) -> None:
         self.service.post(message)
+
+    async def workflow_statuses(self) -> list[StatusRecord]:
+        return list(self.service.statuses.values())
 
     async def request(self, message: InboxMessage, timeout: float | None) -> ReplyBody:
         request_id = str(getattr(message, "request_id", ""))
