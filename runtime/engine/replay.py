@@ -50,6 +50,7 @@ class RecordedEvents:
     def check_recorded(self, run: RunState, event: HistoryEvent) -> None:
         """A recorded command the code did not issue while matching: compare it to the
         commands the code queued (lenient mode) or fail the task."""
+        self._end_leniency(run)
         if run.pending_commands:
             expected = run.pending_commands.pop(0)
             if not same_command(expected, event.attributes):
@@ -67,6 +68,7 @@ class RecordedEvents:
             if not same_command(command, ahead.attributes):
                 self._mismatch(run, ahead.event_id, ahead.attributes, describe(command))
                 return
+            self._end_leniency(run)
             self._cursor += 1
             self._consume(ahead)
             return
@@ -92,6 +94,19 @@ class RecordedEvents:
             ):
                 return True
         return False
+
+    @staticmethod
+    def _end_leniency(run: RunState) -> None:
+        """Replay reached a recorded command: leniency is over.
+
+        Between a `WorkflowTaskFailed` and the next command event the history holds only
+        wakes and bookkeeping, recorded while the code was detached; commands the fixed
+        code issues there are owed, so they are queued. The next command event was
+        recorded by code that ran (the queued commands caught up, or a later live step),
+        so from there on a command the history lacks is non-determinism again. Without
+        this a later deploy's genuine change was accepted for the rest of the run.
+        """
+        run.lenient = False
 
     def _skip_bookkeeping(self) -> HistoryEvent | None:
         """Consume the bookkeeping recorded before the next command; return what follows."""
