@@ -269,6 +269,7 @@ class Execution:
         run.code.start(attrs.input)
 
     def _patched(self, patch_id: str) -> bool:
-        """`workflow.patched`: always True live; on replay, True if the history says so."""
+        """`workflow.patched`/`deprecate_patch`: always True live; on replay, True if the
+        history says so."""
         recorded = self._recorded
         return self.fx.live or (recorded is not None and recorded.has_patch_marker(patch_id))

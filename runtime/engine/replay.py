@@ -11,10 +11,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from runtime.engine.commands import Command, describe, same_command
+from runtime.engine.patches import is_deprecated_patch_marker, is_patch_marker
 from runtime.engine.state import EventClass, RunState, classify
-from runtime.engine.workflow_run import PATCH_MARKER
 from runtime.errors import NonDeterminismError
-from runtime.events import EventAttributes, HistoryEvent, MarkerRecorded
+from runtime.events import EventAttributes, HistoryEvent
 
 
 class RecordedEvents:
@@ -49,14 +49,20 @@ class RecordedEvents:
 
     def check_recorded(self, run: RunState, event: HistoryEvent) -> None:
         """A recorded command the code did not issue while matching: compare it to the
-        commands the code queued (lenient mode) or fail the task."""
+        commands the code queued (lenient mode) or fail the task. A deprecated patch's
+        marker that the code does not issue (any more) is passed over."""
         self._end_leniency(run)
+        attrs = event.attributes
         if run.pending_commands:
+            if is_deprecated_patch_marker(attrs) and not same_command(
+                run.pending_commands[0], attrs
+            ):
+                return
             expected = run.pending_commands.pop(0)
-            if not same_command(expected, event.attributes):
-                self._mismatch(run, event.event_id, event.attributes, describe(expected))
-        elif not run.stuck:
-            self._mismatch(run, event.event_id, event.attributes, "nothing")
+            if not same_command(expected, attrs):
+                self._mismatch(run, event.event_id, attrs, describe(expected))
+        elif not run.stuck and not is_deprecated_patch_marker(attrs):
+            self._mismatch(run, event.event_id, attrs, "nothing")
 
     def match(self, run: RunState, command: Command) -> None:
         """The code issued `command`; the next recorded command event must agree."""
@@ -64,6 +70,16 @@ class RecordedEvents:
             run.pending_commands.append(command)
             return
         ahead = self._skip_bookkeeping()
+        while (
+            ahead is not None
+            and is_deprecated_patch_marker(ahead.attributes)
+            and not same_command(command, ahead.attributes)
+        ):
+            # Recorded under `deprecate_patch` by code that no longer calls it.
+            self._end_leniency(run)
+            self._cursor += 1
+            self._consume(ahead)
+            ahead = self._skip_bookkeeping()
         if ahead is not None and classify(ahead.attributes) is EventClass.COMMAND:
             if not same_command(command, ahead.attributes):
                 self._mismatch(run, ahead.event_id, ahead.attributes, describe(command))
@@ -82,16 +98,14 @@ class RecordedEvents:
             self._mismatch(run, ahead.event_id, ahead.attributes, describe(command))
 
     def has_patch_marker(self, patch_id: str) -> bool:
-        """Whether the commands recorded before the next WAKE event include `patch_id`."""
+        """Whether the commands recorded before the next WAKE event include `patch_id`
+        (recorded by `patched` or by `deprecate_patch`: either says the run took the new
+        branch)."""
         for event in self._events[self._cursor :]:
             attrs = event.attributes
             if classify(attrs) is EventClass.WAKE:
                 break
-            if (
-                isinstance(attrs, MarkerRecorded)
-                and attrs.name == PATCH_MARKER
-                and attrs.marker_id == patch_id
-            ):
+            if is_patch_marker(attrs, patch_id):
                 return True
         return False
 
