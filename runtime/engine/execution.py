@@ -17,7 +17,7 @@ from runtime.engine.commands import Command
 from runtime.engine.effects import Effects
 from runtime.engine.ids import EXECUTION_TIMEOUT_TIMER, derive_run_id
 from runtime.engine.registry import WorkflowRegistry
-from runtime.engine.replay import RecordedEvents
+from runtime.engine.replay import RecordedEvents, never_ran
 from runtime.engine.run_events import apply_to_run
 from runtime.engine.runs import Runs
 from runtime.engine.state import EventClass, RunState, classify
@@ -237,7 +237,9 @@ class Execution:
             self.fx.send(
                 ChildStartedReport(p.workflow_id, p.run_id, p.seq, self.workflow_id, run.run_id)
             )
-        if self._code_enabled:
+        # On replay, a start failed for want of its type stays without code.
+        recorded = self._recorded
+        if self._code_enabled and not (recorded is not None and never_ran(event, recorded.peek())):
             self._start_code(run, event.timestamp_ms)
 
     def _note_stuck(self, run: RunState) -> None:

@@ -13,8 +13,20 @@ from collections.abc import Callable, Sequence
 from runtime.engine.commands import Command, describe, same_command
 from runtime.engine.patches import is_deprecated_patch_marker, is_patch_marker
 from runtime.engine.state import EventClass, RunState, classify
-from runtime.errors import NonDeterminismError
-from runtime.events import EventAttributes, HistoryEvent
+from runtime.errors import TYPE_NOT_FOUND, NonDeterminismError
+from runtime.events import EventAttributes, HistoryEvent, WorkflowFailed
+
+
+def never_ran(started: HistoryEvent, following: HistoryEvent | None) -> bool:
+    """Whether the run ``started`` opened failed at once for want of its workflow type.
+
+    No code ran then, so none runs on replay, whatever is registered now: code that has
+    the type since would issue commands this run never recorded.
+    """
+    if following is None or following.run_id != started.run_id:
+        return False
+    attrs = following.attributes
+    return isinstance(attrs, WorkflowFailed) and attrs.failure.type == TYPE_NOT_FOUND
 
 
 class RecordedEvents:
@@ -39,6 +51,10 @@ class RecordedEvents:
     def consumed(self) -> int:
         """How many events replay has consumed (taken with `next` or matched)."""
         return self._cursor
+
+    def peek(self) -> HistoryEvent | None:
+        """The next event not consumed yet, left unconsumed."""
+        return self._events[self._cursor] if self._cursor < len(self._events) else None
 
     def next(self) -> HistoryEvent | None:
         """The next event not consumed yet, now counted as consumed."""
