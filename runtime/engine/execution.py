@@ -93,6 +93,9 @@ class Execution:
                 self._code_enabled = all_runs or index >= last_start
                 self.now_ms = event.timestamp_ms
                 self._replay_event(event)
+            run = self.runs.current
+            if run is not None and run.code is not None:
+                recorded.check_caught_up(run, None)
         finally:
             self._recorded = None
             self._code_enabled = True
@@ -112,9 +115,12 @@ class Execution:
     def _replay_event(self, event: HistoryEvent) -> None:
         kind = classify(event.attributes)
         run = self.runs.current
-        if kind is EventClass.COMMAND and run is not None and run.code is not None:
+        if kind is not EventClass.BOOKKEEPING and run is not None and run.code is not None:
             assert self._recorded is not None
-            self._recorded.check_recorded(run, event)
+            if kind is EventClass.COMMAND:
+                self._recorded.check_recorded(run, event)
+            else:
+                self._recorded.check_caught_up(run, event)
         self._consume(event)
         if kind is EventClass.WAKE:
             self._drive()

@@ -4,6 +4,12 @@ On replay the code issues its commands again. Each must equal the next recorded 
 event by kind and identity; bookkeeping events recorded before it (engine decisions the
 code never saw) are consumed on the way. A disagreement detaches the code from the run
 (`NonDeterminismError`), which fails the workflow *task*, not the workflow.
+
+After a recorded `WorkflowTaskFailed` replay is lenient for a while: the stuck run went on
+recording wakes without code, so commands the fixed code issues there are queued (owed)
+and recorded at the next message, in one block. Leniency ends at the next recorded
+command, and the queue must be empty by the next wake after it; from there the history
+was written by code that ran and is held to the usual rule.
 """
 
 from __future__ import annotations
@@ -112,6 +118,23 @@ class RecordedEvents:
             self._mismatch(run, last_id + 1, None, describe(command))
         else:
             self._mismatch(run, ahead.event_id, ahead.attributes, describe(command))
+
+    def check_caught_up(self, run: RunState, event: HistoryEvent | None) -> None:
+        """Replay reached a wake (``event``) or the end (None): once leniency is over, the
+        commands the code queued must have been recorded by now.
+
+        What the fixed code owed was recorded in one block after the stretch without
+        code; a command still queued after that block is one the code that recorded it
+        did not issue. Left queued, it would be recorded at the next message as if owed.
+        """
+        if run.lenient or not run.pending_commands:
+            return
+        got = describe(run.pending_commands[0])
+        if event is not None:
+            self._mismatch(run, event.event_id, event.attributes, got)
+        else:
+            last_id = self._events[-1].event_id if self._events else 0
+            self._mismatch(run, last_id + 1, None, got)
 
     def has_patch_marker(self, patch_id: str) -> bool:
         """Whether the commands recorded before the next WAKE event include `patch_id`

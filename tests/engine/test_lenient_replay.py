@@ -3,6 +3,7 @@ code, and ends where the fixed code's own commands were recorded."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 import pytest
@@ -34,6 +35,11 @@ async def step_b() -> str:
 @activity.defn
 async def step_c() -> str:
     return "c"
+
+
+@activity.defn
+async def step_d() -> str:
+    return "d"
 
 
 @workflow.defn(name="gated")
@@ -159,3 +165,95 @@ def test_same_change_without_a_task_failure_is_non_determinism() -> None:
         Replayer([GatedExtra]).replay_workflow(history)
     history += _step(v1, SignalWorkflow("g", None, "open", (), "sig-1"), 4_000)
     assert Replayer([Gated]).replay_workflow(history).status is not None
+
+
+@workflow.defn(name="pair")
+class Pair:
+    """Two chains: a then c, b then d; then waits for `open`."""
+
+    def __init__(self) -> None:
+        self.go = False
+
+    async def chain(self, first: object, then: object) -> None:
+        await workflow.execute_activity(first, start_to_close_timeout=T)
+        await workflow.execute_activity(then, start_to_close_timeout=T)
+
+    @workflow.run
+    async def run(self) -> None:
+        await asyncio.gather(self.chain(step_a, step_c), self.chain(step_b, step_d))
+        await workflow.wait_condition(lambda: self.go)
+
+    @workflow.signal
+    def open(self) -> None:
+        self.go = True
+
+
+@workflow.defn(name="pair")
+class PairBroken:
+    def __init__(self) -> None:
+        self.go = False
+
+    @workflow.run
+    async def run(self) -> None:
+        await workflow.execute_activity(step_d, start_to_close_timeout=T)
+
+    @workflow.signal
+    def open(self) -> None:
+        self.go = True
+
+
+@workflow.defn(name="pair")
+class PairAlsoA:
+    """A later change in the stretch itself: a second a after d."""
+
+    def __init__(self) -> None:
+        self.go = False
+
+    async def chain(self, first: object, then: object) -> None:
+        await workflow.execute_activity(first, start_to_close_timeout=T)
+        await workflow.execute_activity(then, start_to_close_timeout=T)
+
+    async def b_d_and_a(self) -> None:
+        await workflow.execute_activity(step_b, start_to_close_timeout=T)
+        d = workflow.start_activity(step_d, start_to_close_timeout=T)
+        workflow.start_activity(step_a, start_to_close_timeout=T)
+        await d
+
+    @workflow.run
+    async def run(self) -> None:
+        await asyncio.gather(self.chain(step_a, step_c), self.b_d_and_a())
+        await workflow.wait_condition(lambda: self.go)
+
+    @workflow.signal
+    def open(self) -> None:
+        self.go = True
+
+
+def test_commands_owed_beyond_the_block_the_fixed_code_recorded_are_non_determinism() -> None:
+    """What the fixed code owed was recorded in one block: code owing more than the block
+    holds is not the code that recorded it, even where nothing is recorded after it."""
+    pair = WorkflowRegistry([Pair])
+    v1 = WorkflowInstance.restore("g", [], pair)
+    history = _step(v1, StartWorkflow("g", "pair", "q", (), "start-1"), 1_000)
+    run_id = history[0].run_id
+    broken = WorkflowInstance.restore("g", history, WorkflowRegistry([PairBroken]))
+    assert broken.task_failures
+    # While stuck: a and b complete; the fixed code owes c (after a) and d (after b).
+    history += _step(broken, _completed(run_id, 1, "a"), 2_000)
+    history += _step(broken, _completed(run_id, 2, "b"), 3_000)
+    fixed = WorkflowInstance.restore("g", history, pair)
+    assert fixed.task_failures == []
+    history += _step(fixed, TimerFiredReport("g", run_id, "sleep:99", 0), 4_000)
+    owed = [e.attributes for e in history[-2:]]
+    assert [a.activity_type for a in owed if isinstance(a, ActivityScheduled)] == [
+        "step_c",
+        "step_d",
+    ]
+    assert Replayer([Pair]).replay_workflow(history).error is None
+    with pytest.raises(NonDeterminismError):
+        Replayer([PairAlsoA]).replay_workflow(history)
+    # Before the block was recorded, the changed code is merely owed more.
+    assert (
+        WorkflowInstance.restore("g", history[:-2], WorkflowRegistry([PairAlsoA])).task_failures
+        == []
+    )
