@@ -288,7 +288,8 @@ class WorkflowRun:
     def deliver_signal(self, name: str, payloads: Sequence[Payload]) -> None:
         handler = self.definition.signals.get(name)
         if handler is None:
-            _log.warning("signal without handler dropped", signal=name, **self._log_ctx())
+            if not self.replaying:  # said when it arrived, not again on every restore
+                _log.warning("signal without handler dropped", signal=name, **self._log_ctx())
             return
         self.loop.call_soon(self._invoke_handler, handler, payloads, None)
 
