@@ -194,6 +194,8 @@ class ContinueAsNewError(BaseException):
 
 _ALREADY_STARTED = "WorkflowAlreadyStartedError"
 _NOT_FOUND = "WorkflowNotFoundError"
+#: The failure type of a start whose workflow type no code registered (Temporal's name).
+TYPE_NOT_FOUND = "WorkflowTypeNotFound"
 
 
 def failure_from_exception(

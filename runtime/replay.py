@@ -16,8 +16,9 @@ from typing import Any
 from runtime.converter import DataConverter
 from runtime.engine.instance import WorkflowInstance
 from runtime.engine.registry import WorkflowRegistry
+from runtime.engine.replay import never_ran
 from runtime.errors import NonDeterminismError, WorkflowTypeNotRegisteredError
-from runtime.events import HistoryEvent, WorkflowFailed, WorkflowStarted
+from runtime.events import HistoryEvent, WorkflowStarted
 from runtime.history_json import history_from_json, history_to_json
 from runtime.messages import WorkflowStatus
 
@@ -82,12 +83,7 @@ class Replayer:
             if not isinstance(attrs, WorkflowStarted) or self.registry.get(attrs.workflow_type):
                 continue
             following = events[index + 1] if index + 1 < len(events) else None
-            never_ran = (
-                following is not None
-                and isinstance(following.attributes, WorkflowFailed)
-                and following.attributes.failure.type == "WorkflowTypeNotFound"
-            )
-            if not never_ran:
+            if not never_ran(event, following):
                 return WorkflowTypeNotRegisteredError(event.event_id, attrs.workflow_type)
         return None
 

@@ -36,6 +36,7 @@ __all__ = [
     "WorkflowInfo",
     "continue_as_new",
     "defn",
+    "deprecate_patch",
     "execute_activity",
     "execute_child_workflow",
     "get_external_workflow_handle",
@@ -262,6 +263,18 @@ def info() -> WorkflowInfo:
 def patched(patch_id: str) -> bool:
     """Versioning: True for runs that reach this point with the new code, False on old histories."""
     return current_run().patched(patch_id)
+
+
+def deprecate_patch(patch_id: str) -> None:
+    """Versioning, once no run that took the old branch of `patched(patch_id)` is left:
+    call this instead and keep only the new branch.
+
+    It replays the histories recorded under `patched(patch_id)` and records a marker
+    flagged deprecated, which a worker still running the `patched` code reads as the
+    patch. Once every run recorded under `patched(patch_id)` is gone, the call itself
+    can be removed: the flagged markers are skipped on replay.
+    """
+    current_run().deprecate_patch(patch_id)
 
 
 def continue_as_new(*args: Any, workflow: Any = None, task_queue: str | None = None) -> NoReturn:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from runtime.engine.patches import PATCH_MARKER, is_patch_marker
 from runtime.events import (
     ActivityCancelRequested,
     ActivityScheduled,
@@ -78,6 +79,11 @@ def _identity(attrs: EventAttributes) -> _Identity:
             return _Identity(kind, (seq, wid, t))
         case ExternalSignalSent(seq=seq, workflow_id=wid, signal_name=n):
             return _Identity(kind, (seq, wid, n))
+        case MarkerRecorded(name=n, marker_id=m) if n == PATCH_MARKER:
+            # No seq: a patch id is decided once per run, so the id alone names it, and
+            # markers skipped on replay (a deprecated patch whose call was removed) must
+            # not shift the ones after them.
+            return _Identity(kind, (n, m))
         case MarkerRecorded(seq=seq, name=n, marker_id=m):
             return _Identity(kind, (seq, n, m))
         case UpdateCompleted(update_id=u):
@@ -101,7 +107,7 @@ def describe(attrs: EventAttributes | None) -> str:
     if attrs is None:
         return "nothing"
     ident = _identity(attrs)
-    names = {
+    names: tuple[str, ...] = {
         ActivityScheduled: ("seq", "activity_type"),
         TimerStarted: ("seq",),
         ChildWorkflowInitiated: ("seq", "workflow_id", "workflow_type"),
@@ -113,5 +119,7 @@ def describe(attrs: EventAttributes | None) -> str:
         ChildWorkflowCancelRequested: ("seq",),
         WorkflowContinuedAsNew: ("workflow_type",),
     }.get(type(attrs), ())
+    if is_patch_marker(attrs):  # its identity has no seq
+        names = ("name", "marker_id")
     inner = ", ".join(f"{n}={v!r}" for n, v in zip(names, ident.key, strict=False))
     return f"{ident.kind}({inner})"

@@ -17,7 +17,7 @@ from runtime.engine.commands import Command
 from runtime.engine.effects import Effects
 from runtime.engine.ids import EXECUTION_TIMEOUT_TIMER, derive_run_id
 from runtime.engine.registry import WorkflowRegistry
-from runtime.engine.replay import RecordedEvents
+from runtime.engine.replay import RecordedEvents, never_ran
 from runtime.engine.run_events import apply_to_run
 from runtime.engine.runs import Runs
 from runtime.engine.state import EventClass, RunState, classify
@@ -93,6 +93,9 @@ class Execution:
                 self._code_enabled = all_runs or index >= last_start
                 self.now_ms = event.timestamp_ms
                 self._replay_event(event)
+            run = self.runs.current
+            if run is not None and run.code is not None:
+                recorded.check_caught_up(run, None)
         finally:
             self._recorded = None
             self._code_enabled = True
@@ -112,9 +115,12 @@ class Execution:
     def _replay_event(self, event: HistoryEvent) -> None:
         kind = classify(event.attributes)
         run = self.runs.current
-        if kind is EventClass.COMMAND and run is not None and run.code is not None:
+        if kind is not EventClass.BOOKKEEPING and run is not None and run.code is not None:
             assert self._recorded is not None
-            self._recorded.check_recorded(run, event)
+            if kind is EventClass.COMMAND:
+                self._recorded.check_recorded(run, event)
+            else:
+                self._recorded.check_caught_up(run, event)
         self._consume(event)
         if kind is EventClass.WAKE:
             self._drive()
@@ -237,7 +243,9 @@ class Execution:
             self.fx.send(
                 ChildStartedReport(p.workflow_id, p.run_id, p.seq, self.workflow_id, run.run_id)
             )
-        if self._code_enabled:
+        # On replay, a start failed for want of its type stays without code.
+        recorded = self._recorded
+        if self._code_enabled and not (recorded is not None and never_ran(event, recorded.peek())):
             self._start_code(run, event.timestamp_ms)
 
     def _note_stuck(self, run: RunState) -> None:
@@ -269,6 +277,7 @@ class Execution:
         run.code.start(attrs.input)
 
     def _patched(self, patch_id: str) -> bool:
-        """`workflow.patched`: always True live; on replay, True if the history says so."""
+        """`workflow.patched`/`deprecate_patch`: always True live; on replay, True if the
+        history says so."""
         recorded = self._recorded
         return self.fx.live or (recorded is not None and recorded.has_patch_marker(patch_id))

@@ -15,7 +15,12 @@ from runtime.engine import activities
 from runtime.engine.execution import Execution
 from runtime.engine.ids import EXECUTION_TIMEOUT_TIMER, derive_run_id, parse_timer_id
 from runtime.engine.state import ActivityState, Phase, RunState
-from runtime.errors import already_started_failure, failure_from_exception, not_found_failure
+from runtime.errors import (
+    TYPE_NOT_FOUND,
+    already_started_failure,
+    failure_from_exception,
+    not_found_failure,
+)
 from runtime.events import (
     ActivityCompleted,
     ActivityHeartbeatRecorded,
@@ -232,7 +237,7 @@ def _unknown_type_failure(ex: Execution, started: WorkflowStarted) -> Failure:
     return Failure(
         f"workflow type {started.workflow_type!r} is not registered on task queue "
         f"{started.task_queue!r} (registered: {known})",
-        type="WorkflowTypeNotFound",
+        type=TYPE_NOT_FOUND,
         non_retryable=True,
     )
 

@@ -134,7 +134,8 @@ def _cancel_requested(fx: Effects, run: RunState, attrs: WorkflowCancelRequested
 
 
 def _task_failed(fx: Effects, run: RunState, attrs: WorkflowTaskFailed, ts: int) -> None:
-    # From here on the code may issue commands the history lacks (fixed code deployed).
+    # Up to the next recorded command the code may issue commands the history lacks
+    # (fixed code deployed; the stuck run recorded wakes without running code).
     run.lenient = True
     if run.stuck is not None:
         run.stuck_recorded = True

@@ -116,7 +116,8 @@ class RunState:
     #: Set when the code disagreed with the history; the run waits for fixed code.
     stuck: NonDeterminismError | None = None
     stuck_recorded: bool = False
-    #: After a recorded task failure, code may issue commands the history lacks.
+    #: After a recorded task failure, code may issue commands the history lacks; only
+    #: until replay reaches the next recorded command (`RecordedEvents._end_leniency`).
     lenient: bool = False
     pending_commands: list[Command] = field(default_factory=list)
 

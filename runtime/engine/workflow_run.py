@@ -24,6 +24,7 @@ from runtime.converter import DataConverter
 from runtime.definitions import HandlerDefinition, WorkflowDefinition
 from runtime.engine.commands import Command
 from runtime.engine.loop import DeterministicLoop
+from runtime.engine.patches import patch_marker
 from runtime.errors import (
     ActivityError,
     ChildWorkflowError,
@@ -38,7 +39,6 @@ from runtime.events import (
     ChildWorkflowCancelRequested,
     ChildWorkflowInitiated,
     ExternalSignalSent,
-    MarkerRecorded,
     ParentRef,
     TimerCancelled,
     TimerStarted,
@@ -51,8 +51,6 @@ from runtime.events import (
 from runtime.payloads import Failure, Payload
 
 _log = structlog.get_logger("chronik.workflow")
-
-PATCH_MARKER = "patch"
 
 
 @dataclass(frozen=True)
@@ -290,7 +288,8 @@ class WorkflowRun:
     def deliver_signal(self, name: str, payloads: Sequence[Payload]) -> None:
         handler = self.definition.signals.get(name)
         if handler is None:
-            _log.warning("signal without handler dropped", signal=name, **self._log_ctx())
+            if not self.replaying:  # said when it arrived, not again on every restore
+                _log.warning("signal without handler dropped", signal=name, **self._log_ctx())
             return
         self.loop.call_soon(self._invoke_handler, handler, payloads, None)
 
@@ -479,15 +478,29 @@ class WorkflowRun:
         )
 
     def patched(self, patch_id: str) -> bool:
+        return self._patch(patch_id, deprecated=False)
+
+    def deprecate_patch(self, patch_id: str) -> None:
+        """The new branch is the only one left; the marker still goes where `patched`
+        put it, so the histories either call recorded replay with this code, and so that
+        a worker still running the `patched()` code reads this run as patched."""
+        self._patch(patch_id, deprecated=True)
+
+    def _patch(self, patch_id: str, *, deprecated: bool) -> bool:
+        """Decide once per run: live, the new branch, recorded as a marker; on replay,
+        whether the history recorded that marker in this step (then it is issued again,
+        to be matched). The answer is memoized: later calls agree with the first."""
         if patch_id not in self._patches:
-            self._check_writable("call workflow.patched() for a new patch id")
+            self._check_writable(
+                "call workflow.patched() or workflow.deprecate_patch() for a new patch id"
+            )
             lookup = self._patch_lookup()
             assert lookup is not None  # the execution drives this code, so it is alive
             use_new = lookup(patch_id)
             self._patches[patch_id] = use_new
             if use_new:
                 seq = self._next("marker")
-                self.commands.append(MarkerRecorded(seq, PATCH_MARKER, patch_id, ()))
+                self.commands.append(patch_marker(seq, patch_id, deprecated=deprecated))
         return self._patches[patch_id]
 
     def now(self) -> datetime:
