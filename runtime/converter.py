@@ -13,12 +13,14 @@ import dataclasses
 import enum
 import importlib
 import json
+import re
 import types
 import typing
 import uuid
 import zlib
 from collections.abc import Sequence
 from datetime import date, datetime, time, timedelta
+from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any, Protocol
 
 from runtime.payloads import Payload
@@ -60,7 +62,7 @@ def _to_jsonable(value: Any) -> Any:
     if isinstance(value, datetime | date | time):
         return value.isoformat()
     if isinstance(value, timedelta):
-        return value.total_seconds()
+        return _duration_text(value)
     if isinstance(value, uuid.UUID):
         return str(value)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
@@ -74,6 +76,44 @@ def _to_jsonable(value: Any) -> Any:
     if isinstance(value, bytes):
         return value.decode("latin-1")
     raise TypeError(f"cannot convert {type(value).__name__} to JSON")
+
+
+def _duration_text(value: timedelta) -> str:
+    """Protobuf's JSON form of a Duration (``"1.500s"``), from whole microseconds.
+
+    Float seconds (`total_seconds()`, the form used before) run out of bits past about
+    285 years, and `timedelta.max` rounded up beyond the range it came from; text keeps
+    every microsecond, and this form is the one Temporal's protobuf JSON and Go's
+    `time.ParseDuration` read.
+    """
+    micros = (value.days * 86_400 + value.seconds) * 1_000_000 + value.microseconds
+    seconds, fraction = divmod(abs(micros), 1_000_000)
+    sign = "-" if micros < 0 else ""
+    if fraction == 0:
+        return f"{sign}{seconds}s"
+    if fraction % 1000 == 0:
+        return f"{sign}{seconds}.{fraction // 1000:03d}s"
+    return f"{sign}{seconds}.{fraction:06d}s"
+
+
+#: Protobuf's Duration text: up to nanoseconds, which other writers may send.
+_DURATION_TEXT = re.compile(r"-?[0-9]+(\.[0-9]{1,9})?s")
+
+
+def _from_duration(value: Any) -> timedelta:
+    """A timedelta from its text form, or from the float seconds recorded before it: old
+    histories must replay, and a JSON number of seconds is what other writers may send."""
+    try:
+        if isinstance(value, str):
+            if not _DURATION_TEXT.fullmatch(value):
+                raise ValueError(f"{value!r} is not a duration such as '1.5s'")
+            micros = (Decimal(value[:-1]) * 1_000_000).to_integral_value(ROUND_HALF_EVEN)
+            return timedelta(microseconds=int(micros))
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return timedelta(seconds=value)
+    except OverflowError:
+        raise ValueError(f"duration {value!r} is out of range for a timedelta") from None
+    raise TypeError(f"expected a duration, got {type(value).__name__} {value!r}")
 
 
 def _key(key: Any) -> str:
@@ -159,7 +199,7 @@ def _from_jsonable(value: Any, hint: Any) -> Any:
         if issubclass(hint, time):
             return time.fromisoformat(value)
         if issubclass(hint, timedelta):
-            return timedelta(seconds=value)
+            return _from_duration(value)
         if issubclass(hint, uuid.UUID):
             return uuid.UUID(value)
         if hint is bytes:

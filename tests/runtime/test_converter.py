@@ -1,0 +1,82 @@
+"""The JSON payload converter on its own: what a value becomes on the wire and what comes back.
+
+Payloads outlive the code that wrote them (histories replay after a deploy) and are read by
+other languages, so each test pins the wire form as well as the round trip.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from runtime.converter import DataConverter
+from runtime.payloads import Payload
+
+C = DataConverter()
+
+
+def _round_trip(value: Any, hint: Any) -> Any:
+    return C.decode_one(C.encode_one(value), hint)
+
+
+def _json(text: str) -> Payload:
+    return Payload("json/plain", text.encode())
+
+
+# --- timedelta --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        timedelta(0),
+        timedelta(seconds=5),
+        timedelta(milliseconds=1500),
+        timedelta(microseconds=1),
+        timedelta(microseconds=-1),
+        timedelta(days=-3, microseconds=5),
+        timedelta(days=146_000, microseconds=1),  # 400 years: a float's 53 bits run out
+        timedelta.max,  # a common "no limit" sentinel: its float seconds overflowed on decode
+        timedelta.min,
+    ],
+)
+def test_every_timedelta_round_trips_exactly(value: timedelta) -> None:
+    assert _round_trip(value, timedelta) == value
+
+
+def test_a_timedelta_travels_as_protobuf_json_duration_text() -> None:
+    assert C.encode_one(timedelta(seconds=5)).data == b'"5s"'
+    assert C.encode_one(timedelta(milliseconds=1500)).data == b'"1.500s"'
+    assert C.encode_one(timedelta(days=1, microseconds=3)).data == b'"86400.000003s"'
+    assert C.encode_one(timedelta(microseconds=-1)).data == b'"-0.000001s"'
+
+
+def test_a_timedelta_recorded_as_float_seconds_still_decodes() -> None:
+    """Histories written before the text form hold JSON numbers; they must still replay."""
+    assert C.decode_one(_json("1.5"), timedelta) == timedelta(seconds=1.5)
+    assert C.decode_one(_json("-1e-06"), timedelta) == timedelta(microseconds=-1)
+    assert C.decode_one(_json("30"), timedelta) == timedelta(seconds=30)
+
+
+def test_duration_text_from_other_writers_decodes() -> None:
+    assert C.decode_one(_json('"0.000000001s"'), timedelta) == timedelta(0)  # nanos round
+    assert C.decode_one(_json('"1.0000005s"'), timedelta) == timedelta(seconds=1)  # half even
+    assert C.decode_one(_json('"-2.25s"'), timedelta) == timedelta(seconds=-2.25)
+
+
+@pytest.mark.parametrize("text", ['"5"', '"5 s"', '"1e3s"', '"Infinitys"', '"s"', "true", "[]"])
+def test_text_that_is_no_duration_is_refused(text: str) -> None:
+    with pytest.raises((TypeError, ValueError)):
+        C.decode_one(_json(text), timedelta)
+
+
+def test_a_duration_beyond_timedelta_range_is_a_value_error() -> None:
+    with pytest.raises(ValueError, match="out of range"):
+        C.decode_one(_json('"99999999999999999999s"'), timedelta)
+
+
+def test_timedelta_dict_keys_round_trip_and_old_keys_still_decode() -> None:
+    assert _round_trip({timedelta(hours=1): "h"}, dict[timedelta, str]) == {timedelta(hours=1): "h"}
+    assert C.decode_one(_json('{"3600.0":"h"}'), dict[timedelta, str]) == {timedelta(hours=1): "h"}
