@@ -13,6 +13,7 @@ import dataclasses
 import enum
 import importlib
 import json
+import math
 import re
 import types
 import typing
@@ -54,8 +55,30 @@ class PayloadCodec(Protocol):
     def decode(self, payloads: Sequence[Payload]) -> list[Payload]: ...
 
 
+class _UnconvertibleError(Exception):
+    """A value JSON cannot carry, and the path to it, collected on the way out of the walk
+    (cheaper than building a path for every value that converts)."""
+
+    def __init__(self, what: str, why: str = "") -> None:
+        super().__init__(what)
+        self.what = what
+        self.why = why
+        self.steps: list[str] = []  # innermost first
+
+    def error(self) -> TypeError:
+        where = "$" + "".join(reversed(self.steps))
+        why = f": {self.why}" if self.why else ""
+        return TypeError(f"cannot convert {self.what} to JSON at {where}{why}")
+
+
 def _to_jsonable(value: Any) -> Any:
-    if value is None or isinstance(value, str | int | float | bool):
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            # `json` would write Infinity/NaN, which is not JSON: parsers of other
+            # languages refuse the whole payload, so refuse it here, where it is made.
+            raise _UnconvertibleError(f"float {value}", "JSON has no NaN or Infinity")
+        return value
+    if value is None or isinstance(value, str | int | bool):
         return value
     if isinstance(value, enum.Enum):
         return _to_jsonable(value.value)
@@ -66,16 +89,53 @@ def _to_jsonable(value: Any) -> Any:
     if isinstance(value, uuid.UUID):
         return str(value)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return _object_to_jsonable(
+            {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+        )
     if _pydantic is not None and isinstance(value, _pydantic.BaseModel):
-        return value.model_dump(mode="json")
+        # pydantic's JSON mode leaves non-finite floats as they are: check its output too.
+        return _to_jsonable(value.model_dump(mode="json"))
     if isinstance(value, dict):
-        return {_key(k): _to_jsonable(v) for k, v in value.items()}
+        return _dict_to_jsonable(value)
     if isinstance(value, list | tuple | set | frozenset):
-        return [_to_jsonable(v) for v in value]
+        items = []
+        for index, item in enumerate(value):
+            try:
+                items.append(_to_jsonable(item))
+            except _UnconvertibleError as refused:
+                refused.steps.append(f"[{index}]")
+                raise
+        return items
     if isinstance(value, bytes):
         return value.decode("latin-1")
-    raise TypeError(f"cannot convert {type(value).__name__} to JSON")
+    raise _UnconvertibleError(type(value).__name__)
+
+
+def _object_to_jsonable(fields: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for name, item in fields.items():
+        try:
+            out[name] = _to_jsonable(item)
+        except _UnconvertibleError as refused:
+            refused.steps.append(f".{name}")
+            raise
+    return out
+
+
+def _dict_to_jsonable(value: dict[Any, Any]) -> dict[str, Any]:
+    out = {}
+    for key, item in value.items():
+        try:
+            text = _key(key)
+        except _UnconvertibleError as refused:
+            refused.steps.append(" (a dict key)")
+            raise
+        try:
+            out[text] = _to_jsonable(item)
+        except _UnconvertibleError as refused:
+            refused.steps.append(f".{text}" if text.isidentifier() else f"[{text!r}]")
+            raise
+    return out
 
 
 def _duration_text(value: timedelta) -> str:
@@ -230,7 +290,8 @@ def _from_key(key: str, hint: Any) -> Any:
 
 
 #: One encoder for every payload: `json.dumps` with options builds a new one per call.
-_JSON = json.JSONEncoder(separators=(",", ":"), sort_keys=True)
+#: `allow_nan=False`: what reaches it has been checked, and nothing that is not JSON may leave.
+_JSON = json.JSONEncoder(separators=(",", ":"), sort_keys=True, allow_nan=False)
 
 
 class JsonPayloadConverter:
@@ -238,12 +299,16 @@ class JsonPayloadConverter:
     top-level bytes as `binary/plain`."""
 
     def to_payload(self, value: Any) -> Payload:
+        """Raises `TypeError` naming a value JSON cannot carry and its path (``$.lines[1]``)."""
         if value is None:
             return Payload(NULL_ENCODING, b"")
         if isinstance(value, bytes):
             return Payload(BINARY_ENCODING, value)
-        text = _JSON.encode(_to_jsonable(value))
-        return Payload(JSON_ENCODING, text.encode())
+        try:
+            plain = _to_jsonable(value)
+        except _UnconvertibleError as refused:
+            raise refused.error() from None
+        return Payload(JSON_ENCODING, _JSON.encode(plain).encode())
 
     def from_payload(self, payload: Payload, type_hint: Any = None) -> Any:
         if payload.encoding == NULL_ENCODING:
@@ -293,7 +358,14 @@ class DataConverter:
     codecs: Sequence[PayloadCodec] = ()
 
     def encode(self, values: Sequence[Any]) -> tuple[Payload, ...]:
-        payloads = [self.payload_converter.to_payload(v) for v in values]
+        payloads = []
+        for index, value in enumerate(values):
+            try:
+                payloads.append(self.payload_converter.to_payload(value))
+            except Exception as exc:
+                if len(values) > 1:  # which argument (or detail) it was, in the traceback
+                    exc.add_note(f"in value {index + 1} of {len(values)}")
+                raise
         for codec in self.codecs:
             payloads = codec.encode(payloads)
         return tuple(payloads)

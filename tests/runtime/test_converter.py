@@ -6,9 +6,12 @@ other languages, so each test pins the wire form as well as the round trip.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from datetime import timedelta
 from typing import Any
 
+import pydantic
 import pytest
 
 from runtime.converter import DataConverter
@@ -80,3 +83,62 @@ def test_a_duration_beyond_timedelta_range_is_a_value_error() -> None:
 def test_timedelta_dict_keys_round_trip_and_old_keys_still_decode() -> None:
     assert _round_trip({timedelta(hours=1): "h"}, dict[timedelta, str]) == {timedelta(hours=1): "h"}
     assert C.decode_one(_json('{"3600.0":"h"}'), dict[timedelta, str]) == {timedelta(hours=1): "h"}
+
+
+# --- floats JSON cannot carry ----------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Line:
+    sku: str
+    price: float
+
+
+@dataclasses.dataclass
+class Order:
+    lines: list[Line]
+    totals: dict[str, float] = dataclasses.field(default_factory=dict)
+
+
+class Quote(pydantic.BaseModel):
+    price: float
+
+
+@pytest.mark.parametrize("number", [math.inf, -math.inf, math.nan])
+def test_a_float_json_cannot_carry_is_refused_by_name(number: float) -> None:
+    """`Infinity`/`NaN` are not JSON: other languages' parsers refuse the whole payload."""
+    with pytest.raises(TypeError, match=rf"cannot convert float {number} to JSON at \$:"):
+        C.encode_one(number)
+
+
+@pytest.mark.parametrize(
+    ("value", "where"),
+    [
+        (Order([Line("a", 1.0), Line("b", math.nan)]), r"\$\.lines\[1\]\.price"),
+        (Order([], {"eur": math.inf}), r"\$\.totals\.eur"),
+        ({"unit price": math.inf}, r"\$\['unit price'\]"),
+        ({math.inf: 1}, r"\$ \(a dict key\)"),
+        ([(1.0, -math.inf)], r"\$\[0\]\[1\]"),
+        (Quote(price=math.nan), r"\$\.price"),
+    ],
+)
+def test_the_refusal_says_where_the_value_is(value: Any, where: str) -> None:
+    with pytest.raises(TypeError, match=f"to JSON at {where}"):
+        C.encode_one(value)
+
+
+def test_other_unconvertible_values_say_where_they_are_too() -> None:
+    with pytest.raises(TypeError, match=r"cannot convert object to JSON at \$\.lines\[0\]"):
+        C.encode_one({"lines": [object()]})
+
+
+def test_the_refused_value_among_several_is_named_by_position() -> None:
+    with pytest.raises(TypeError) as refused:
+        C.encode(["fine", 1.5, math.nan])
+    assert "value 3 of 3" in "".join(refused.value.__notes__)
+
+
+def test_non_finite_floats_recorded_before_still_decode() -> None:
+    """Payloads written before the refusal hold `NaN`/`Infinity`; they must still replay."""
+    assert C.decode_one(_json("Infinity"), float) == math.inf
+    assert math.isnan(C.decode_one(_json('{"sku":"a","price":NaN}'), Line).price)
