@@ -19,6 +19,7 @@ import types
 import typing
 import uuid
 import zlib
+from collections import abc
 from collections.abc import Sequence
 from datetime import date, datetime, time, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
@@ -214,6 +215,28 @@ def _from_union(value: Any, hint: Any, members: tuple[Any, ...]) -> Any:
     raise TypeError(f"{value!r} is none of {hint}")
 
 
+#: What a parameterized abstract collection hint is built as, so that its items decode
+#: through their hint; a bare ``Sequence`` or ``Mapping`` takes the JSON value as it is.
+_CONCRETE: dict[Any, type] = {
+    abc.Iterable: list,
+    abc.Collection: list,
+    abc.Sequence: list,
+    abc.MutableSequence: list,
+    abc.Set: set,
+    abc.MutableSet: set,
+    abc.Mapping: dict,
+    abc.MutableMapping: dict,
+}
+
+
+def _expect_shape(value: Any, shape: type, hint: Any) -> None:
+    """Refuse a JSON value of another shape: iterating a string or an object's keys
+    instead would invent a value the writer never sent."""
+    if not isinstance(value, shape):
+        name = "array" if shape is list else "object"
+        raise TypeError(f"expected a JSON {name} for {hint}, got {type(value).__name__} {value!r}")
+
+
 def _from_jsonable(value: Any, hint: Any) -> Any:
     if hint is None or hint is Any or value is None:
         return value
@@ -221,13 +244,17 @@ def _from_jsonable(value: Any, hint: Any) -> Any:
     args = typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
         return _from_union(value, hint, args)
-    if origin in (list, set, frozenset, tuple) or hint in (list, set, frozenset, tuple):
-        container = origin or hint
+    container = _CONCRETE.get(origin, origin) if origin is not None else hint
+    if container in (list, set, frozenset, tuple):
+        _expect_shape(value, list, hint)
         if container is tuple and len(args) >= 1 and args[-1] is not Ellipsis:
-            return tuple(_from_jsonable(v, h) for v, h in zip(value, args, strict=False))
+            if len(value) != len(args):  # a fixed tuple: cutting or padding would lose data
+                raise TypeError(f"expected {len(args)} items for {hint}, got {len(value)}")
+            return tuple(_from_jsonable(v, h) for v, h in zip(value, args, strict=True))
         item = args[0] if args else None
         return container(_from_jsonable(v, item) for v in value)
-    if origin is dict:
+    if container is dict:
+        _expect_shape(value, dict, hint)
         key_hint, value_hint = args if args else (None, None)
         return {_from_key(k, key_hint): _from_jsonable(v, value_hint) for k, v in value.items()}
     if isinstance(hint, type):

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from datetime import timedelta
+from collections.abc import Iterable, Mapping, MutableSequence, Sequence, Set
+from datetime import datetime, timedelta
 from typing import Any
 
 import pydantic
@@ -142,3 +143,50 @@ def test_non_finite_floats_recorded_before_still_decode() -> None:
     """Payloads written before the refusal hold `NaN`/`Infinity`; they must still replay."""
     assert C.decode_one(_json("Infinity"), float) == math.inf
     assert math.isnan(C.decode_one(_json('{"sku":"a","price":NaN}'), Line).price)
+
+
+# --- collections ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "hint"),
+    [
+        ('"abc"', list[str]),  # was ['a', 'b', 'c']
+        ('{"a":1}', list[str]),  # was ['a']: the keys
+        ('"abc"', list),
+        ('"ab"', set[str]),
+        ('"ab"', tuple[str, ...]),
+        ("[1]", dict[str, int]),  # was AttributeError, which a union did not catch
+        ('"x"', dict),  # was 'x'
+        ('"abc"', Sequence[str]),
+    ],
+)
+def test_a_collection_hint_takes_only_its_json_shape(text: str, hint: Any) -> None:
+    with pytest.raises(TypeError, match="expected a JSON"):
+        C.decode_one(_json(text), hint)
+
+
+def test_a_fixed_tuple_takes_exactly_its_length() -> None:
+    assert _round_trip((1, "a"), tuple[int, str]) == (1, "a")
+    for text in ('[1,"a","dropped"]', "[1]"):  # were (1, 'a') and (1,): silently cut
+        with pytest.raises(TypeError, match="2 items"):
+            C.decode_one(_json(text), tuple[int, str])
+
+
+def test_a_union_of_collections_picks_the_shape_that_fits() -> None:
+    assert C.decode_one(_json("[1,2]"), dict[str, int] | list[int]) == [1, 2]
+    assert C.decode_one(_json('{"a":1}'), list[int] | dict[str, int]) == {"a": 1}
+
+
+@pytest.mark.parametrize(
+    ("hint", "value", "expected"),
+    [
+        (Sequence[Line], [Line("a", 1.0)], [Line("a", 1.0)]),  # items were left as dicts
+        (MutableSequence[datetime], [datetime(2026, 1, 1)], [datetime(2026, 1, 1)]),
+        (Iterable[Line], (Line("a", 1.0),), [Line("a", 1.0)]),
+        (Mapping[str, Line], {"k": Line("a", 1.0)}, {"k": Line("a", 1.0)}),
+        (Set[int], {1, 2}, {1, 2}),
+    ],
+)
+def test_abstract_collection_hints_decode_their_items(hint: Any, value: Any, expected: Any) -> None:
+    assert _round_trip(value, hint) == expected
