@@ -198,20 +198,23 @@ def _fits(value: Any, member: Any) -> bool:
 
 
 def _from_union(value: Any, hint: Any, members: tuple[Any, ...]) -> Any:
-    """The first member that takes ``value`` as it is: primitives are never coerced into
-    another member (``str | int`` keeps ``5`` an int), and a value no member takes is an
-    error, not the raw JSON."""
+    """The first member, in the declared order, that takes ``value``: ``Status | str``
+    reads ``"ok"`` as ``Status.OK`` and ``"other"`` as text. A primitive member takes
+    only its own JSON type (``str | int`` keeps ``5`` an int); a float member widens an
+    int only when no member takes it as it is (``float | int`` keeps ``5``). A value no
+    member takes is an error, not the raw JSON."""
     candidates = [m for m in members if m is not type(None)]
     for member in candidates:
-        if member in _PRIMITIVE_JSON and _fits(value, member):
-            return value if member is not float else float(value)
-    for member in candidates:
         if member in _PRIMITIVE_JSON:
+            if _fits(value, member) and (member is not float or isinstance(value, float)):
+                return value
             continue
         try:
             return _from_jsonable(value, member)
         except (TypeError, ValueError, KeyError):
             continue
+    if float in candidates and _fits(value, float):
+        return float(value)
     raise TypeError(f"{value!r} is none of {hint}")
 
 

@@ -7,6 +7,7 @@ other languages, so each test pins the wire form as well as the round trip.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import math
 from collections.abc import Iterable, Mapping, MutableSequence, Sequence, Set
 from datetime import datetime, timedelta
@@ -190,3 +191,42 @@ def test_a_union_of_collections_picks_the_shape_that_fits() -> None:
 )
 def test_abstract_collection_hints_decode_their_items(hint: Any, value: Any, expected: Any) -> None:
     assert _round_trip(value, hint) == expected
+
+
+# --- unions -----------------------------------------------------------------------------
+
+
+class Status(enum.Enum):
+    OK = "ok"
+    LATE = "late"
+
+
+class Level(enum.IntEnum):
+    LOW = 1
+    HIGH = 2
+
+
+@pytest.mark.parametrize(
+    ("value", "hint", "expected"),
+    [
+        (Status.OK, Status | str, Status.OK),  # was 'ok': primitives were tried first
+        ("free text", Status | str, "free text"),
+        (Level.LOW, Level | int, Level.LOW),  # was 1
+        (7, Level | int, 7),
+        (Level.LOW, int | Level, 1),  # the declared order decides
+        (datetime(2026, 1, 1), datetime | str, datetime(2026, 1, 1)),
+        ("not a date", datetime | str, "not a date"),
+        (5, float | int, 5),  # an exact fit wins over widening
+        (5, float | str, 5.0),  # ...which a float still does to an int
+        (2.5, int | float, 2.5),
+        (5, str | int, 5),
+        ("5", int | str, "5"),
+        (True, int | bool, True),
+        ("abc", list[str] | str, "abc"),
+    ],
+)
+def test_a_union_takes_the_first_declared_member_that_fits(
+    value: Any, hint: Any, expected: Any
+) -> None:
+    decoded = _round_trip(value, hint)
+    assert decoded == expected and type(decoded) is type(expected)
