@@ -247,6 +247,14 @@ def _from_jsonable(value: Any, hint: Any) -> Any:
     args = typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
         return _from_union(value, hint, args)
+    if origin is typing.Annotated:  # metadata is for other tools: decode what it wraps
+        return _from_jsonable(value, args[0])
+    if isinstance(hint, typing.NewType):
+        return _from_jsonable(value, hint.__supertype__)
+    if origin is typing.Literal:
+        return _from_literal(value, hint, args)
+    if typing.is_typeddict(hint):
+        return _from_typed_dict(value, hint)
     container = _CONCRETE.get(origin, origin) if origin is not None else hint
     if container in (list, set, frozenset, tuple):
         _expect_shape(value, list, hint)
@@ -306,6 +314,39 @@ def _from_jsonable(value: Any, hint: Any) -> Any:
                 "builtins (use a custom PayloadConverter for others)"
             )
     return value
+
+
+def _from_literal(value: Any, hint: Any, allowed: tuple[Any, ...]) -> Any:
+    """One of the literal's values, of the same JSON type (``Literal[1]`` refuses ``true``);
+    an enum member is matched by its value, as it was written."""
+    for option in allowed:
+        plain = option.value if isinstance(option, enum.Enum) else option
+        if type(plain) is type(value) and plain == value:
+            return option
+    raise TypeError(f"{value!r} is none of {hint}")
+
+
+def _from_typed_dict(value: Any, hint: Any) -> dict[str, Any]:
+    """Its keys decoded by their hints; keys it does not declare (a newer writer's) are
+    kept, since the result is a dict that can carry them on."""
+    _expect_shape(value, dict, hint)
+    field_hints = {}
+    required = set(hint.__required_keys__)
+    for key, declared in typing.get_type_hints(hint, include_extras=True).items():
+        # Under `from __future__ import annotations` Python 3.11 cannot see NotRequired
+        # in the text it keeps, and counts every key as required: the hints tell.
+        marker = typing.get_origin(declared)
+        if marker is typing.NotRequired:
+            required.discard(key)
+        elif marker is typing.Required:
+            required.add(key)
+        wrapped = marker in (typing.NotRequired, typing.Required)
+        field_hints[key] = typing.get_args(declared)[0] if wrapped else declared
+    missing = sorted(required - value.keys())
+    if missing:
+        names = ", ".join(repr(k) for k in missing)
+        raise TypeError(f"cannot decode {hint.__qualname__}: {names} missing from the JSON")
+    return {k: _from_jsonable(v, field_hints.get(k)) for k, v in value.items()}
 
 
 def _from_key(key: str, hint: Any) -> Any:

@@ -11,7 +11,7 @@ import enum
 import math
 from collections.abc import Iterable, Mapping, MutableSequence, Sequence, Set
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Annotated, Any, Literal, NewType, NotRequired, TypedDict
 
 import pydantic
 import pytest
@@ -230,3 +230,45 @@ def test_a_union_takes_the_first_declared_member_that_fits(
 ) -> None:
     decoded = _round_trip(value, hint)
     assert decoded == expected and type(decoded) is type(expected)
+
+
+# --- hints the converter used to pass over -------------------------------------------------
+
+
+def test_a_literal_takes_only_its_values() -> None:
+    assert _round_trip("a", Literal["a", "b"]) == "a"
+    assert _round_trip(Status.OK, Literal[Status.OK]) is Status.OK
+    for text in ('"c"', "1", "true"):  # "c" came through as it was
+        with pytest.raises(TypeError, match="none of"):
+            C.decode_one(_json(text), Literal["a", "b", 2])
+    with pytest.raises(TypeError):
+        C.decode_one(_json("true"), Literal[1])  # a bool is no int
+    assert _round_trip("b", Literal["a"] | Literal["b"]) == "b"
+
+
+class Event(TypedDict):
+    kind: str
+    at: datetime
+    note: NotRequired[str]
+
+
+def test_a_typed_dict_decodes_its_fields_by_their_hints() -> None:
+    """It raised "TypedDict does not support instance and class checks"."""
+    event: Event = {"kind": "k", "at": datetime(2026, 1, 1)}
+    assert _round_trip(event, Event) == event
+    newer = C.decode_one(_json('{"kind":"k","at":"2026-01-01T00:00:00","by":"x"}'), Event)
+    assert newer == {"kind": "k", "at": datetime(2026, 1, 1), "by": "x"}  # unknown kept
+    with pytest.raises(TypeError, match="'at'"):
+        C.decode_one(_json('{"kind":"k"}'), Event)
+
+
+UserId = NewType("UserId", int)
+
+
+def test_annotated_and_new_type_hints_decode_as_what_they_wrap() -> None:
+    assert _round_trip([datetime(2026, 1, 1)], list[Annotated[datetime, "utc"]]) == [
+        datetime(2026, 1, 1)
+    ]  # was the ISO text
+    assert _round_trip(7, UserId) == 7
+    with pytest.raises(TypeError, match="expected int"):
+        C.decode_one(_json('"7"'), UserId)  # came through as text
