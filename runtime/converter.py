@@ -270,21 +270,9 @@ def _from_jsonable(value: Any, hint: Any) -> Any:
         return {_from_key(k, key_hint): _from_jsonable(v, value_hint) for k, v in value.items()}
     if isinstance(hint, type):
         if dataclasses.is_dataclass(hint):
-            field_hints = typing.get_type_hints(hint)
-            kwargs = {  # fields with init=False are computed by the class itself
-                f.name: _from_jsonable(value[f.name], field_hints.get(f.name))
-                for f in dataclasses.fields(hint)
-                if f.init and f.name in value
-            }
-            return hint(**kwargs)
+            return _from_dataclass(value, hint)
         if issubclass(hint, tuple) and hasattr(hint, "_fields"):  # a NamedTuple
-            item_hints = typing.get_type_hints(hint)
-            return hint(
-                *(
-                    _from_jsonable(v, item_hints.get(f))
-                    for f, v in zip(hint._fields, value, strict=True)
-                )
-            )
+            return _from_named_tuple(value, hint)
         if _pydantic is not None and issubclass(hint, _pydantic.BaseModel):
             model: Any = hint
             return model.model_validate(value)
@@ -314,6 +302,45 @@ def _from_jsonable(value: Any, hint: Any) -> Any:
                 "builtins (use a custom PayloadConverter for others)"
             )
     return value
+
+
+def _from_dataclass(value: Any, hint: Any) -> Any:
+    """Fields an older writer did not have take their defaults, and fields only a newer
+    writer has are ignored: payloads recorded by either version must decode (workflow
+    versioning relies on it). Fields with ``init=False`` are computed by the class."""
+    _expect_shape(value, dict, hint)
+    fields = [f for f in dataclasses.fields(hint) if f.init]
+    missing = [
+        f.name
+        for f in fields
+        if f.name not in value
+        and f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        names = ", ".join(repr(name) for name in missing)
+        raise TypeError(f"cannot decode {hint.__qualname__}: {names} missing from the JSON")
+    field_hints = typing.get_type_hints(hint)
+    return hint(
+        **{
+            f.name: _from_jsonable(value[f.name], field_hints.get(f.name))
+            for f in fields
+            if f.name in value
+        }
+    )
+
+
+def _from_named_tuple(value: Any, hint: Any) -> Any:
+    """Positional, so versions differ at the end: items an older writer did not have take
+    their defaults, and items only a newer writer has are ignored, as for dataclasses."""
+    _expect_shape(value, list, hint)
+    names = hint._fields[: len(value)]
+    missing = [f for f in hint._fields[len(value) :] if f not in hint._field_defaults]
+    if missing:
+        listed = ", ".join(repr(name) for name in missing)
+        raise TypeError(f"cannot decode {hint.__qualname__}: {listed} missing from the JSON")
+    item_hints = typing.get_type_hints(hint)
+    return hint(*(_from_jsonable(v, item_hints.get(f)) for f, v in zip(names, value, strict=False)))
 
 
 def _from_literal(value: Any, hint: Any, allowed: tuple[Any, ...]) -> Any:

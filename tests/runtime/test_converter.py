@@ -11,7 +11,7 @@ import enum
 import math
 from collections.abc import Iterable, Mapping, MutableSequence, Sequence, Set
 from datetime import datetime, timedelta
-from typing import Annotated, Any, Literal, NewType, NotRequired, TypedDict
+from typing import Annotated, Any, Literal, NamedTuple, NewType, NotRequired, TypedDict
 
 import pydantic
 import pytest
@@ -272,3 +272,60 @@ def test_annotated_and_new_type_hints_decode_as_what_they_wrap() -> None:
     assert _round_trip(7, UserId) == 7
     with pytest.raises(TypeError, match="expected int"):
         C.decode_one(_json('"7"'), UserId)  # came through as text
+
+
+# --- versioning: payloads recorded by older or newer code ------------------------------
+
+
+@dataclasses.dataclass
+class Address:
+    city: str
+    zip_code: str = ""
+
+
+@dataclasses.dataclass
+class Customer:
+    """Version 2: `address`, `tags` and `vip` were added after version 1 was recorded."""
+
+    name: str
+    address: Address | None = None
+    tags: list[str] = dataclasses.field(default_factory=list)
+    vip: bool = False
+
+
+def test_fields_missing_from_an_older_payload_take_their_defaults() -> None:
+    assert C.decode_one(_json('{"name":"ada"}'), Customer) == Customer("ada")
+    older_nested = '{"name":"ada","address":{"city":"Paris"}}'
+    assert C.decode_one(_json(older_nested), Customer) == Customer("ada", Address("Paris"))
+
+
+def test_fields_unknown_to_this_code_are_ignored() -> None:
+    """A payload from newer code (a field this version has not got yet) still decodes."""
+    newer = '{"name":"ada","vip":true,"loyalty":{"tier":3}}'
+    assert C.decode_one(_json(newer), Customer) == Customer("ada", vip=True)
+
+
+def test_a_required_field_missing_is_named() -> None:
+    with pytest.raises(TypeError, match=r"cannot decode Customer: 'name' missing from the JSON"):
+        C.decode_one(_json('{"vip":true}'), Customer)
+
+
+@pytest.mark.parametrize("text", ['["ada"]', '"ada"', "5"])
+def test_a_dataclass_takes_only_an_object(text: str) -> None:
+    with pytest.raises(TypeError, match="expected a JSON object"):
+        C.decode_one(_json(text), Customer)
+
+
+class Span(NamedTuple):
+    start: int
+    end: int = -1
+
+
+def test_a_named_tuple_fills_defaults_for_older_payloads_and_ignores_newer_items() -> None:
+    assert _round_trip(Span(1, 2), Span) == Span(1, 2)
+    assert C.decode_one(_json("[1]"), Span) == Span(1)  # ValueError from zip(strict=True)
+    assert C.decode_one(_json("[1,2,3]"), Span) == Span(1, 2)
+    with pytest.raises(TypeError, match=r"cannot decode Span: 'start' missing from the JSON"):
+        C.decode_one(_json("[]"), Span)
+    with pytest.raises(TypeError, match="expected a JSON array"):
+        C.decode_one(_json('{"start":1}'), Span)
