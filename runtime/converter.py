@@ -304,6 +304,19 @@ def _from_jsonable(value: Any, hint: Any) -> Any:
     return value
 
 
+def _field_hints(cls: Any, *, include_extras: bool = False) -> dict[str, Any]:
+    """A class's field hints, or a `TypeError` saying why they cannot be had: a class local
+    to a function under `from __future__ import annotations` names classes that are not
+    module globals, and the `NameError` escaped what catches conversion errors (unions)."""
+    try:
+        return typing.get_type_hints(cls, include_extras=include_extras)
+    except NameError as exc:
+        raise TypeError(
+            f"cannot decode {cls.__qualname__}: its field hints do not resolve ({exc}); "
+            "define the classes it names at module level"
+        ) from exc
+
+
 def _from_dataclass(value: Any, hint: Any) -> Any:
     """Fields an older writer did not have take their defaults, and fields only a newer
     writer has are ignored: payloads recorded by either version must decode (workflow
@@ -320,7 +333,7 @@ def _from_dataclass(value: Any, hint: Any) -> Any:
     if missing:
         names = ", ".join(repr(name) for name in missing)
         raise TypeError(f"cannot decode {hint.__qualname__}: {names} missing from the JSON")
-    field_hints = typing.get_type_hints(hint)
+    field_hints = _field_hints(hint)
     return hint(
         **{
             f.name: _from_jsonable(value[f.name], field_hints.get(f.name))
@@ -339,7 +352,7 @@ def _from_named_tuple(value: Any, hint: Any) -> Any:
     if missing:
         listed = ", ".join(repr(name) for name in missing)
         raise TypeError(f"cannot decode {hint.__qualname__}: {listed} missing from the JSON")
-    item_hints = typing.get_type_hints(hint)
+    item_hints = _field_hints(hint)
     return hint(*(_from_jsonable(v, item_hints.get(f)) for f, v in zip(names, value, strict=False)))
 
 
@@ -359,7 +372,7 @@ def _from_typed_dict(value: Any, hint: Any) -> dict[str, Any]:
     _expect_shape(value, dict, hint)
     field_hints = {}
     required = set(hint.__required_keys__)
-    for key, declared in typing.get_type_hints(hint, include_extras=True).items():
+    for key, declared in _field_hints(hint, include_extras=True).items():
         # Under `from __future__ import annotations` Python 3.11 cannot see NotRequired
         # in the text it keeps, and counts every key as required: the hints tell.
         marker = typing.get_origin(declared)
