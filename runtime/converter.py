@@ -22,7 +22,7 @@ import zlib
 from collections import abc
 from collections.abc import Sequence
 from datetime import date, datetime, time, timedelta
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Any, Protocol
 
 from runtime.payloads import Payload
@@ -88,6 +88,12 @@ def _to_jsonable(value: Any) -> Any:
     if isinstance(value, timedelta):
         return _duration_text(value)
     if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, Decimal):
+        # Text, as pydantic writes it: a JSON number is read as a double here and in most
+        # languages, which would round the very values Decimal exists to keep exact.
+        if not value.is_finite():
+            raise _UnconvertibleError(f"Decimal {value}", "JSON has no NaN or Infinity")
         return str(value)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return _object_to_jsonable(
@@ -175,6 +181,23 @@ def _from_duration(value: Any) -> timedelta:
     except OverflowError:
         raise ValueError(f"duration {value!r} is out of range for a timedelta") from None
     raise TypeError(f"expected a duration, got {type(value).__name__} {value!r}")
+
+
+def _from_decimal(value: Any) -> Decimal:
+    """Its text exactly; a JSON number (another writer's) by its shortest repr, so that
+    ``1.1`` is ``Decimal("1.1")`` and not the double nearest to it."""
+    if isinstance(value, str):
+        try:
+            number = Decimal(value)
+        except InvalidOperation:
+            raise ValueError(f"{value!r} is not a decimal") from None
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        number = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
+    else:
+        raise TypeError(f"expected a decimal, got {type(value).__name__} {value!r}")
+    if not number.is_finite():
+        raise ValueError(f"{value!r} is not a finite decimal")
+    return number
 
 
 def _key(key: Any) -> str:
@@ -288,6 +311,8 @@ def _from_jsonable(value: Any, hint: Any) -> Any:
             return _from_duration(value)
         if issubclass(hint, uuid.UUID):
             return uuid.UUID(value)
+        if issubclass(hint, Decimal):
+            return _from_decimal(value)
         if hint is bytes:
             return value.encode("latin-1")
         if hint in _PRIMITIVE_JSON:
@@ -298,7 +323,7 @@ def _from_jsonable(value: Any, hint: Any) -> Any:
         if hint.__module__ != "builtins" and not isinstance(value, hint):  # Sequence, Mapping
             raise TypeError(
                 f"cannot decode a value into {hint.__qualname__}: the JSON converter knows "
-                "dataclasses, NamedTuples, enums, pydantic models, datetimes, UUIDs and "
+                "dataclasses, NamedTuples, enums, pydantic models, datetimes, UUIDs, Decimals and "
                 "builtins (use a custom PayloadConverter for others)"
             )
     return value

@@ -11,6 +11,7 @@ import enum
 import math
 from collections.abc import Iterable, Mapping, MutableSequence, Sequence, Set
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Annotated, Any, Literal, NamedTuple, NewType, NotRequired, TypedDict
 
 import pydantic
@@ -329,3 +330,39 @@ def test_a_named_tuple_fills_defaults_for_older_payloads_and_ignores_newer_items
         C.decode_one(_json("[]"), Span)
     with pytest.raises(TypeError, match="expected a JSON array"):
         C.decode_one(_json('{"start":1}'), Span)
+
+
+# --- Decimal ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text", ["1.10", "-0.000001", "12345678901234567890.123456789", "1E+3"])
+def test_a_decimal_travels_as_its_exact_text(text: str) -> None:
+    """A JSON number would be read as a double here and in most languages: money is not."""
+    value = Decimal(text)
+    assert C.encode_one(value).data == f'"{text}"'.encode()
+    decoded = _round_trip(value, Decimal)
+    assert decoded == value and str(decoded) == text  # trailing zeros and exponent kept
+
+
+def test_a_decimal_reads_json_numbers_other_writers_send() -> None:
+    assert C.decode_one(_json("3"), Decimal) == Decimal(3)
+    assert C.decode_one(_json("1.1"), Decimal) == Decimal("1.1")  # not 1.1000000000000000888
+
+
+def test_decimals_in_structures_and_as_keys_round_trip() -> None:
+    value = {Decimal("0.5"): [Decimal("2.50")]}
+    assert _round_trip(value, dict[Decimal, list[Decimal]]) == value
+
+
+@pytest.mark.parametrize("text", ["NaN", "Infinity", "-Infinity", "sNaN"])
+def test_a_decimal_json_cannot_carry_as_a_number_is_refused(text: str) -> None:
+    with pytest.raises(TypeError, match=f"cannot convert Decimal {text} to JSON at"):
+        C.encode_one(Decimal(text))
+    with pytest.raises(ValueError, match="not a finite decimal"):
+        C.decode_one(_json(f'"{text}"'), Decimal)
+
+
+@pytest.mark.parametrize("text", ['"abc"', "true", "[]"])
+def test_what_is_no_decimal_is_refused(text: str) -> None:
+    with pytest.raises((TypeError, ValueError)):
+        C.decode_one(_json(text), Decimal)
