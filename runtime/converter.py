@@ -278,6 +278,9 @@ def _from_jsonable(value: Any, hint: Any) -> Any:
         return _from_literal(value, hint, args)
     if typing.is_typeddict(hint):
         return _from_typed_dict(value, hint)
+    if isinstance(origin, type) and dataclasses.is_dataclass(origin):  # Page[Order]
+        variables = getattr(origin, "__parameters__", ())
+        return _from_dataclass(value, origin, dict(zip(variables, args, strict=False)))
     container = _CONCRETE.get(origin, origin) if origin is not None else hint
     if container in (list, set, frozenset, tuple):
         _expect_shape(value, list, hint)
@@ -342,10 +345,22 @@ def _field_hints(cls: Any, *, include_extras: bool = False) -> dict[str, Any]:
         ) from exc
 
 
-def _from_dataclass(value: Any, hint: Any) -> Any:
+def _substitute(hint: Any, bound: dict[Any, Any]) -> Any:
+    """``hint`` with the type variables of a generic class replaced by the arguments it
+    was given (``list[T]`` in ``Page[Order]`` is ``list[Order]``)."""
+    if isinstance(hint, typing.TypeVar):
+        return bound.get(hint, hint)
+    parameters = getattr(hint, "__parameters__", ())
+    if parameters and typing.get_origin(hint) is not None:
+        return hint[tuple(bound.get(p, p) for p in parameters)]
+    return hint
+
+
+def _from_dataclass(value: Any, hint: Any, bound: dict[Any, Any] | None = None) -> Any:
     """Fields an older writer did not have take their defaults, and fields only a newer
     writer has are ignored: payloads recorded by either version must decode (workflow
-    versioning relies on it). Fields with ``init=False`` are computed by the class."""
+    versioning relies on it). Fields with ``init=False`` are computed by the class.
+    ``bound`` maps a generic dataclass's type variables to the arguments of its hint."""
     _expect_shape(value, dict, hint)
     fields = [f for f in dataclasses.fields(hint) if f.init]
     missing = [
@@ -359,6 +374,8 @@ def _from_dataclass(value: Any, hint: Any) -> Any:
         names = ", ".join(repr(name) for name in missing)
         raise TypeError(f"cannot decode {hint.__qualname__}: {names} missing from the JSON")
     field_hints = _field_hints(hint)
+    if bound:
+        field_hints = {name: _substitute(h, bound) for name, h in field_hints.items()}
     return hint(
         **{
             f.name: _from_jsonable(value[f.name], field_hints.get(f.name))

@@ -12,7 +12,17 @@ import math
 from collections.abc import Iterable, Mapping, MutableSequence, Sequence, Set
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Annotated, Any, Literal, NamedTuple, NewType, NotRequired, TypedDict
+from typing import (
+    Annotated,
+    Any,
+    Generic,
+    Literal,
+    NamedTuple,
+    NewType,
+    NotRequired,
+    TypedDict,
+    TypeVar,
+)
 
 import pydantic
 import pytest
@@ -366,3 +376,27 @@ def test_a_decimal_json_cannot_carry_as_a_number_is_refused(text: str) -> None:
 def test_what_is_no_decimal_is_refused(text: str) -> None:
     with pytest.raises((TypeError, ValueError)):
         C.decode_one(_json(text), Decimal)
+
+
+# --- generic dataclasses ---------------------------------------------------------------
+
+ItemT = TypeVar("ItemT")
+
+
+@dataclasses.dataclass
+class Page(Generic[ItemT]):
+    items: list[ItemT]
+    first: ItemT | None = None
+    next_token: str = ""
+
+
+def test_a_generic_dataclass_decodes_its_fields_through_the_given_arguments() -> None:
+    page = Page([Line("a", 1.0)], Line("a", 1.0), "t")
+    assert _round_trip(page, Page[Line]) == page  # was the plain dict
+    assert _round_trip([Page([datetime(2026, 1, 1)])], list[Page[datetime]]) == [
+        Page([datetime(2026, 1, 1)])
+    ]
+
+
+def test_a_bare_generic_dataclass_leaves_its_type_variables_as_json() -> None:
+    assert _round_trip(Page([1, 2]), Page) == Page([1, 2])
