@@ -137,6 +137,8 @@ def _dict_to_jsonable(value: dict[Any, Any]) -> dict[str, Any]:
         except _UnconvertibleError as refused:
             refused.steps.append(" (a dict key)")
             raise
+        if text in out:  # {1: ..., "1": ...}: JSON would keep only one of them
+            raise _UnconvertibleError(f"dict key {key!r}", f"two keys write as {text!r}")
         try:
             out[text] = _to_jsonable(item)
         except _UnconvertibleError as refused:
@@ -317,6 +319,8 @@ def _from_jsonable(value: Any, hint: Any) -> Any:
         if issubclass(hint, Decimal):
             return _from_decimal(value)
         if hint is bytes:
+            if not isinstance(value, str):
+                raise TypeError(f"expected bytes as text, got {type(value).__name__} {value!r}")
             return value.encode("latin-1")
         if hint in _PRIMITIVE_JSON:
             if not _fits(value, hint):

@@ -400,3 +400,15 @@ def test_a_generic_dataclass_decodes_its_fields_through_the_given_arguments() ->
 
 def test_a_bare_generic_dataclass_leaves_its_type_variables_as_json() -> None:
     assert _round_trip(Page([1, 2]), Page) == Page([1, 2])
+
+
+# --- small leaks ----------------------------------------------------------------------
+
+
+def test_dict_keys_that_write_the_same_text_are_refused_not_merged() -> None:
+    with pytest.raises(TypeError, match=r"to JSON at \$\.k: two keys"):
+        C.encode_one({"k": {1: "int", "1": "text"}})  # one of them was silently dropped
+
+
+def test_bytes_in_a_union_refuse_a_non_string_so_the_next_member_is_tried() -> None:
+    assert C.decode_one(_json("5"), bytes | int) == 5  # AttributeError escaped the union
