@@ -412,3 +412,11 @@ def test_dict_keys_that_write_the_same_text_are_refused_not_merged() -> None:
 
 def test_bytes_in_a_union_refuse_a_non_string_so_the_next_member_is_tried() -> None:
     assert C.decode_one(_json("5"), bytes | int) == 5  # AttributeError escaped the union
+
+
+def test_without_pydantic_everything_else_converts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """pydantic is optional: nothing else may depend on it being importable."""
+    monkeypatch.setattr("runtime.converter._pydantic", None)
+    order = Order([Line("a", 1.5)], {"eur": 1.5})
+    assert _round_trip(order, Order) == order
+    assert _round_trip(Page([Decimal("1.10")]), Page[Decimal]) == Page([Decimal("1.10")])
