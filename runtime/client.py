@@ -17,6 +17,7 @@ from runtime.definitions import (
     QUERY_ATTR,
     SIGNAL_ATTR,
     UPDATE_ATTR,
+    TypeHints,
     handler_name,
     workflow_definition,
     workflow_name,
@@ -386,9 +387,4 @@ def _result_type(workflow: Any, explicit: Any) -> Any:
 def _return_hint(handler: Any) -> Any:
     if isinstance(handler, str):
         return None
-    import typing  # noqa: PLC0415
-
-    try:
-        return typing.get_type_hints(handler).get("return")
-    except Exception:
-        return None
+    return TypeHints(handler, skip_self=True).returns

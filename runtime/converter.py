@@ -13,12 +13,16 @@ import dataclasses
 import enum
 import importlib
 import json
+import math
+import re
 import types
 import typing
 import uuid
 import zlib
+from collections import abc
 from collections.abc import Sequence
 from datetime import date, datetime, time, timedelta
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Any, Protocol
 
 from runtime.payloads import Payload
@@ -52,28 +56,150 @@ class PayloadCodec(Protocol):
     def decode(self, payloads: Sequence[Payload]) -> list[Payload]: ...
 
 
+class _UnconvertibleError(Exception):
+    """A value JSON cannot carry, and the path to it, collected on the way out of the walk
+    (cheaper than building a path for every value that converts)."""
+
+    def __init__(self, what: str, why: str = "") -> None:
+        super().__init__(what)
+        self.what = what
+        self.why = why
+        self.steps: list[str] = []  # innermost first
+
+    def error(self) -> TypeError:
+        where = "$" + "".join(reversed(self.steps))
+        why = f": {self.why}" if self.why else ""
+        return TypeError(f"cannot convert {self.what} to JSON at {where}{why}")
+
+
 def _to_jsonable(value: Any) -> Any:
-    if value is None or isinstance(value, str | int | float | bool):
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            # `json` would write Infinity/NaN, which is not JSON: parsers of other
+            # languages refuse the whole payload, so refuse it here, where it is made.
+            raise _UnconvertibleError(f"float {value}", "JSON has no NaN or Infinity")
+        return value
+    if value is None or isinstance(value, str | int | bool):
         return value
     if isinstance(value, enum.Enum):
         return _to_jsonable(value.value)
     if isinstance(value, datetime | date | time):
         return value.isoformat()
     if isinstance(value, timedelta):
-        return value.total_seconds()
+        return _duration_text(value)
     if isinstance(value, uuid.UUID):
         return str(value)
+    if isinstance(value, Decimal):
+        # Text, as pydantic writes it: a JSON number is read as a double here and in most
+        # languages, which would round the very values Decimal exists to keep exact.
+        if not value.is_finite():
+            raise _UnconvertibleError(f"Decimal {value}", "JSON has no NaN or Infinity")
+        return str(value)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return _object_to_jsonable(
+            {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+        )
     if _pydantic is not None and isinstance(value, _pydantic.BaseModel):
-        return value.model_dump(mode="json")
+        # pydantic's JSON mode leaves non-finite floats as they are: check its output too.
+        return _to_jsonable(value.model_dump(mode="json"))
     if isinstance(value, dict):
-        return {_key(k): _to_jsonable(v) for k, v in value.items()}
+        return _dict_to_jsonable(value)
     if isinstance(value, list | tuple | set | frozenset):
-        return [_to_jsonable(v) for v in value]
+        items = []
+        for index, item in enumerate(value):
+            try:
+                items.append(_to_jsonable(item))
+            except _UnconvertibleError as refused:
+                refused.steps.append(f"[{index}]")
+                raise
+        return items
     if isinstance(value, bytes):
         return value.decode("latin-1")
-    raise TypeError(f"cannot convert {type(value).__name__} to JSON")
+    raise _UnconvertibleError(type(value).__name__)
+
+
+def _object_to_jsonable(fields: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for name, item in fields.items():
+        try:
+            out[name] = _to_jsonable(item)
+        except _UnconvertibleError as refused:
+            refused.steps.append(f".{name}")
+            raise
+    return out
+
+
+def _dict_to_jsonable(value: dict[Any, Any]) -> dict[str, Any]:
+    out = {}
+    for key, item in value.items():
+        try:
+            text = _key(key)
+        except _UnconvertibleError as refused:
+            refused.steps.append(" (a dict key)")
+            raise
+        if text in out:  # {1: ..., "1": ...}: JSON would keep only one of them
+            raise _UnconvertibleError(f"dict key {key!r}", f"two keys write as {text!r}")
+        try:
+            out[text] = _to_jsonable(item)
+        except _UnconvertibleError as refused:
+            refused.steps.append(f".{text}" if text.isidentifier() else f"[{text!r}]")
+            raise
+    return out
+
+
+def _duration_text(value: timedelta) -> str:
+    """Protobuf's JSON form of a Duration (``"1.500s"``), from whole microseconds.
+
+    Float seconds (`total_seconds()`, the form used before) run out of bits past about
+    285 years, and `timedelta.max` rounded up beyond the range it came from; text keeps
+    every microsecond, and this form is the one Temporal's protobuf JSON and Go's
+    `time.ParseDuration` read.
+    """
+    micros = (value.days * 86_400 + value.seconds) * 1_000_000 + value.microseconds
+    seconds, fraction = divmod(abs(micros), 1_000_000)
+    sign = "-" if micros < 0 else ""
+    if fraction == 0:
+        return f"{sign}{seconds}s"
+    if fraction % 1000 == 0:
+        return f"{sign}{seconds}.{fraction // 1000:03d}s"
+    return f"{sign}{seconds}.{fraction:06d}s"
+
+
+#: Protobuf's Duration text: up to nanoseconds, which other writers may send.
+_DURATION_TEXT = re.compile(r"-?[0-9]+(\.[0-9]{1,9})?s")
+
+
+def _from_duration(value: Any) -> timedelta:
+    """A timedelta from its text form, or from the float seconds recorded before it: old
+    histories must replay, and a JSON number of seconds is what other writers may send."""
+    try:
+        if isinstance(value, str):
+            if not _DURATION_TEXT.fullmatch(value):
+                raise ValueError(f"{value!r} is not a duration such as '1.5s'")
+            micros = (Decimal(value[:-1]) * 1_000_000).to_integral_value(ROUND_HALF_EVEN)
+            return timedelta(microseconds=int(micros))
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return timedelta(seconds=value)
+    except OverflowError:
+        raise ValueError(f"duration {value!r} is out of range for a timedelta") from None
+    raise TypeError(f"expected a duration, got {type(value).__name__} {value!r}")
+
+
+def _from_decimal(value: Any) -> Decimal:
+    """Its text exactly; a JSON number (another writer's) by its shortest repr, so that
+    ``1.1`` is ``Decimal("1.1")`` and not the double nearest to it."""
+    if isinstance(value, str):
+        try:
+            number = Decimal(value)
+        except InvalidOperation:
+            raise ValueError(f"{value!r} is not a decimal") from None
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        number = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
+    else:
+        raise TypeError(f"expected a decimal, got {type(value).__name__} {value!r}")
+    if not number.is_finite():
+        raise ValueError(f"{value!r} is not a finite decimal")
+    return number
 
 
 def _key(key: Any) -> str:
@@ -97,21 +223,46 @@ def _fits(value: Any, member: Any) -> bool:
 
 
 def _from_union(value: Any, hint: Any, members: tuple[Any, ...]) -> Any:
-    """The first member that takes ``value`` as it is: primitives are never coerced into
-    another member (``str | int`` keeps ``5`` an int), and a value no member takes is an
-    error, not the raw JSON."""
+    """The first member, in the declared order, that takes ``value``: ``Status | str``
+    reads ``"ok"`` as ``Status.OK`` and ``"other"`` as text. A primitive member takes
+    only its own JSON type (``str | int`` keeps ``5`` an int); a float member widens an
+    int only when no member takes it as it is (``float | int`` keeps ``5``). A value no
+    member takes is an error, not the raw JSON."""
     candidates = [m for m in members if m is not type(None)]
     for member in candidates:
-        if member in _PRIMITIVE_JSON and _fits(value, member):
-            return value if member is not float else float(value)
-    for member in candidates:
         if member in _PRIMITIVE_JSON:
+            if _fits(value, member) and (member is not float or isinstance(value, float)):
+                return value
             continue
         try:
             return _from_jsonable(value, member)
         except (TypeError, ValueError, KeyError):
             continue
+    if float in candidates and _fits(value, float):
+        return float(value)
     raise TypeError(f"{value!r} is none of {hint}")
+
+
+#: What a parameterized abstract collection hint is built as, so that its items decode
+#: through their hint; a bare ``Sequence`` or ``Mapping`` takes the JSON value as it is.
+_CONCRETE: dict[Any, type] = {
+    abc.Iterable: list,
+    abc.Collection: list,
+    abc.Sequence: list,
+    abc.MutableSequence: list,
+    abc.Set: set,
+    abc.MutableSet: set,
+    abc.Mapping: dict,
+    abc.MutableMapping: dict,
+}
+
+
+def _expect_shape(value: Any, shape: type, hint: Any) -> None:
+    """Refuse a JSON value of another shape: iterating a string or an object's keys
+    instead would invent a value the writer never sent."""
+    if not isinstance(value, shape):
+        name = "array" if shape is list else "object"
+        raise TypeError(f"expected a JSON {name} for {hint}, got {type(value).__name__} {value!r}")
 
 
 def _from_jsonable(value: Any, hint: Any) -> Any:
@@ -121,32 +272,35 @@ def _from_jsonable(value: Any, hint: Any) -> Any:
     args = typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
         return _from_union(value, hint, args)
-    if origin in (list, set, frozenset, tuple) or hint in (list, set, frozenset, tuple):
-        container = origin or hint
+    if origin is typing.Annotated:  # metadata is for other tools: decode what it wraps
+        return _from_jsonable(value, args[0])
+    if isinstance(hint, typing.NewType):
+        return _from_jsonable(value, hint.__supertype__)
+    if origin is typing.Literal:
+        return _from_literal(value, hint, args)
+    if typing.is_typeddict(hint):
+        return _from_typed_dict(value, hint)
+    if isinstance(origin, type) and dataclasses.is_dataclass(origin):  # Page[Order]
+        variables = getattr(origin, "__parameters__", ())
+        return _from_dataclass(value, origin, dict(zip(variables, args, strict=False)))
+    container = _CONCRETE.get(origin, origin) if origin is not None else hint
+    if container in (list, set, frozenset, tuple):
+        _expect_shape(value, list, hint)
         if container is tuple and len(args) >= 1 and args[-1] is not Ellipsis:
-            return tuple(_from_jsonable(v, h) for v, h in zip(value, args, strict=False))
+            if len(value) != len(args):  # a fixed tuple: cutting or padding would lose data
+                raise TypeError(f"expected {len(args)} items for {hint}, got {len(value)}")
+            return tuple(_from_jsonable(v, h) for v, h in zip(value, args, strict=True))
         item = args[0] if args else None
         return container(_from_jsonable(v, item) for v in value)
-    if origin is dict:
+    if container is dict:
+        _expect_shape(value, dict, hint)
         key_hint, value_hint = args if args else (None, None)
         return {_from_key(k, key_hint): _from_jsonable(v, value_hint) for k, v in value.items()}
     if isinstance(hint, type):
         if dataclasses.is_dataclass(hint):
-            field_hints = typing.get_type_hints(hint)
-            kwargs = {  # fields with init=False are computed by the class itself
-                f.name: _from_jsonable(value[f.name], field_hints.get(f.name))
-                for f in dataclasses.fields(hint)
-                if f.init and f.name in value
-            }
-            return hint(**kwargs)
+            return _from_dataclass(value, hint)
         if issubclass(hint, tuple) and hasattr(hint, "_fields"):  # a NamedTuple
-            item_hints = typing.get_type_hints(hint)
-            return hint(
-                *(
-                    _from_jsonable(v, item_hints.get(f))
-                    for f, v in zip(hint._fields, value, strict=True)
-                )
-            )
+            return _from_named_tuple(value, hint)
         if _pydantic is not None and issubclass(hint, _pydantic.BaseModel):
             model: Any = hint
             return model.model_validate(value)
@@ -159,10 +313,14 @@ def _from_jsonable(value: Any, hint: Any) -> Any:
         if issubclass(hint, time):
             return time.fromisoformat(value)
         if issubclass(hint, timedelta):
-            return timedelta(seconds=value)
+            return _from_duration(value)
         if issubclass(hint, uuid.UUID):
             return uuid.UUID(value)
+        if issubclass(hint, Decimal):
+            return _from_decimal(value)
         if hint is bytes:
+            if not isinstance(value, str):
+                raise TypeError(f"expected bytes as text, got {type(value).__name__} {value!r}")
             return value.encode("latin-1")
         if hint in _PRIMITIVE_JSON:
             if not _fits(value, hint):
@@ -172,10 +330,109 @@ def _from_jsonable(value: Any, hint: Any) -> Any:
         if hint.__module__ != "builtins" and not isinstance(value, hint):  # Sequence, Mapping
             raise TypeError(
                 f"cannot decode a value into {hint.__qualname__}: the JSON converter knows "
-                "dataclasses, NamedTuples, enums, pydantic models, datetimes, UUIDs and "
+                "dataclasses, NamedTuples, enums, pydantic models, datetimes, UUIDs, Decimals and "
                 "builtins (use a custom PayloadConverter for others)"
             )
     return value
+
+
+def _field_hints(cls: Any, *, include_extras: bool = False) -> dict[str, Any]:
+    """A class's field hints, or a `TypeError` saying why they cannot be had: a class local
+    to a function under `from __future__ import annotations` names classes that are not
+    module globals, and the `NameError` escaped what catches conversion errors (unions)."""
+    try:
+        return typing.get_type_hints(cls, include_extras=include_extras)
+    except NameError as exc:
+        raise TypeError(
+            f"cannot decode {cls.__qualname__}: its field hints do not resolve ({exc}); "
+            "define the classes it names at module level"
+        ) from exc
+
+
+def _substitute(hint: Any, bound: dict[Any, Any]) -> Any:
+    """``hint`` with the type variables of a generic class replaced by the arguments it
+    was given (``list[T]`` in ``Page[Order]`` is ``list[Order]``)."""
+    if isinstance(hint, typing.TypeVar):
+        return bound.get(hint, hint)
+    parameters = getattr(hint, "__parameters__", ())
+    if parameters and typing.get_origin(hint) is not None:
+        return hint[tuple(bound.get(p, p) for p in parameters)]
+    return hint
+
+
+def _from_dataclass(value: Any, hint: Any, bound: dict[Any, Any] | None = None) -> Any:
+    """Fields an older writer did not have take their defaults, and fields only a newer
+    writer has are ignored: payloads recorded by either version must decode (workflow
+    versioning relies on it). Fields with ``init=False`` are computed by the class.
+    ``bound`` maps a generic dataclass's type variables to the arguments of its hint."""
+    _expect_shape(value, dict, hint)
+    fields = [f for f in dataclasses.fields(hint) if f.init]
+    missing = [
+        f.name
+        for f in fields
+        if f.name not in value
+        and f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        names = ", ".join(repr(name) for name in missing)
+        raise TypeError(f"cannot decode {hint.__qualname__}: {names} missing from the JSON")
+    field_hints = _field_hints(hint)
+    if bound:
+        field_hints = {name: _substitute(h, bound) for name, h in field_hints.items()}
+    return hint(
+        **{
+            f.name: _from_jsonable(value[f.name], field_hints.get(f.name))
+            for f in fields
+            if f.name in value
+        }
+    )
+
+
+def _from_named_tuple(value: Any, hint: Any) -> Any:
+    """Positional, so versions differ at the end: items an older writer did not have take
+    their defaults, and items only a newer writer has are ignored, as for dataclasses."""
+    _expect_shape(value, list, hint)
+    names = hint._fields[: len(value)]
+    missing = [f for f in hint._fields[len(value) :] if f not in hint._field_defaults]
+    if missing:
+        listed = ", ".join(repr(name) for name in missing)
+        raise TypeError(f"cannot decode {hint.__qualname__}: {listed} missing from the JSON")
+    item_hints = _field_hints(hint)
+    return hint(*(_from_jsonable(v, item_hints.get(f)) for f, v in zip(names, value, strict=False)))
+
+
+def _from_literal(value: Any, hint: Any, allowed: tuple[Any, ...]) -> Any:
+    """One of the literal's values, of the same JSON type (``Literal[1]`` refuses ``true``);
+    an enum member is matched by its value, as it was written."""
+    for option in allowed:
+        plain = option.value if isinstance(option, enum.Enum) else option
+        if type(plain) is type(value) and plain == value:
+            return option
+    raise TypeError(f"{value!r} is none of {hint}")
+
+
+def _from_typed_dict(value: Any, hint: Any) -> dict[str, Any]:
+    """Its keys decoded by their hints; keys it does not declare (a newer writer's) are
+    kept, since the result is a dict that can carry them on."""
+    _expect_shape(value, dict, hint)
+    field_hints = {}
+    required = set(hint.__required_keys__)
+    for key, declared in _field_hints(hint, include_extras=True).items():
+        # Under `from __future__ import annotations` Python 3.11 cannot see NotRequired
+        # in the text it keeps, and counts every key as required: the hints tell.
+        marker = typing.get_origin(declared)
+        if marker is typing.NotRequired:
+            required.discard(key)
+        elif marker is typing.Required:
+            required.add(key)
+        wrapped = marker in (typing.NotRequired, typing.Required)
+        field_hints[key] = typing.get_args(declared)[0] if wrapped else declared
+    missing = sorted(required - value.keys())
+    if missing:
+        names = ", ".join(repr(k) for k in missing)
+        raise TypeError(f"cannot decode {hint.__qualname__}: {names} missing from the JSON")
+    return {k: _from_jsonable(v, field_hints.get(k)) for k, v in value.items()}
 
 
 def _from_key(key: str, hint: Any) -> Any:
@@ -190,7 +447,8 @@ def _from_key(key: str, hint: Any) -> Any:
 
 
 #: One encoder for every payload: `json.dumps` with options builds a new one per call.
-_JSON = json.JSONEncoder(separators=(",", ":"), sort_keys=True)
+#: `allow_nan=False`: what reaches it has been checked, and nothing that is not JSON may leave.
+_JSON = json.JSONEncoder(separators=(",", ":"), sort_keys=True, allow_nan=False)
 
 
 class JsonPayloadConverter:
@@ -198,12 +456,16 @@ class JsonPayloadConverter:
     top-level bytes as `binary/plain`."""
 
     def to_payload(self, value: Any) -> Payload:
+        """Raises `TypeError` naming a value JSON cannot carry and its path (``$.lines[1]``)."""
         if value is None:
             return Payload(NULL_ENCODING, b"")
         if isinstance(value, bytes):
             return Payload(BINARY_ENCODING, value)
-        text = _JSON.encode(_to_jsonable(value))
-        return Payload(JSON_ENCODING, text.encode())
+        try:
+            plain = _to_jsonable(value)
+        except _UnconvertibleError as refused:
+            raise refused.error() from None
+        return Payload(JSON_ENCODING, _JSON.encode(plain).encode())
 
     def from_payload(self, payload: Payload, type_hint: Any = None) -> Any:
         if payload.encoding == NULL_ENCODING:
@@ -253,7 +515,14 @@ class DataConverter:
     codecs: Sequence[PayloadCodec] = ()
 
     def encode(self, values: Sequence[Any]) -> tuple[Payload, ...]:
-        payloads = [self.payload_converter.to_payload(v) for v in values]
+        payloads = []
+        for index, value in enumerate(values):
+            try:
+                payloads.append(self.payload_converter.to_payload(value))
+            except Exception as exc:
+                if len(values) > 1:  # which argument (or detail) it was, in the traceback
+                    exc.add_note(f"in value {index + 1} of {len(values)}")
+                raise
         for codec in self.codecs:
             payloads = codec.encode(payloads)
         return tuple(payloads)

@@ -7,10 +7,11 @@ a class, a bound `Cls.run` or a plain name all resolve to the same definition.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import typing
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 WORKFLOW_ATTR = "__chronik_workflow__"
@@ -22,19 +23,43 @@ UPDATE_ATTR = "__chronik_update__"
 VALIDATOR_ATTR = "__chronik_update_validator__"
 
 
-def _hints(fn: Callable[..., Any], *, skip_self: bool) -> tuple[list[Any], Any]:
-    """Argument type hints (positional order) and the return hint; unknown ones are None."""
-    try:
-        hints = typing.get_type_hints(fn)
-    except Exception:
-        hints = {}
-    params = list(inspect.signature(fn).parameters.values())
-    if skip_self and params:
-        params = params[1:]
-    args = [
-        hints.get(p.name) for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-    ]
-    return args, hints.get("return")
+class TypeHints:
+    """The argument and return hints of a function, resolved the first time they are needed.
+
+    Resolving them at decoration time broke on `from __future__ import annotations` as soon
+    as a hint named a class defined further down the module (`async def act(o: Order)` above
+    `class Order`): the failure was swallowed, every hint became None and the function got
+    plain dicts. By first use the module has finished loading. A hint that still does not
+    resolve raises, naming the function, rather than degrade to untyped values.
+    """
+
+    def __init__(self, fn: Callable[..., Any], *, skip_self: bool) -> None:
+        self._fn = fn
+        self._skip_self = skip_self
+
+    @functools.cached_property
+    def _resolved(self) -> tuple[list[Any], Any]:
+        try:
+            hints = typing.get_type_hints(self._fn)
+        except Exception as exc:
+            raise TypeError(
+                f"cannot resolve the type hints of {self._fn.__qualname__}: {exc} (a name "
+                "imported only under TYPE_CHECKING, or a class local to a function?)"
+            ) from exc
+        params = list(inspect.signature(self._fn).parameters.values())
+        if self._skip_self and params:
+            params = params[1:]
+        positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        return [hints.get(p.name) for p in params if p.kind in positional], hints.get("return")
+
+    @property
+    def args(self) -> list[Any]:
+        """Argument hints in positional order; None for an unannotated one."""
+        return self._resolved[0]
+
+    @property
+    def returns(self) -> Any:
+        return self._resolved[1]
 
 
 @dataclass(frozen=True)
@@ -43,10 +68,17 @@ class HandlerDefinition:
 
     name: str
     fn: Callable[..., Any]
-    arg_types: list[Any]
-    return_type: Any
+    hints: TypeHints
     is_async: bool
     validator: Callable[..., Any] | None = None
+
+    @property
+    def arg_types(self) -> list[Any]:
+        return self.hints.args
+
+    @property
+    def return_type(self) -> Any:
+        return self.hints.returns
 
 
 @dataclass(frozen=True)
@@ -54,11 +86,18 @@ class WorkflowDefinition:
     name: str
     run_fn: Callable[..., Any]
     cls: type | None
-    arg_types: list[Any]
-    return_type: Any
+    hints: TypeHints
     signals: dict[str, HandlerDefinition] = field(default_factory=dict)
     queries: dict[str, HandlerDefinition] = field(default_factory=dict)
     updates: dict[str, HandlerDefinition] = field(default_factory=dict)
+
+    @property
+    def arg_types(self) -> list[Any]:
+        return self.hints.args
+
+    @property
+    def return_type(self) -> Any:
+        return self.hints.returns
 
 
 @dataclass(frozen=True)
@@ -66,13 +105,21 @@ class ActivityDefinition:
     name: str
     fn: Callable[..., Any]
     is_async: bool
-    arg_types: list[Any]
-    return_type: Any
+    hints: TypeHints
+
+    @property
+    def arg_types(self) -> list[Any]:
+        return self.hints.args
+
+    @property
+    def return_type(self) -> Any:
+        return self.hints.returns
 
 
 def _handler(fn: Callable[..., Any], name: str) -> HandlerDefinition:
-    args, ret = _hints(fn, skip_self=True)
-    return HandlerDefinition(name, fn, args, ret, inspect.iscoroutinefunction(fn))
+    return HandlerDefinition(
+        name, fn, TypeHints(fn, skip_self=True), inspect.iscoroutinefunction(fn)
+    )
 
 
 def define_workflow(target: Any, name: str | None) -> WorkflowDefinition:
@@ -110,13 +157,10 @@ def define_workflow(target: Any, name: str | None) -> WorkflowDefinition:
         if not inspect.iscoroutinefunction(run_fn):
             raise TypeError(f"the @workflow.run method of {cls_name} must be `async def`")
         for update_name, validator in validators.items():
-            h = updates[update_name]
-            updates[update_name] = HandlerDefinition(
-                h.name, h.fn, h.arg_types, h.return_type, h.is_async, validator
-            )
-        args, ret = _hints(run_fn, skip_self=True)
+            updates[update_name] = replace(updates[update_name], validator=validator)
+        hints = TypeHints(run_fn, skip_self=True)
         defn = WorkflowDefinition(
-            name or target.__name__, run_fn, target, args, ret, signals, queries, updates
+            name or target.__name__, run_fn, target, hints, signals, queries, updates
         )
         # `Cls.run` names the workflow too; a subclass that inherits `run` must not rename
         # its base through the function they share: the first class to define it keeps it.
@@ -125,15 +169,15 @@ def define_workflow(target: Any, name: str | None) -> WorkflowDefinition:
     else:
         if not inspect.iscoroutinefunction(target):
             raise TypeError(f"workflow {target!r} must be an async function or a class")
-        args, ret = _hints(target, skip_self=False)
-        defn = WorkflowDefinition(name or target.__name__, target, None, args, ret)
+        hints = TypeHints(target, skip_self=False)
+        defn = WorkflowDefinition(name or target.__name__, target, None, hints)
     setattr(target, WORKFLOW_ATTR, defn)
     return defn
 
 
 def define_activity(fn: Callable[..., Any], name: str | None) -> ActivityDefinition:
-    args, ret = _hints(fn, skip_self=False)
-    defn = ActivityDefinition(name or fn.__name__, fn, inspect.iscoroutinefunction(fn), args, ret)
+    hints = TypeHints(fn, skip_self=False)
+    defn = ActivityDefinition(name or fn.__name__, fn, inspect.iscoroutinefunction(fn), hints)
     setattr(fn, ACTIVITY_ATTR, defn)
     return defn
 
