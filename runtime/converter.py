@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import importlib
 import json
 import math
@@ -336,10 +337,16 @@ def _from_jsonable(value: Any, hint: Any) -> Any:
     return value
 
 
+@functools.lru_cache(maxsize=4096)
 def _field_hints(cls: Any, *, include_extras: bool = False) -> dict[str, Any]:
     """A class's field hints, or a `TypeError` saying why they cannot be had: a class local
     to a function under `from __future__ import annotations` names classes that are not
-    module globals, and the `NameError` escaped what catches conversion errors (unions)."""
+    module globals, and the `NameError` escaped what catches conversion errors (unions).
+
+    Cached: resolving them took some 100 µs of every decode of a small dataclass. Only a
+    resolution that succeeded is kept (a class whose hints name a class defined later
+    resolves once that class exists). Callers must not change the dict they get.
+    """
     try:
         return typing.get_type_hints(cls, include_extras=include_extras)
     except NameError as exc:
