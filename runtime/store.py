@@ -14,6 +14,7 @@ Key layout (all integers big-endian, so byte order is numeric order):
 ``D`` ``fire_at:8`` id ``timer_id``     due index, empty value
 ``E`` ``fire_at:8`` id ``timer_id``     due index of background timers, empty value
 ``C`` topic name                        next offset of that topic to apply
+``F``                                   fresh-as-of time ``ms:8`` (see below)
 =====================================  ==============================================
 
 where ``id`` is the workflow id prefixed by its length (2 bytes), so no id is a prefix of
@@ -21,6 +22,13 @@ another. Background timers (ids starting with ``~``: housekeeping such as the en
 closed workflow's retention) have a due index of their own, so that a backlog of them —
 say, a day of retention ends that came due while the owner was down — never delays the
 timers workflows wait on.
+
+The fresh-as-of time is a wall-clock time before which no record of the store's topic
+partitions at or past its checkpoints was appended: the store had seen everything the
+topics held then. Kafka's log cleaner drops a tombstone ``delete.retention.ms`` after it
+first compacted it, so a store whose fresh-as-of time is older than that may resume past
+tombstones that are gone; the restore (`workers.restore`) rebuilds such a store. The time
+only moves forward, and is written in the same batch as the records it vouches for.
 """
 
 from __future__ import annotations
@@ -41,6 +49,7 @@ _DUE_BACKGROUND = b"E"
 #: A timer id starting with this is a background timer (see the module docstring).
 BACKGROUND_TIMER_PREFIX = "~"
 _CHECKPOINT = b"C"
+_FRESH_AS_OF = b"F"
 #: Sorts after every ``event_id:8`` of an id: seeking here skips the id's whole history.
 _AFTER_EVENTS = b"\xff" * 9
 #: A history begins with event 1 (ids count on across runs) and is only ever deleted whole.
@@ -90,6 +99,8 @@ class StoreBatch:
     events: list[tuple[str, int, bytes | None]] = field(default_factory=list)
     timers: list[tuple[str, str, int, bytes | None]] = field(default_factory=list)
     checkpoints: dict[str, int] = field(default_factory=dict)
+    #: The store's fresh-as-of time once this batch is written (see the module docstring).
+    fresh_as_of_ms: int | None = None
 
     def put_event(self, workflow_id: str, event_id: int, record: bytes | None) -> None:
         """``record=None`` is a tombstone: the event is deleted (history GC)."""
@@ -104,8 +115,20 @@ class StoreBatch:
     def checkpoint(self, topic: str, next_offset: int) -> None:
         self.checkpoints[topic] = max(next_offset, self.checkpoints.get(topic, 0))
 
+    def mark_fresh(self, as_of_ms: int) -> None:
+        """Vouch that no record past the checkpoints was appended before ``as_of_ms``.
+
+        Only the caller knows when that holds: a restore that reached the end it read
+        when it began, an owner whose transaction committed (it is the topics' only
+        writer), a reader whose last record was appended then.
+        """
+        if self.fresh_as_of_ms is None or as_of_ms > self.fresh_as_of_ms:
+            self.fresh_as_of_ms = as_of_ms
+
     def __bool__(self) -> bool:
-        return bool(self.events or self.timers or self.checkpoints)
+        return bool(
+            self.events or self.timers or self.checkpoints or self.fresh_as_of_ms is not None
+        )
 
 
 def _options() -> Options:
@@ -123,16 +146,32 @@ class PartitionStore:
     """One RocksDB per owned partition, under ``<state_dir>/<namespace>/<partition>``."""
 
     def __init__(self, path: Path) -> None:
-        path.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._db = Rdict(str(path), _options())
+        self._open()
+
+    def _open(self) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._db = Rdict(str(self.path), _options())
         # Per due index: where the last scan stopped (scanning from the start each time
         # would walk the tombstones of every timer fired since the last compaction), and
         # the earliest fire time (None: no timer), kept up to date by writes, known or not.
         self._due = {index: _DueIndex(index) for index in (_DUE, _DUE_BACKGROUND)}
+        raw = self._db.get(_FRESH_AS_OF)
+        self._fresh_as_of: int | None = None if raw is None else int(_U64.unpack(raw)[0])
 
     def close(self) -> None:
         self._db.close()
+
+    def reset(self) -> None:
+        """Delete everything, on disk too, and go on as an empty store at the same path.
+
+        For a store the restore cannot bring up to date (it may hold records whose
+        tombstones are gone): rebuilt from offset 0, it is exact again. The object stays
+        valid, so whoever holds it goes on using it.
+        """
+        self._db.close()
+        self.destroy(self.path)
+        self._open()
 
     @staticmethod
     def destroy(path: Path) -> None:
@@ -144,6 +183,11 @@ class PartitionStore:
         """The next offset of ``topic`` to apply, or None for a store that never saw it."""
         raw = self._db.get(_CHECKPOINT + topic.encode())
         return None if raw is None else int(_U64.unpack(raw)[0])
+
+    def fresh_as_of(self) -> int | None:
+        """The fresh-as-of time (module docstring), or None: never vouched for — an empty
+        store, or one written before this time was kept."""
+        return self._fresh_as_of
 
     # --- history -----------------------------------------------------------------
 
@@ -263,7 +307,14 @@ class PartitionStore:
             self._stage_timer(rocks, workflow_id, timer_id, fire_at_ms, record)
         for topic, offset in batch.checkpoints.items():
             rocks.put(_CHECKPOINT + topic.encode(), _U64.pack(offset))
+        fresh = batch.fresh_as_of_ms
+        if fresh is not None and (self._fresh_as_of is None or fresh > self._fresh_as_of):
+            rocks.put(_FRESH_AS_OF, _U64.pack(fresh))
+        else:
+            fresh = None
         self._db.write(rocks)
+        if fresh is not None:
+            self._fresh_as_of = fresh
 
     def _stage_timer(
         self,

@@ -128,6 +128,17 @@ class TopicAdmin:
             )
         return out
 
+    def delete_retention_ms(self, names: list[str]) -> dict[str, int]:
+        """How long each topic of ``names`` that exists keeps its tombstones, as the broker
+        applies it (the topic's own setting, else the broker's default).
+
+        A store away for longer may have missed tombstones (`workers.restore`)."""
+        return {
+            name: int(topic.config["delete.retention.ms"])
+            for name, topic in self.describe(names).items()
+            if topic.config.get("delete.retention.ms") is not None
+        }
+
     def require(self, namespace: str, names: list[str]) -> None:
         """Raise `TopicsMissingError` unless every topic of ``names`` exists: a process
         subscribed to a topic that does not exist would wait for nothing, looking healthy."""

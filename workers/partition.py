@@ -50,6 +50,10 @@ DEFAULT_RETENTION_MS = 7 * 24 * 3600 * 1000
 #: How long a caller waiting for a result or an update is held without asking again
 #: (`runtime.engine.waiters`): six of our clients' re-ask intervals.
 DEFAULT_WAITER_LEASE_MS = 60_000
+#: How stale the stored fresh-as-of time of a partition that wrote nothing may become
+#: before a transaction writes it alone (`OwnedPartition.apply_committed`): a write per
+#: partition per transaction would cost more than an hour of margin needs.
+FRESH_AS_OF_EVERY_MS = 60_000
 
 
 class RecordTooLargeError(ValueError):
@@ -86,6 +90,9 @@ class PendingWrites:
     events: dict[str, dict[int, bytes | None]] = field(default_factory=dict)
     #: (workflow id, timer id) of every timer this transaction sets, fires or cancels
     timers: set[tuple[str, str]] = field(default_factory=set)
+    #: When the transaction was taken to be committed (None: not said). Once it commits,
+    #: nothing past the partition's new checkpoints was appended before then.
+    taken_at_ms: int | None = None
 
     def add(self, record: Outbound) -> None:
         self.records.append(record)
@@ -138,6 +145,8 @@ class OwnedPartition:
         #: Taken by a transaction that has not been applied to the store yet: the worker
         #: processes the next batch while the previous one commits.
         self._committing: PendingWrites | None = None
+        #: The newest fresh-as-of time a commit proved (the store may lag it a little).
+        self._fresh_as_of_ms = store.fresh_as_of()
 
     # --- processing --------------------------------------------------------------
 
@@ -247,11 +256,13 @@ class OwnedPartition:
 
     # --- commit protocol ---------------------------------------------------------
 
-    def take_pending(self) -> PendingWrites:
-        """The writes of the next transaction; they stay readable until applied."""
+    def take_pending(self, now_ms: int | None = None) -> PendingWrites:
+        """The writes of the next transaction, begun at ``now_ms``; they stay readable
+        until applied."""
         if self._committing is not None:
             raise RuntimeError(f"partition {self.number}: the previous commit is not applied")
         pending, self.pending = self.pending, PendingWrites()
+        pending.taken_at_ms = now_ms
         self._committing = pending
         return pending
 
@@ -260,11 +271,26 @@ class OwnedPartition:
 
         ``last_offsets`` has, per topic, the highest offset Kafka gave a record of this
         partition in the transaction: the next one to read is the store's checkpoint.
+
+        The commit also makes the store fresh as of when the transaction was taken
+        (`runtime.store`): the owner is the only writer of its partition's history and
+        timers, every earlier transaction is applied, and this one committed with the
+        inbox offsets of every owned partition — so the consumer group still gave it this
+        partition, and whatever comes past the checkpoints comes later. That holds for a
+        partition the transaction wrote nothing to as well; its store learns it at most
+        `FRESH_AS_OF_EVERY_MS` late (and on `close`), sparing a write per transaction.
         """
         batch = pending.store
         for topic in self.restored_topics:
             if topic in last_offsets:
                 batch.checkpoint(topic, last_offsets[topic] + 1)
+        taken = pending.taken_at_ms
+        if taken is not None:
+            if self._fresh_as_of_ms is None or taken > self._fresh_as_of_ms:
+                self._fresh_as_of_ms = taken
+            stored = self.store.fresh_as_of()
+            if batch or stored is None or taken - stored >= FRESH_AS_OF_EVERY_MS:
+                batch.mark_fresh(taken)
         if batch:
             self.store.write(batch)
         if self._committing is pending:
@@ -285,7 +311,13 @@ class OwnedPartition:
         self._cache.pop(workflow_id, None)
 
     def close(self) -> None:
+        """Release the partition; the store keeps the freshest time a commit proved."""
         self._cache.clear()
+        fresh, stored = self._fresh_as_of_ms, self.store.fresh_as_of()
+        if fresh is not None and (stored is None or fresh > stored):
+            batch = StoreBatch()
+            batch.mark_fresh(fresh)
+            self.store.write(batch)
         self.store.close()
 
     # --- internals ---------------------------------------------------------------

@@ -4,6 +4,15 @@ The store says where it stopped (its checkpoints); restore reads each topic part
 there with ``read_committed`` until the consumer position reaches the high watermark —
 never "until the record at high - 1", which a transaction marker may occupy. A store that
 never saw a topic starts at offset 0, so deleting a state directory loses nothing.
+
+Resuming is only exact if every record appended past the checkpoints is still there, and
+on a compacted topic that fails in two ways: the log cleaner drops a tombstone
+``delete.retention.ms`` after it first compacted it (a store away for longer never hears
+of the history collected meanwhile, and keeps it — mixed with the next run of a reused
+workflow id, whose events begin at 1 again), and records below the log start offset are
+gone (possible only once ``delete`` was added to the cleanup policy). Such a store is
+rebuilt from the start (`rebuild_reason`), as Kafka Streams wipes a store whose changelog
+offset is out of range and, since KIP-1259, one older than a configured age.
 """
 
 from __future__ import annotations
@@ -11,6 +20,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -19,14 +29,43 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message,
 
 from runtime.store import PartitionStore, StoreBatch
 from topics import carried_timers, serde
+from topics.admin import TopicAdmin
 from topics.catalogue import TopicNames
 from topics.consumed import consume_available, header_pairs
-from topics.errors import DecodeError
+from topics.errors import DecodeError, KafkaUnavailableError
 from topics.transient import retry_transient
 
 log = structlog.get_logger(__name__)
 
 _WRITE_EVERY = 5_000
+#: What a store's age must leave of ``delete.retention.ms`` at most (half of it when that
+#: is shorter): the restore reads the tombstones some time after it decided to resume (up
+#: to its timeout, five minutes), an owner that lost its partitions without knowing goes
+#: on for a session timeout, and the broker's clock is not the worker's.
+MAX_SAFETY_MARGIN_MS = 3_600_000
+
+
+class Rebuild(StrEnum):
+    """Why a store cannot resume from its checkpoints."""
+
+    #: Records were deleted between the checkpoint and the log start offset, unseen.
+    BELOW_LOG_START = "below the log start"
+    #: Away long enough that tombstones appended meanwhile may be gone.
+    STALE = "stale"
+    #: Written before stores kept their fresh-as-of time: how stale is unknown.
+    NO_FRESH_AS_OF = "no fresh-as-of time"
+
+
+@dataclass(frozen=True, slots=True)
+class TopicView:
+    """One topic partition of a store, as the restore finds it before reading."""
+
+    topic: str
+    #: The store's next offset to apply, or None: it never read this topic.
+    checkpoint: int | None
+    #: The partition's log start offset: nothing below it can be read any more.
+    log_start: int
+    delete_retention_ms: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,10 +74,46 @@ class RestoreStats:
     history_records: int
     timer_records: int
     seconds: float
+    #: Why the store was emptied and read from the start; None: it resumed.
+    rebuilt: Rebuild | None = None
 
 
 class RestoreError(RuntimeError):
     """A partition could not be restored; the worker must not process it."""
+
+
+def usable_age_ms(delete_retention_ms: int) -> int:
+    """How old a store's fresh-as-of time may be for it to resume: ``delete.retention.ms``
+    less a safety margin (`MAX_SAFETY_MARGIN_MS`, or half of it)."""
+    return delete_retention_ms - min(delete_retention_ms // 2, MAX_SAFETY_MARGIN_MS)
+
+
+def rebuild_reason(
+    fresh_as_of_ms: int | None, views: Iterable[TopicView], now_ms: int
+) -> tuple[Rebuild, TopicView] | None:
+    """Why a store must be emptied and restored from the start, and for which topic; None
+    when it may resume from its checkpoints.
+
+    A tombstone survives at least ``delete.retention.ms`` from the cleaner's first pass
+    over it (KIP-534; that pass comes after it was appended), and the store's fresh-as-of
+    time is before every record appended past its checkpoints: a store younger than the
+    retention (less the margin) still finds every tombstone it missed. A topic the store
+    never read is read from its start anyway.
+    """
+    for view in views:
+        if view.checkpoint is None:
+            continue
+        if view.checkpoint < view.log_start:
+            return Rebuild.BELOW_LOG_START, view
+        if fresh_as_of_ms is None:
+            return Rebuild.NO_FRESH_AS_OF, view
+        if now_ms - fresh_as_of_ms >= usable_age_ms(view.delete_retention_ms):
+            return Rebuild.STALE, view
+    return None
+
+
+def _wall_ms() -> int:
+    return time.time_ns() // 1_000_000
 
 
 def restore_partitions(
@@ -55,7 +130,9 @@ def restore_partitions(
     them fetches them together and pays its setup (a client, its connection, metadata)
     once, which was most of the time of restoring a small partition.
     """
-    started = time.monotonic()
+    started, started_ms = time.monotonic(), _wall_ms()
+    wanted = topics if topics is not None else (names.history, names.timers)
+    retention = _delete_retention(kafka_config, wanted)
     consumer = Consumer(
         {
             **kafka_config,
@@ -65,11 +142,16 @@ def restore_partitions(
             "fetch.max.bytes": 64 * 1024 * 1024,
         }
     )
-    wanted = topics if topics is not None else (names.history, names.timers)
     counts = {(topic, p): 0 for topic in wanted for p in stores}
     seconds: dict[int, float] = {}
     try:
-        ends = _assign(consumer, stores, wanted)
+        ends, rebuilt = _assign(consumer, stores, wanted, retention, started_ms)
+        # A store that vouches for nothing yet (empty, or just emptied) is fresh as of the
+        # restore's start even part-way (a crash, a timeout): a tombstone can outlive its
+        # first compaction by the retention only, and that compaction also removed every
+        # earlier record of its key — so for any record read here, its tombstone stays
+        # for the retention after the read began. Resuming keeps what the store vouched.
+        from_scratch = {p for p, store in stores.items() if store.fresh_as_of() is None}
         batches = {p: StoreBatch() for p in stores}
         deadline = started + timeout_s
         _time_finished(seconds, stores, ends, started)
@@ -82,13 +164,16 @@ def restore_partitions(
                 batches[p].checkpoint(topic, last + 1)
             for p, batch in batches.items():
                 if len(batch.events) + len(batch.timers) >= _WRITE_EVERY:
+                    if p in from_scratch:
+                        batch.mark_fresh(started_ms)
                     stores[p].write(batch)
                     batches[p] = StoreBatch()
             ends = {where: end for where, end in ends.items() if not _reached(consumer, where, end)}
             _time_finished(seconds, stores, ends, started)
         for p, batch in batches.items():
-            if batch:
-                stores[p].write(batch)
+            # Up to the ends read after ``started_ms``: whatever follows came after it.
+            batch.mark_fresh(started_ms)
+            stores[p].write(batch)
     except KafkaException as error:
         raise RestoreError(f"partitions {sorted(stores)}: {error}") from error
     finally:
@@ -96,7 +181,11 @@ def restore_partitions(
     out = []
     for p in stores:
         stats = RestoreStats(
-            p, counts.get((names.history, p), 0), counts.get((names.timers, p), 0), seconds[p]
+            p,
+            counts.get((names.history, p), 0),
+            counts.get((names.timers, p), 0),
+            seconds[p],
+            rebuilt.get(p),
         )
         log.info("partition restored", **asdict(stats))
         out.append(stats)
@@ -141,23 +230,66 @@ def _time_finished(
         seconds[p] = time.monotonic() - started
 
 
+def _delete_retention(kafka_config: dict[str, Any], topics: tuple[str, ...]) -> dict[str, int]:
+    """``delete.retention.ms`` of each topic; a topic without one cannot be restored."""
+    try:
+        retention = TopicAdmin(kafka_config).delete_retention_ms(list(topics))
+    except KafkaUnavailableError as error:
+        raise RestoreError(f"restore: {error}") from error
+    missing = sorted(set(topics) - retention.keys())
+    if missing:
+        raise RestoreError(f"restore: no delete.retention.ms for {', '.join(missing)}")
+    return retention
+
+
 def _assign(
-    consumer: Consumer, stores: Mapping[int, PartitionStore], topics: tuple[str, ...]
-) -> dict[tuple[str, int], int]:
-    """Assign each store's topic partitions at its checkpoints; return the ends to reach."""
-    assignment, ends = [], {}
+    consumer: Consumer,
+    stores: Mapping[int, PartitionStore],
+    topics: tuple[str, ...],
+    retention: Mapping[str, int],
+    now_ms: int,
+) -> tuple[dict[tuple[str, int], int], dict[int, Rebuild]]:
+    """Assign each store's topic partitions at its checkpoints: the ends to reach, and why
+    each store that cannot resume (`rebuild_reason`) was emptied to be read from 0."""
+    assignment, ends, rebuilt = [], {}, {}
     for partition, store in stores.items():
+        marks = {t: _watermarks(consumer, TopicPartition(t, partition)) for t in topics}
+        views = [TopicView(t, store.checkpoint(t), marks[t][0], retention[t]) for t in topics]
+        found = rebuild_reason(store.fresh_as_of(), views, now_ms)
+        if found is not None:
+            rebuilt[partition] = found[0]
+            _log_rebuild(partition, store, *found, now_ms)
+            store.reset()
         for topic in topics:
             start = store.checkpoint(topic)
-            low, high = _watermarks(consumer, TopicPartition(topic, partition))
-            first = max(start if start is not None else low, low)
+            low, high = marks[topic]
+            first = start if start is not None else low
             if first < high:
                 ends[(topic, partition)] = high
                 offset = OFFSET_BEGINNING if start is None else first
                 assignment.append(TopicPartition(topic, partition, offset))
     if assignment:
         consumer.assign(assignment)
-    return ends
+    return ends, rebuilt
+
+
+def _log_rebuild(
+    partition: int, store: PartitionStore, reason: Rebuild, view: TopicView, now_ms: int
+) -> None:
+    """Say why a store is read again from the start: records lost below the log start
+    are an operator's doing (a warning), a store away too long is not (info)."""
+    fresh_as_of = store.fresh_as_of()
+    report = log.warning if reason is Rebuild.BELOW_LOG_START else log.info
+    report(
+        "partition store rebuilt",
+        partition=partition,
+        reason=str(reason),
+        topic=view.topic,
+        checkpoint=view.checkpoint,
+        log_start=view.log_start,
+        away_s=None if fresh_as_of is None else (now_ms - fresh_as_of) / 1000,
+        delete_retention_s=view.delete_retention_ms / 1000,
+    )
 
 
 def _watermarks(consumer: Consumer, where: TopicPartition) -> tuple[int, int]:

@@ -26,7 +26,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import (
+    TIMESTAMP_NOT_AVAILABLE,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
 
 from runtime.messages import TimerFiredReport
 from runtime.store import PartitionStore, StoreBatch
@@ -103,6 +110,12 @@ class TimerService:
             fire_at = 0 if record.value is None else record.decode(serde.decode_timer).fire_at_ms
             batch.put_timer(workflow_id, timer_id, fire_at, record.value)
             batch.checkpoint(record.topic, record.offset + 1)
+            # Whatever comes past this record was appended after it: the index is fresh
+            # as of its timestamp (`runtime.store`), and a restart within the topic's
+            # delete.retention.ms resumes instead of rebuilding.
+            kind, timestamp = message.timestamp()
+            if kind != TIMESTAMP_NOT_AVAILABLE:
+                batch.mark_fresh(timestamp)
         for number, batch in batches.items():
             self._stores[number].write(batch)
         self._fire_due(consumed=bool(records))

@@ -281,7 +281,8 @@ class WorkflowWorker:
 
     def _begin_commit(self, next_offsets: dict[int, int]) -> None:
         """Start the transaction of what this step staged; `_settle` finishes it."""
-        self._committing = {number: p.take_pending() for number, p in self._partitions.items()}
+        now = _now_ms()  # before any record of it: the stores are fresh as of then
+        self._committing = {n: p.take_pending(now) for n, p in self._partitions.items()}
         self._ensure_task_topics(self._committing)
         records = self._task_placement.place(
             record for pending in self._committing.values() for record in pending.records

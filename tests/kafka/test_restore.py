@@ -7,19 +7,24 @@ and checkpoints from which a later restore reads only what came after.
 
 from __future__ import annotations
 
+import time
 import uuid
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin._config import AlterConfigOpType, ConfigEntry, ConfigResource
+from confluent_kafka.admin._resource import ResourceType
+from structlog.testing import capture_logs
 
 from runtime.messages import DurableTimer
-from runtime.store import PartitionStore
+from runtime.store import PartitionStore, StoreBatch
 from topics import carried_timers, serde
 from topics.admin import TopicAdmin
 from topics.catalogue import Catalogue, TopicNames
 from topics.partitioner import producer_config
-from workers.restore import RestoreError, restore_partitions
+from workers.restore import Rebuild, RestoreError, restore_partitions
 
 PARTITIONS = 3
 
@@ -83,6 +88,7 @@ def test_partitions_restore_together_and_resume_from_their_checkpoints(
     again = restore_partitions(kafka_config, names, stores, topics=(names.history,))
 
     assert {s.partition: s.history_records for s in again} == {0: 0, 1: 1, 2: 1}
+    assert [s.rebuilt for s in again] == [None] * PARTITIONS  # well within the retention
     assert stores[1].history("b") == [b"b1", b"b2"]
     assert stores[2].history("d") == [b"d1"]
     for store in stores.values():
@@ -159,3 +165,159 @@ def test_a_history_record_that_does_not_decode_stops_the_restore_saying_where(
     assert stores[0].checkpoint(names.history) is None  # nothing claimed past the bad record
     for store in stores.values():
         store.close()
+
+
+# --- stores that missed what the topic no longer holds -------------------------------------
+
+
+def _admin(config: dict[str, str]) -> AdminClient:
+    settings: dict[str, str | int | float | bool] = {**config}
+    return AdminClient(settings)
+
+
+def _set_topic_config(config: dict[str, str], topic: str, **settings: str) -> None:
+    """Change ``topic``'s configuration (names with ``_`` for ``.``) on the broker."""
+    entries = [
+        ConfigEntry(name.replace("_", "."), value, incremental_operation=AlterConfigOpType.SET)
+        for name, value in settings.items()
+    ]
+    resource = ConfigResource(ResourceType.TOPIC, topic, incremental_configs=entries)
+    admin = _admin(config)  # kept until the futures resolve
+    for future in admin.incremental_alter_configs([resource]).values():
+        future.result()
+
+
+def _read_keys(config: dict[str, str], topic: str, partition: int) -> list[tuple[str, int]]:
+    """The history keys ``topic[partition]`` holds now, tombstones included, in order."""
+    consumer = Consumer(
+        {
+            **config,
+            "group.id": "unused",
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+        }
+    )
+    where = TopicPartition(topic, partition)
+    _, high = consumer.get_watermark_offsets(where, timeout=10)
+    consumer.assign([TopicPartition(topic, partition, 0)])
+    keys: list[tuple[str, int]] = []
+    deadline = time.monotonic() + 30
+    while consumer.position([where])[0].offset < high and time.monotonic() < deadline:
+        for message in consumer.consume(500, 0.5):
+            if message.error() is None:
+                key = serde.decode_history_key(message.key() or b"")
+                keys.append((key.workflow_id, key.event_id))
+    consumer.close()
+    return keys
+
+
+def _until_cleaned(config: dict[str, str], names: TopicNames, gone: set[tuple[str, int]]) -> None:
+    """Write filler to ``history[0]`` (rolling segments for the cleaner) until no record of
+    the keys ``gone`` is left there, their tombstones included."""
+    producer = Producer(producer_config(config))
+    deadline, filler = time.monotonic() + 120, 0
+    while gone & set(_read_keys(config, names.history, 0)):
+        assert time.monotonic() < deadline, "the log cleaner did not remove the tombstones"
+        filler += 1
+        producer.produce(
+            names.history, key=serde.encode_history_key("filler", filler), value=b"f", partition=0
+        )
+        producer.flush(10)
+        time.sleep(0.3)
+
+
+def test_a_store_away_longer_than_tombstones_last_is_rebuilt_and_mixes_no_runs(
+    kafka_config: dict[str, str], namespace: str, tmp_path: Path
+) -> None:
+    """The log cleaner removes tombstones ``delete.retention.ms`` after it first saw them.
+
+    A store that resumes from a checkpoint older than that never sees the tombstones of
+    a history collected meanwhile. Here the workflow id is started again after its
+    retention ended, so the new run's history begins at event 1 again: resumed, the store
+    would hold the new run's first event followed by the old run's later ones.
+    """
+    TopicAdmin(kafka_config).create(Catalogue(namespace, PARTITIONS))
+    names = TopicNames(namespace)
+    _set_topic_config(
+        kafka_config,
+        names.history,
+        delete_retention_ms="100",
+        segment_ms="100",
+        min_cleanable_dirty_ratio="0.01",
+    )
+    first_run: list[tuple[int, str, int, bytes | None]] = [
+        (0, "w", event_id, f"run1-e{event_id}".encode()) for event_id in (1, 2, 3)
+    ]
+    _write(kafka_config, names, first_run)
+    away = _stores(tmp_path, "away")
+    restore_partitions(kafka_config, names, away, topics=(names.history,))
+    assert away[0].history("w") == [b"run1-e1", b"run1-e2", b"run1-e3"]
+
+    # While the store is away: the retention ends, and the id is started again.
+    _write(kafka_config, names, [(0, "w", event_id, None) for event_id in (1, 2, 3)])
+    _write(kafka_config, names, [(0, "w", 1, b"run2-e1")])
+    _until_cleaned(kafka_config, names, {("w", 2), ("w", 3)})
+
+    with capture_logs() as logs:
+        restore_partitions(kafka_config, names, away, topics=(names.history,))
+
+    assert away[0].history("w") == [b"run2-e1"]
+    rebuilt = [entry for entry in logs if entry["event"] == "partition store rebuilt"]
+    assert [(entry["partition"], entry["reason"]) for entry in rebuilt] == [
+        (0, "stale"),
+    ]
+    for store in away.values():
+        store.close()
+
+
+def test_a_store_whose_checkpoint_is_below_the_log_start_is_rebuilt(
+    kafka_config: dict[str, str], namespace: str, tmp_path: Path
+) -> None:
+    """Records deleted below the log start offset (only possible once an operator added
+    ``delete`` to the cleanup policy) may have been tombstones the store never saw."""
+    TopicAdmin(kafka_config).create(Catalogue(namespace, PARTITIONS))
+    names = TopicNames(namespace)
+    _write(kafka_config, names, [(0, "a", 1, b"a1")])  # offset 0, its marker at 1
+    stores = _stores(tmp_path, "truncated")
+    restore_partitions(kafka_config, names, stores, topics=(names.history,))
+    assert stores[0].checkpoint(names.history) == 1
+
+    _write(kafka_config, names, [(0, "a", 1, None)])  # offset 2: a's retention ended
+    _write(kafka_config, names, [(0, "b", 1, b"b1")])  # offset 4
+    _set_topic_config(kafka_config, names.history, cleanup_policy="compact,delete")
+    admin = _admin(kafka_config)
+    for future in admin.delete_records([TopicPartition(names.history, 0, 4)]).values():
+        future.result()
+
+    with capture_logs() as logs:
+        restore_partitions(kafka_config, names, stores, topics=(names.history,))
+
+    assert stores[0].history("a") == []
+    assert stores[0].history("b") == [b"b1"]
+    rebuilt = [entry for entry in logs if entry["event"] == "partition store rebuilt"]
+    assert [(entry["partition"], entry["reason"]) for entry in rebuilt] == [
+        (0, "below the log start"),
+    ]
+    for store in stores.values():
+        store.close()
+
+
+def test_a_store_that_never_kept_its_fresh_as_of_time_is_rebuilt_once(
+    kafka_config: dict[str, str], namespace: str, tmp_path: Path
+) -> None:
+    """A store written before stores kept the time cannot tell how stale it is."""
+    TopicAdmin(kafka_config).create(Catalogue(namespace, PARTITIONS))
+    names = TopicNames(namespace)
+    _write(kafka_config, names, [(0, "a", 1, b"a1")])
+    old = PartitionStore(tmp_path / "legacy" / "partition-0")
+    batch = StoreBatch()  # what an older version left: records and checkpoint, no time
+    batch.put_event("gone", 1, b"collected while the store was away")
+    batch.checkpoint(names.history, 1)
+    old.write(batch)
+
+    [first] = restore_partitions(kafka_config, names, {0: old}, topics=(names.history,))
+    [second] = restore_partitions(kafka_config, names, {0: old}, topics=(names.history,))
+
+    assert (first.rebuilt, second.rebuilt) == (Rebuild.NO_FRESH_AS_OF, None)
+    assert [wid for wid, _ in old.workflow_ids()] == ["a"]
+    old.close()

@@ -171,3 +171,45 @@ def test_background_timers_have_a_due_index_of_their_own(tmp_path: Path) -> None
     store.close()
     reopened = PartitionStore(tmp_path / "p0")
     assert reopened.next_fire_at() == 20
+
+
+def test_the_fresh_as_of_time_survives_reopen_and_only_moves_forward(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    assert store.fresh_as_of() is None  # a new store vouches for nothing
+    newer, older = StoreBatch(), StoreBatch()
+    newer.mark_fresh(5_000)
+    newer.mark_fresh(4_000)  # within a batch, the latest wins too
+    store.write(newer)
+    older.mark_fresh(3_000)
+    older.put_event("w", 1, b"x")
+    store.write(older)  # its records land; the time stays
+    assert store.fresh_as_of() == 5_000
+    store.close()
+    reopened = _store(tmp_path)
+    assert reopened.fresh_as_of() == 5_000
+    assert reopened.history("w") == [b"x"]
+
+
+def test_reset_empties_the_store_on_disk_and_keeps_it_usable(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    batch = StoreBatch()
+    batch.put_event("w", 1, b"x")
+    batch.put_timer("w", "sleep:1", 10, b"t")
+    batch.checkpoint("ns.history", 7)
+    batch.mark_fresh(5_000)
+    store.write(batch)
+    assert store.next_fire_at() == 10
+
+    store.reset()
+
+    assert store.history("w") == []
+    assert store.checkpoint("ns.history") is None
+    assert store.fresh_as_of() is None
+    assert store.next_fire_at() is None
+    after = StoreBatch()
+    after.put_event("v", 1, b"y")
+    store.write(after)
+    store.close()
+    reopened = _store(tmp_path)
+    assert list(reopened.workflow_ids()) == [("v", b"y")]
+    assert reopened.checkpoint("ns.history") is None

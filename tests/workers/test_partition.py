@@ -47,6 +47,7 @@ from runtime.store import DueTimer, PartitionStore
 from topics import carried_timers, serde
 from topics.catalogue import TopicNames
 from workers.partition import (
+    FRESH_AS_OF_EVERY_MS,
     RETENTION_TIMER,
     Outbound,
     OwnedPartition,
@@ -628,3 +629,41 @@ def test_an_engine_error_on_a_timer_fire_drops_that_timer_not_the_worker(
     assert partition.fire_due_timers(10_000) == 0  # logged, not raised
     partition.apply_committed(partition.take_pending(), {})
     assert partition.store.due_timers(2**62) == []  # it does not fail every later step
+
+
+def test_a_commit_makes_the_store_fresh_as_of_when_its_transaction_was_taken(
+    tmp_path: Path,
+) -> None:
+    """Fresh as of the take, not the commit: records of a later writer follow the take."""
+    partition = _partition(tmp_path)
+    _start(partition)
+    taken = partition.take_pending(5_000)
+    assert partition.store.fresh_as_of() is None  # not before the commit
+    partition.apply_committed(taken, {NAMES.history: 9})
+    assert partition.store.fresh_as_of() == 5_000
+
+
+def test_a_partition_a_transaction_wrote_nothing_to_is_fresh_too_written_now_and_then(
+    tmp_path: Path,
+) -> None:
+    """Every transaction fences every owned partition, so a commit proves the partition
+    idle since; its store is told at most `FRESH_AS_OF_EVERY_MS` late, and on close."""
+    partition = _partition(tmp_path)
+    partition.apply_committed(partition.take_pending(1_000), {})
+    assert partition.store.fresh_as_of() == 1_000  # a store vouching for nothing learns now
+    partition.apply_committed(partition.take_pending(1_000 + FRESH_AS_OF_EVERY_MS - 1), {})
+    assert partition.store.fresh_as_of() == 1_000  # no write for an idle partition yet
+    partition.apply_committed(partition.take_pending(1_000 + FRESH_AS_OF_EVERY_MS), {})
+    assert partition.store.fresh_as_of() == 1_000 + FRESH_AS_OF_EVERY_MS
+    partition.apply_committed(partition.take_pending(90_000), {})
+    partition.close()
+    assert PartitionStore(tmp_path / "p0").fresh_as_of() == 90_000
+
+
+def test_an_aborted_transaction_proves_nothing(tmp_path: Path) -> None:
+    partition = _partition(tmp_path)
+    _start(partition)
+    partition.take_pending(5_000)
+    partition.forget_workflows()  # aborted: never applied
+    partition.close()
+    assert PartitionStore(tmp_path / "p0").fresh_as_of() is None

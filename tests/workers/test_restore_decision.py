@@ -1,0 +1,57 @@
+"""When a partition store may resume from its checkpoints, and when it must be rebuilt.
+
+The decision is pure (`workers.restore.rebuild_reason`); `tests/kafka/test_restore.py`
+shows the broker's log cleaner really removing the tombstones a stale store would miss.
+"""
+
+from __future__ import annotations
+
+from workers.restore import MAX_SAFETY_MARGIN_MS, Rebuild, TopicView, rebuild_reason, usable_age_ms
+
+DAY_MS = 86_400_000
+NOW = 10 * DAY_MS
+
+
+def _history(checkpoint: int | None, log_start: int = 0, retention: int = DAY_MS) -> TopicView:
+    return TopicView("ns.history", checkpoint, log_start, retention)
+
+
+def test_the_usable_age_leaves_an_hour_of_a_day_and_half_of_a_short_retention() -> None:
+    assert usable_age_ms(DAY_MS) == DAY_MS - MAX_SAFETY_MARGIN_MS == 23 * 3_600_000
+    assert usable_age_ms(600_000) == 300_000
+    assert usable_age_ms(100) == 50
+
+
+def test_a_store_younger_than_the_usable_age_resumes() -> None:
+    fresh_as_of = NOW - usable_age_ms(DAY_MS) + 1
+    assert rebuild_reason(fresh_as_of, [_history(40)], NOW) is None
+
+
+def test_a_store_as_old_as_the_usable_age_is_rebuilt() -> None:
+    view = _history(40)
+    fresh_as_of = NOW - usable_age_ms(DAY_MS)
+    assert rebuild_reason(fresh_as_of, [view], NOW) == (Rebuild.STALE, view)
+
+
+def test_the_shortest_retention_of_the_store_s_topics_decides() -> None:
+    history = _history(40)
+    timers = TopicView("ns.timers", 3, 0, 600_000)
+    an_hour_ago = NOW - 3_600_000
+    assert rebuild_reason(an_hour_ago, [history, timers], NOW) == (Rebuild.STALE, timers)
+
+
+def test_a_checkpoint_below_the_log_start_is_rebuilt_however_fresh() -> None:
+    view = _history(40, log_start=41)
+    assert rebuild_reason(NOW, [view], NOW) == (Rebuild.BELOW_LOG_START, view)
+    assert rebuild_reason(NOW, [_history(41, log_start=41)], NOW) is None
+
+
+def test_a_store_without_a_fresh_as_of_time_is_rebuilt_once_it_holds_anything() -> None:
+    view = _history(40)
+    assert rebuild_reason(None, [view], NOW) == (Rebuild.NO_FRESH_AS_OF, view)
+    assert rebuild_reason(None, [_history(None)], NOW) is None  # new: read from 0 anyway
+
+
+def test_a_topic_the_store_never_read_is_no_reason() -> None:
+    long_ago = NOW - 5 * DAY_MS
+    assert rebuild_reason(long_ago, [_history(None, log_start=7)], NOW) is None
