@@ -37,7 +37,8 @@ from topics.admin import TopicAdmin
 from topics.catalogue import MAX_RECORD_BYTES, Catalogue, TopicNames
 from topics.consumed import Consumed, consume_available
 from topics.errors import DecodeError
-from workers.membership import Member
+from topics.transient import retry_transient
+from workers.membership import TRANSACTION_TIMEOUT_MS, Member
 from workers.partition import (
     DEFAULT_RETENTION_MS,
     DEFAULT_WAITER_LEASE_MS,
@@ -336,7 +337,13 @@ class WorkflowWorker:
     def _learn_fence_offsets(self, numbers: list[int]) -> None:
         """Where each newly owned partition starts: its committed offset, else its start."""
         wanted = [TopicPartition(self._names.inbox, n) for n in numbers]
-        for tp in self._consumer.committed(wanted, timeout=30):
+        # The committed offsets are unstable while a dead worker's transaction is open:
+        # the broker makes the call wait until the coordinator aborted it (its timeout).
+        committed = retry_transient(
+            lambda: self._consumer.committed(wanted, timeout=TRANSACTION_TIMEOUT_MS / 1000 + 5),
+            timeout_s=120,
+        )
+        for tp in committed:
             offset = tp.offset
             if offset < 0:
                 low, _ = self._consumer.get_watermark_offsets(tp, timeout=10)
