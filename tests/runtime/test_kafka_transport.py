@@ -135,7 +135,6 @@ async def test_a_failed_reply_reader_fails_every_wait_and_every_later_request(
         raise KafkaException(KafkaError(KafkaError._FATAL, "fenced", fatal=True))
 
     monkeypatch.setattr(kafka_transport, "consume_available", broken)
-    transport._loop = asyncio.get_running_loop()
     reader = threading.Thread(target=transport._read_replies)
     reader.start()
     with pytest.raises(RPCError, match="reply reader failed"):
