@@ -20,7 +20,8 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
 from typing import NamedTuple
 
 import structlog
@@ -35,6 +36,7 @@ from confluent_kafka import (
 
 from runtime.converter import DataConverter
 from runtime.engine import ActivityRegistry, run_activity
+from runtime.engine.activities import timeout_failure
 from runtime.messages import (
     ActivityCompletedReport,
     ActivityFailedReport,
@@ -57,6 +59,21 @@ from workers.membership import Member
 from workers.offsets import PartitionProgress
 
 log = structlog.get_logger(__name__)
+
+
+class CancelReason(StrEnum):
+    """Why an attempt was cancelled, which decides what the worker reports for it."""
+
+    #: The workflow asked (`CancelActivityTask`): "cancelled" (the engine closed the
+    #: activity already, and ignores it).
+    REQUESTED = "requested"
+    #: The worker stops: nothing, and the offset stays open, so the same attempt runs
+    #: again on the partition's next owner.
+    STOPPING = "stopping"
+    #: A deadline the engine also keeps: the timeout the engine would record.
+    START_TO_CLOSE = "start_to_close"
+    SCHEDULE_TO_CLOSE = "schedule_to_close"
+    HEARTBEAT = "heartbeat"
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +106,13 @@ class _Running:
     #: the attempt once its heartbeat timeout passes without one.
     last_beat: float = 0.0
     watchdog: asyncio.TimerHandle | None = None
+    #: Why the attempt was cancelled: the first reason counts.
+    cancel_reason: CancelReason | None = None
+
+    def cancel(self, reason: CancelReason) -> None:
+        if self.cancel_reason is None:
+            self.cancel_reason = reason
+        self.cancelled.set()
 
 
 class _Queued(NamedTuple):
@@ -166,7 +190,7 @@ class ActivityWorker:
             await asyncio.wait(self._tasks, timeout=self._config.drain_s)
         if self._tasks:
             for running in self._running.values():
-                running.cancelled.set()
+                running.cancel(CancelReason.STOPPING)
             await asyncio.wait(self._tasks, timeout=5)
         self._producer.flush(10)  # runs the delivery callbacks that mark tasks finished
         self._commit()
@@ -191,7 +215,7 @@ class ActivityWorker:
         if isinstance(decoded, CancelActivityTask):
             running = self._running.get(attempt_key(decoded))
             if running is not None:
-                running.cancelled.set()
+                running.cancel(CancelReason.REQUESTED)
             return
         progress = self._progress.setdefault(record.partition, PartitionProgress())
         progress.started(record.offset)
@@ -219,7 +243,7 @@ class ActivityWorker:
 
     async def _execute(self, running: _Running, progress: PartitionProgress, offset: int) -> None:
         task = running.task
-        reported = False
+        settled = False  # reported (its delivery finishes it), or left to run again
         try:
             if task.report_start:
                 self._report(
@@ -231,17 +255,20 @@ class ActivityWorker:
                         self._config.member.worker_id,
                     )
                 )
-            report = await self._run_with_deadline(running)
+            report = outcome(await self._run_with_deadline(running), running.cancel_reason)
+            if report is None:  # stopped: its offset stays open, it runs again elsewhere
+                settled = True
+                return
             # The task's offset may be committed once its report is in Kafka, not before.
             self._report(report, on_delivered=lambda: _finish(progress, offset, running))
-            reported = True
+            settled = True
         except Exception:
             log.exception("activity execution crashed", activity=task.activity_type)
         finally:
             del self._running[attempt_key(task)]
             if running.trailing is not None:  # the outcome supersedes any heartbeat
                 running.trailing.cancel()
-            if not reported:
+            if not settled:
                 _finish(progress, offset, running)
 
     async def _run_with_deadline(self, running: _Running) -> InboxMessage:
@@ -252,8 +279,8 @@ class ActivityWorker:
         behind tasks of partitions paused because every slot is taken.
         """
         task, loop = running.task, asyncio.get_running_loop()
-        seconds = _seconds_to_deadline(task, time.time())
-        deadline = None if seconds is None else loop.call_later(seconds, running.cancelled.set)
+        first = _first_deadline(task, time.time())
+        deadline = None if first is None else loop.call_later(first[0], running.cancel, first[1])
         running.last_beat = time.monotonic()
         if task.heartbeat_timeout_ms:
             self._watch_heartbeats(running)
@@ -276,7 +303,7 @@ class ActivityWorker:
         quiet_for = time.monotonic() - running.last_beat
         left = running.task.heartbeat_timeout_ms / 1000 - quiet_for
         if left <= 0:
-            running.cancelled.set()
+            running.cancel(CancelReason.HEARTBEAT)
             running.watchdog = None
         else:
             loop = asyncio.get_running_loop()
@@ -403,14 +430,35 @@ class ActivityWorker:
         self._queued = kept
 
 
-def _seconds_to_deadline(task: ActivityTask, now_s: float) -> float | None:
+def outcome(report: InboxMessage, reason: CancelReason | None) -> InboxMessage | None:
+    """What to report for an attempt that ended as ``report``; None: nothing, yet.
+
+    An attempt the worker cancelled ends as "cancelled". That is right when the workflow
+    asked for it. At its own deadlines the worker reports the timeout instead, as the
+    engine records it: the engine keeps the same deadlines, and whichever report comes
+    first decides, so "cancelled" turned a timeout into a cancellation the workflow saw
+    (`ActivityError` caused by `CancelledError`, not `TimeoutError`) on a last attempt.
+    Stopping reports nothing: the attempt is still the engine's current one and runs
+    again on the partition's next owner (a "cancelled" spent an attempt).
+    """
+    cut_short = isinstance(report, ActivityFailedReport) and report.failure.kind == "cancelled"
+    if reason is None or reason is CancelReason.REQUESTED or not cut_short:
+        return report
+    if reason is CancelReason.STOPPING:
+        return None
+    assert isinstance(report, ActivityFailedReport)
+    return replace(report, failure=timeout_failure(reason.value))
+
+
+def _first_deadline(task: ActivityTask, now_s: float) -> tuple[float, CancelReason] | None:
     """Seconds from now to the first of start-to-close (the attempt starts now) and the
-    schedule-to-close deadline; None without either."""
+    schedule-to-close deadline, and which it is; None without either."""
     candidates = []
     if task.start_to_close_timeout_ms:
-        candidates.append(task.start_to_close_timeout_ms / 1000)
+        candidates.append((task.start_to_close_timeout_ms / 1000, CancelReason.START_TO_CLOSE))
     if task.close_deadline_ms:
-        candidates.append(max(0.0, task.close_deadline_ms / 1000 - now_s))
+        left = max(0.0, task.close_deadline_ms / 1000 - now_s)
+        candidates.append((left, CancelReason.SCHEDULE_TO_CLOSE))
     return min(candidates) if candidates else None
 
 

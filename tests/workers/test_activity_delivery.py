@@ -11,14 +11,19 @@ import asyncio
 import time
 from collections.abc import Iterator
 from dataclasses import replace
-from typing import Any
+from typing import Any, cast
 
 import pytest
-from confluent_kafka import KafkaError, TopicPartition
+from confluent_kafka import KafkaError, Message, TopicPartition
 
 from runtime import activity
 from runtime.engine import ActivityRegistry
-from runtime.messages import ActivityCompletedReport, ActivityFailedReport, ActivityTask
+from runtime.messages import (
+    ActivityCompletedReport,
+    ActivityFailedReport,
+    ActivityTask,
+    CancelActivityTask,
+)
 from runtime.payloads import Payload
 from topics import serde
 from topics.catalogue import TopicNames
@@ -268,7 +273,8 @@ async def test_an_attempt_past_its_schedule_to_close_deadline_frees_its_slot(
     assert len(worker._tasks) == 1  # the deadline has not come yet
     await _finished(worker, 5)
     (report,) = reports
-    assert isinstance(report, ActivityFailedReport) and report.failure.kind == "cancelled"
+    assert isinstance(report, ActivityFailedReport)
+    assert (report.failure.kind, report.failure.timeout_type) == ("timeout", "schedule_to_close")
 
 
 async def test_an_attempt_silent_for_its_heartbeat_timeout_frees_its_slot(
@@ -283,4 +289,78 @@ async def test_an_attempt_silent_for_its_heartbeat_timeout_frees_its_slot(
     assert len(worker._tasks) == 1  # not stopped while it heartbeat
     await _finished(worker, 5)
     assert isinstance(reports[-1], ActivityFailedReport)
-    assert reports[-1].failure.kind == "cancelled"
+    assert (reports[-1].failure.kind, reports[-1].failure.timeout_type) == ("timeout", "heartbeat")
+
+
+class _CommitsConsumer(_PausingConsumer):
+    """Records commits; closes like a consumer that held nothing."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.commits: list[list[tuple[int, int]]] = []
+
+    def commit(self, *, offsets: list[TopicPartition], asynchronous: bool) -> None:
+        self.commits.append([(tp.partition, tp.offset) for tp in offsets])
+
+    def close(self) -> None:
+        pass
+
+
+async def test_an_activity_still_running_at_the_stop_is_not_reported_and_runs_again(
+    worker: ActivityWorker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reporting it "cancelled" spent the attempt (the engine retried with the next one)
+    or, on the last attempt, failed the activity with a cancellation no one asked for; and
+    the report's delivery committed its offset, so it did not run again either."""
+    reports = _hosting(worker, monkeypatch)
+    consumer = _CommitsConsumer()
+    monkeypatch.setattr(worker, "_consumer", consumer)
+    monkeypatch.setattr(
+        worker, "_config", ActivityWorkerConfig(worker._config.member, "q", drain_s=0.05)
+    )
+    worker._dispatch(_message(partition=0, offset=7, task=HUNG))
+    await asyncio.sleep(0.01)
+
+    await worker._drain()
+
+    assert reports == []  # the workflow hears nothing: the attempt is still its current one
+    assert worker._tasks == set()  # yet the slot was given up
+    assert consumer.commits == [[(0, 7)]]  # the task is delivered again to the next owner
+
+
+async def test_an_attempt_past_its_start_to_close_timeout_is_reported_timed_out(
+    worker: ActivityWorker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The engine times the attempt out by itself; when the worker's report of the same
+    deadline comes first, it must say what the engine would (a timeout, which a workflow
+    tells apart from a cancellation), not "cancelled"."""
+    reports = _hosting(worker, monkeypatch)
+    worker._dispatch(_message(partition=0, task=replace(HUNG, start_to_close_timeout_ms=100)))
+
+    await _finished(worker, 5)
+    (report,) = reports
+    assert isinstance(report, ActivityFailedReport)
+    assert (report.failure.kind, report.failure.timeout_type) == ("timeout", "start_to_close")
+
+
+async def test_an_attempt_the_workflow_cancelled_is_reported_cancelled(
+    worker: ActivityWorker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reports = _hosting(worker, monkeypatch)
+    worker._dispatch(_message(partition=0, offset=7, task=HUNG))
+    await asyncio.sleep(0.01)
+    cancel = CancelActivityTask("wf", "run", 1, 1, "q")
+    worker._dispatch(cast(Message, _FakeRecord(0, 8, serde.encode_task(cancel))))
+
+    await _finished(worker, 5)
+    (report,) = reports
+    assert isinstance(report, ActivityFailedReport) and report.failure.kind == "cancelled"
+
+
+class _FakeRecord(_FakeMessage):
+    def __init__(self, partition: int, offset: int, value: bytes) -> None:
+        super().__init__(partition, offset, 0)
+        self._value = value
+
+    def value(self) -> bytes:
+        return self._value
