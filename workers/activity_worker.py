@@ -11,18 +11,23 @@ partitions paused (never the loop).
 Offsets are committed per partition up to the lowest task still running
 (`PartitionProgress`): a crash re-delivers exactly the tasks that had not finished, which
 is what at-least-once with idempotency keys promises.
+
+The worker's state (running and queued tasks, offsets, assignment) belongs to the event
+loop's thread. librdkafka calls the rebalance callbacks in the thread that polls (the
+loop's default executor), so they hand their work to the loop and wait for it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 import structlog
 from confluent_kafka import (
@@ -59,6 +64,8 @@ from workers.membership import Member
 from workers.offsets import PartitionProgress
 
 log = structlog.get_logger(__name__)
+
+_T = TypeVar("_T")
 
 
 class CancelReason(StrEnum):
@@ -155,8 +162,11 @@ class ActivityWorker:
         self._executor: Executor = config.executor or ThreadPoolExecutor(
             max_workers=config.max_concurrent, thread_name_prefix="chronik-activity"
         )
+        #: The loop that owns the state above (set by `run`).
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
+        self._loop = asyncio.get_running_loop()
         topic = self._names.tasks(self._config.task_queue)
         # Subscribing to a topic that does not exist yet would wait for nothing.
         await asyncio.to_thread(
@@ -397,26 +407,57 @@ class ActivityWorker:
         self._paused = busy
 
     def _commit(self) -> None:
+        _commit(self._consumer, self._offsets())
+
+    def _offsets(self) -> list[TopicPartition]:
+        """The commit point of every partition that moved since it was last committed."""
         topic = self._names.tasks(self._config.task_queue)
-        offsets = [
+        return [
             TopicPartition(topic, number, point)
             for number, progress in self._progress.items()
             if (point := progress.commit_point()) is not None
         ]
-        if not offsets:
-            return
+
+    # --- rebalance callbacks: in the polling thread; the state they change, in the loop --
+
+    def _in_loop(self, call: Callable[..., _T], *args: object) -> _T:
+        """``call(*args)`` in the loop's thread, waited for: the rebalance callbacks must
+        have applied their change before librdkafka moves the partitions on.
+
+        Called in the loop's thread itself (the consumer closes there), it just calls."""
+        loop = self._loop
         try:
-            self._consumer.commit(offsets=offsets, asynchronous=True)
-        except KafkaException as error:
-            log.warning("offset commit failed", error=str(error))
+            here = asyncio.get_running_loop()
+        except RuntimeError:
+            here = None
+        if loop is None or here is loop:
+            return call(*args)
+        done: concurrent.futures.Future[_T] = concurrent.futures.Future()
+
+        def run() -> None:
+            try:
+                done.set_result(call(*args))
+            except BaseException as error:  # raised in the polling thread, like before
+                done.set_exception(error)
+
+        loop.call_soon_threadsafe(run)
+        return done.result()
 
     def _on_assign(self, consumer: Consumer, assigned: list[TopicPartition]) -> None:
-        self._assigned.update(tp.partition for tp in assigned)
-        if self._paused:
+        if self._in_loop(self._assign, assigned):
             consumer.pause(assigned)
 
-    def _on_revoke(self, _consumer: Consumer, revoked: list[TopicPartition]) -> None:
-        self._commit()
+    def _assign(self, assigned: list[TopicPartition]) -> bool:
+        """Take the partitions; whether they start paused (the local queue is full)."""
+        self._assigned.update(tp.partition for tp in assigned)
+        return self._paused
+
+    def _on_revoke(self, consumer: Consumer, revoked: list[TopicPartition]) -> None:
+        _commit(consumer, self._in_loop(self._release, revoked))
+
+    def _release(self, revoked: list[TopicPartition]) -> list[TopicPartition]:
+        """Let ``revoked`` go; the offsets to commit before they do."""
+        offsets = self._offsets()
         gone = {tp.partition for tp in revoked}
         for number in gone:
             self._assigned.discard(number)
@@ -428,6 +469,16 @@ class ActivityWorker:
             else:
                 kept.append(queued)
         self._queued = kept
+        return offsets
+
+
+def _commit(consumer: Consumer, offsets: list[TopicPartition]) -> None:
+    if not offsets:
+        return
+    try:
+        consumer.commit(offsets=offsets, asynchronous=True)
+    except KafkaException as error:
+        log.warning("offset commit failed", error=str(error))
 
 
 def outcome(report: InboxMessage, reason: CancelReason | None) -> InboxMessage | None:

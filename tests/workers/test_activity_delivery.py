@@ -8,7 +8,9 @@ for; what Kafka would call back (delivery reports, rebalance callbacks) is calle
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any, cast
@@ -364,3 +366,38 @@ class _FakeRecord(_FakeMessage):
 
     def value(self) -> bytes:
         return self._value
+
+
+async def test_rebalance_callbacks_from_the_polling_thread_change_state_on_the_loop(
+    worker: ActivityWorker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """librdkafka calls them in the thread that polls (the loop's default executor), while
+    the loop starts and ends tasks: revoking a partition while tasks queued raised "deque
+    mutated during iteration" out of the poll, and `del self._running[...]` of a task
+    ending at that moment raised KeyError."""
+    _hosting(worker, monkeypatch)
+    monkeypatch.setattr(worker, "_config", ActivityWorkerConfig(worker._config.member, "q", 1))
+    monkeypatch.setattr(worker, "_consumer", _CommitsConsumer())
+    loop_thread = threading.get_ident()
+    touched: list[int] = []
+
+    class Watched(deque[Any]):
+        def __iter__(self) -> Iterator[Any]:
+            touched.append(threading.get_ident())
+            return super().__iter__()
+
+    worker._loop = asyncio.get_running_loop()
+    await asyncio.to_thread(worker._on_assign, worker._consumer, [TopicPartition(TASKS, 1)])
+    assert worker._assigned == {0, 1}
+    for n in range(4):  # one runs, three wait: 1 and 3 on partition 1
+        worker._dispatch(_message(partition=n % 2, offset=n, task=replace(HUNG, seq=n)))
+    worker._queued = Watched(worker._queued)
+
+    await asyncio.to_thread(worker._on_revoke, worker._consumer, [TopicPartition(TASKS, 1)])
+
+    assert touched and set(touched) == {loop_thread}
+    assert [q.running.task.seq for q in worker._queued] == [2]  # partition 1's are dropped
+    assert sorted(key[2] for key in worker._running) == [0, 2]
+    for running in worker._running.values():
+        running.cancel(activity_worker.CancelReason.REQUESTED)
+    await _finished(worker, 5)
