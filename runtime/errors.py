@@ -209,9 +209,9 @@ def failure_from_exception(
     if isinstance(exc, FailureError) and exc.failure is not None and not with_stack:
         return exc.failure
     if isinstance(exc, ApplicationError):
-        details: tuple[Payload, ...] = tuple(encode(exc.details)) if encode and exc.details else ()
+        message, details = _application_details(exc, encode)
         return Failure(
-            message=exc.message,
+            message=message,
             kind="application",
             type=exc.type or type(exc).__name__,
             stack_trace=stack,
@@ -235,6 +235,21 @@ def failure_from_exception(
     return Failure(
         message=message, kind="application", type=type(exc).__name__, stack_trace=stack, cause=cause
     )
+
+
+def _application_details(exc: ApplicationError, encode: Any) -> tuple[str, tuple[Payload, ...]]:
+    """The error's message and encoded details; details the converter refuses are dropped,
+    and the message says so.
+
+    Failing on them instead turned the error into the converter's `TypeError`, retryable
+    and of another type: a non-retryable `Declined` was retried, its side effects again.
+    """
+    if not encode or not exc.details:
+        return exc.message, ()
+    try:
+        return exc.message, tuple(encode(exc.details))
+    except Exception as unencodable:
+        return f"{exc.message} (its details were dropped: {unencodable})", ()
 
 
 def exception_from_failure(failure: Failure, decode: Any = None) -> FailureError:

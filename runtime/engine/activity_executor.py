@@ -9,6 +9,7 @@ reports them the same way.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import functools
 import threading
@@ -51,30 +52,42 @@ async def run_activity(
             )
         )
     loop = asyncio.get_running_loop()
+    loop_thread = threading.get_ident()
     stop = threading.Event()
+    #: Set once the attempt's outcome is decided: a sync activity cannot be stopped, and
+    #: its later heartbeats are about an attempt no longer running here.
+    over = threading.Event()
 
     def heartbeat(details: tuple[Any, ...]) -> None:
+        if over.is_set():
+            return
         payloads = conv.encode(details)
-        if defn.is_async:
+        # On the loop, whatever thread the activity calls from: a sync activity's pool
+        # thread, or a thread of an async one (`asyncio.to_thread`), where the host's
+        # handling (timers for held-back details) raised "no running event loop".
+        if threading.get_ident() == loop_thread:
             on_heartbeat(payloads)
-        else:  # called from the pool thread
-            loop.call_soon_threadsafe(on_heartbeat, payloads)
+        else:
+            with contextlib.suppress(RuntimeError):  # the loop closed: nobody to tell
+                loop.call_soon_threadsafe(_unless_over, over, on_heartbeat, payloads)
 
-    info = ActivityInfo(
-        workflow_id=task.workflow_id,
-        run_id=task.run_id,
-        workflow_type=task.workflow_type,
-        activity_type=task.activity_type,
-        task_queue=task.task_queue,
-        seq=task.seq,
-        attempt=task.attempt,
-        scheduled_time=datetime.fromtimestamp(task.scheduled_time_ms / 1000, tz=UTC),
-        idempotency_key=task.idempotency_key,
-        heartbeat_details=conv.decode(task.heartbeat_details),
-    )
-    ctx = contextvars.copy_context()
-    ctx.run(set_context, ActivityContext(info, heartbeat, stop))
     try:
+        # Inside the try, like the input: the previous attempt's details may come from a
+        # codec this worker lacks, and raising here left the task without any report.
+        info = ActivityInfo(
+            workflow_id=task.workflow_id,
+            run_id=task.run_id,
+            workflow_type=task.workflow_type,
+            activity_type=task.activity_type,
+            task_queue=task.task_queue,
+            seq=task.seq,
+            attempt=task.attempt,
+            scheduled_time=datetime.fromtimestamp(task.scheduled_time_ms / 1000, tz=UTC),
+            idempotency_key=task.idempotency_key,
+            heartbeat_details=conv.decode(task.heartbeat_details),
+        )
+        ctx = contextvars.copy_context()
+        ctx.run(set_context, ActivityContext(info, heartbeat, stop))
         args = conv.decode(task.input, defn.arg_types)
         if defn.is_async:
             work: asyncio.Future[Any] = ctx.run(asyncio.ensure_future, defn.fn(*args))
@@ -98,4 +111,16 @@ async def run_activity(
         result = conv.encode_one(work.result())
     except Exception as exc:
         return failed(failure_from_exception(exc, conv.encode))
+    finally:
+        over.set()
     return ActivityCompletedReport(task.workflow_id, task.run_id, task.seq, task.attempt, result)
+
+
+def _unless_over(
+    over: threading.Event,
+    on_heartbeat: Callable[[tuple[Payload, ...]], None],
+    payloads: tuple[Payload, ...],
+) -> None:
+    """A heartbeat handed over from another thread, unless the attempt ended meanwhile."""
+    if not over.is_set():
+        on_heartbeat(payloads)

@@ -1,0 +1,127 @@
+"""`run_activity`, the executor every host shares: what it reports, and where heartbeats go.
+
+It promises to turn every outcome into a report and never to raise: a host that got an
+exception instead finished the task without a report, and the workflow waited for a
+timeout that might never come.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+from runtime import ApplicationError, activity
+from runtime.engine import ActivityRegistry, run_activity
+from runtime.messages import ActivityCompletedReport, ActivityFailedReport, ActivityTask
+from runtime.payloads import Payload
+
+
+class Opaque:
+    """A value the JSON converter cannot encode."""
+
+
+@activity.defn
+async def declines() -> None:
+    raise ApplicationError("card declined", Opaque(), type="Declined", non_retryable=True)
+
+
+@activity.defn
+async def succeeds() -> str:
+    return "ok"
+
+
+@activity.defn
+async def beats_from_a_thread() -> str:
+    def work() -> None:
+        for n in range(3):
+            activity.heartbeat(n)
+
+    await asyncio.to_thread(work)
+    return "done"
+
+
+release = threading.Event()
+after_sent = threading.Event()
+
+
+@activity.defn
+def ignores_cancellation() -> None:
+    """A sync activity that heartbeats on after its attempt was cancelled."""
+    activity.heartbeat("before")
+    release.wait(10)
+    activity.heartbeat("after")
+    after_sent.set()
+
+
+REGISTRY = ActivityRegistry([declines, succeeds, beats_from_a_thread, ignores_cancellation])
+
+
+def _task(activity_type: str, **fields: Any) -> ActivityTask:
+    return ActivityTask("wf", "run", "T", 1, 1, activity_type, "q", (), 0, 0, 0, **fields)
+
+
+async def _run(
+    task: ActivityTask, on_heartbeat: Any = None, cancelled: asyncio.Event | None = None
+) -> ActivityCompletedReport | ActivityFailedReport:
+    return await run_activity(
+        REGISTRY,
+        task,
+        on_heartbeat=on_heartbeat or (lambda _details: None),
+        cancelled=cancelled or asyncio.Event(),
+    )
+
+
+async def test_an_application_error_with_details_it_cannot_encode_keeps_its_type() -> None:
+    """Its details failing to encode turned a non-retryable `Declined` into a retryable
+    `TypeError`: the card was charged again on every retry."""
+    report = await _run(_task("declines"))
+
+    assert isinstance(report, ActivityFailedReport)
+    failure = report.failure
+    assert (failure.type, failure.non_retryable, failure.details) == ("Declined", True, ())
+    assert failure.message.startswith("card declined")
+    assert "details" in failure.message and "Opaque" in failure.message  # says what was lost
+
+
+async def test_heartbeat_details_it_cannot_decode_fail_the_attempt_instead_of_raising() -> None:
+    """The previous attempt's details came from a converter (a codec) this worker lacks."""
+    task = _task("succeeds", heartbeat_details=(Payload("binary/encrypted", b"?"),))
+
+    report = await _run(task)
+
+    assert isinstance(report, ActivityFailedReport)
+    assert "binary/encrypted" in report.failure.message
+
+
+async def test_heartbeats_from_another_thread_of_an_async_activity_reach_the_loop() -> None:
+    """The worker's heartbeat handling uses the loop (timers for held-back details): called
+    in the activity's own thread, it raised "no running event loop" in the activity."""
+    loop_thread = threading.get_ident()
+    beats: list[int] = []
+
+    report = await _run(
+        _task("beats_from_a_thread"), on_heartbeat=lambda _d: beats.append(threading.get_ident())
+    )
+
+    assert isinstance(report, ActivityCompletedReport)
+    await asyncio.sleep(0.05)
+    assert beats == [loop_thread] * 3
+
+
+async def test_heartbeats_after_the_attempt_ended_are_dropped() -> None:
+    """A sync activity cannot be stopped: once its attempt is over (cancelled, reported)
+    its heartbeats are about an attempt that is no longer running here."""
+    release.clear()
+    after_sent.clear()
+    beats: list[tuple[Payload, ...]] = []
+    cancelled = asyncio.Event()
+    asyncio.get_running_loop().call_later(0.1, cancelled.set)
+
+    report = await _run(_task("ignores_cancellation"), beats.append, cancelled)
+
+    assert isinstance(report, ActivityFailedReport) and report.failure.kind == "cancelled"
+    release.set()
+    assert await asyncio.to_thread(after_sent.wait, 5)
+    await asyncio.sleep(0.05)  # what the thread handed to the loop has run
+    assert len(beats) == 1  # "before"; "after" came once the attempt was over
