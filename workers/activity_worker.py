@@ -1,12 +1,13 @@
 """The activity worker: runs the tasks of one task queue and reports to the inbox.
 
 The poll loop never waits for an activity: each task runs as its own asyncio task (sync
-activities in a thread pool of their own, never the event loop's default pool, on which
-the poll itself runs: sync activities filling that pool would stop polling and get the
-worker dropped from its group), so polling — and with it the consumer's liveness towards
-the group — continues however long an activity takes. At most ``max_concurrent`` tasks
-run; the next ones wait their turn in a local queue, and only when as many wait are the
-partitions paused (never the loop).
+activities in a thread pool of their own), and the poll runs in a thread of its own too —
+never in the event loop's default pool, which activities share (sync ones once ran there;
+async ones call `asyncio.to_thread`): activities filling that pool stopped the polling,
+and with it every further task and cancellation. So polling — and with it the consumer's
+liveness towards the group — continues however long an activity takes. At most
+``max_concurrent`` tasks run; the next ones wait their turn in a local queue, and only
+when as many wait are the partitions paused (never the loop).
 
 Offsets are committed per partition up to the lowest task still running
 (`PartitionProgress`): a crash re-delivers exactly the tasks that had not finished, which
@@ -14,7 +15,7 @@ is what at-least-once with idempotency keys promises.
 
 The worker's state (running and queued tasks, offsets, assignment) belongs to the event
 loop's thread. librdkafka calls the rebalance callbacks in the thread that polls (the
-loop's default executor), so they hand their work to the loop and wait for it.
+poller), so they hand their work to the loop and wait for it.
 """
 
 from __future__ import annotations
@@ -164,12 +165,15 @@ class ActivityWorker:
         )
         #: The loop that owns the state above (set by `run`).
         self._loop: asyncio.AbstractEventLoop | None = None
+        #: The one thread that polls the consumer (and so runs its rebalance callbacks).
+        self._poller = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chronik-poll")
 
     async def run(self, stop: asyncio.Event) -> None:
-        self._loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         topic = self._names.tasks(self._config.task_queue)
         # Subscribing to a topic that does not exist yet would wait for nothing.
-        await asyncio.to_thread(
+        await loop.run_in_executor(
+            self._poller,
             self._admin.ensure_task_queue,
             Catalogue(self._config.member.namespace),
             self._config.task_queue,
@@ -180,7 +184,9 @@ class ActivityWorker:
         log.info("activity worker started", task_queue=self._config.task_queue)
         try:
             while not stop.is_set():
-                records = await asyncio.to_thread(consume_available, self._consumer, 500, 0.05)
+                records = await loop.run_in_executor(
+                    self._poller, consume_available, self._consumer, 500, 0.05
+                )
                 for record in records:
                     self._dispatch(record)
                 self._apply_backpressure()
@@ -205,6 +211,7 @@ class ActivityWorker:
         self._producer.flush(10)  # runs the delivery callbacks that mark tasks finished
         self._commit()
         self._consumer.close()
+        self._poller.shutdown(wait=False)
         if self._config.executor is None:  # ours; the drain gave activities their time
             self._executor.shutdown(wait=False, cancel_futures=True)
 

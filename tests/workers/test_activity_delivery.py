@@ -371,7 +371,7 @@ class _FakeRecord(_FakeMessage):
 async def test_rebalance_callbacks_from_the_polling_thread_change_state_on_the_loop(
     worker: ActivityWorker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """librdkafka calls them in the thread that polls (the loop's default executor), while
+    """librdkafka calls them in the thread that polls (the worker's poll thread), while
     the loop starts and ends tasks: revoking a partition while tasks queued raised "deque
     mutated during iteration" out of the poll, and `del self._running[...]` of a task
     ending at that moment raised KeyError."""
