@@ -530,12 +530,20 @@ def _finish(progress: PartitionProgress, offset: int, running: _Running) -> None
 def encode_report(message: InboxMessage, limit: int = MAX_RECORD_BYTES) -> bytes | None:
     """The report's inbox record, within what Kafka takes.
 
-    A result or failure too large to send becomes a non-retryable failure that says so —
-    retrying would produce it again — and a heartbeat too large is dropped (None).
+    A failure too large loses its stack traces and details, and its messages are cut: it
+    keeps its kind, type and retryability, which decide the retry and what the workflow's
+    `except` matches. A result too large — or a failure still too large — becomes a
+    non-retryable failure that says so (retrying would produce it again), and a heartbeat
+    too large is dropped (None).
     """
     value = serde.encode_inbox(message)
-    if len(message.workflow_id.encode()) + len(value) <= limit:
+    key_size = len(message.workflow_id.encode())
+    if key_size + len(value) <= limit:
         return value
+    if isinstance(message, ActivityFailedReport):
+        cut = replace(message, failure=_cut(message.failure, limit, len(value)))
+        if key_size + len(cut_value := serde.encode_inbox(cut)) <= limit:
+            return cut_value
     if not isinstance(message, ActivityCompletedReport | ActivityFailedReport):
         return None
     what = "result" if isinstance(message, ActivityCompletedReport) else "failure"
@@ -548,3 +556,24 @@ def encode_report(message: InboxMessage, limit: int = MAX_RECORD_BYTES) -> bytes
         message.workflow_id, message.run_id, message.seq, message.attempt, failure
     )
     return serde.encode_inbox(too_large)
+
+
+def _cut(failure: Failure, limit: int, size: int) -> Failure:
+    """``failure`` and its causes without stack traces or details, each message cut so that
+    all of them take at most half of ``limit``; the first message says so."""
+    chain = []
+    link: Failure | None = failure
+    while link is not None:
+        chain.append(link)
+        link = link.cause
+    budget = max(200, limit // (2 * len(chain)))
+    cut: Failure | None = None
+    for link in reversed(chain):
+        text = link.message.encode()
+        message = link.message
+        if len(text) > budget:
+            message = text[:budget].decode(errors="ignore") + f"… ({len(text):,} bytes, cut)"
+        cut = replace(link, message=message, stack_trace="", details=(), cause=cut)
+    assert cut is not None
+    note = f" [the failure was {size:,} bytes encoded: stack traces and details dropped]"
+    return replace(cut, message=cut.message + note)
