@@ -48,6 +48,8 @@ _Item = tuple["asyncio.Future[Any]", Any]
 
 #: How long a send waits before asking librdkafka again while its queue is full.
 _QUEUE_FULL_PAUSE_S = 0.005
+#: The longest a close takes: both threads' joins and the flush, 5 s each.
+_CLOSE_S = 15.0
 
 
 class PayloadTooLargeError(ValueError):
@@ -98,6 +100,8 @@ class KafkaTransport:
         #: Why no answer can arrive any more (the reply reader failed, or the client closed).
         self._broken: RPCError | None = None
         self._stop = threading.Event()
+        #: Set once a close has finished (``_stop`` is set when it begins).
+        self._closed = threading.Event()
         self._threads: list[threading.Thread] = []
 
     @classmethod
@@ -225,22 +229,29 @@ class KafkaTransport:
     async def close(self) -> None:
         """Stop reading and sending; every request still waiting raises `ClientClosedError`.
 
-        Idempotent. Records already handed to the producer get 5 s to reach Kafka.
+        Idempotent: a close while another is under way returns once that one is done (it
+        returned at once, and a caller that then ended its loop cut the first one short).
+        Records already handed to the producer get 5 s to reach Kafka.
         """
         if self._stop.is_set():
+            if not self._closed.is_set():
+                await asyncio.to_thread(self._closed.wait, _CLOSE_S)
             return
         self._stop.set()
-        for thread in self._threads:
-            await asyncio.to_thread(thread.join, 5)
-        await asyncio.to_thread(self._producer.flush, 5)
-        self._replies.close()
-        reports, self._delivery_reports = self._delivery_reports, []
-        _hand_over(_settle_sends, reports)  # what the flush delivered, or failed to
-        closed = ClientClosedError("the client was closed while the request waited")
-        self._fail_answers(closed)
-        with self._lock:
-            sending = list(self._sending)
-        _hand_over(_fail_all, [(future, closed) for future in sending])
+        try:
+            for thread in self._threads:
+                await asyncio.to_thread(thread.join, 5)
+            await asyncio.to_thread(self._producer.flush, 5)
+            self._replies.close()
+            reports, self._delivery_reports = self._delivery_reports, []
+            _hand_over(_settle_sends, reports)  # what the flush delivered, or failed to
+            closed = ClientClosedError("the client was closed while the request waited")
+            self._fail_answers(closed)
+            with self._lock:
+                sending = list(self._sending)
+            _hand_over(_fail_all, [(future, closed) for future in sending])
+        finally:
+            self._closed.set()
 
     # --- background threads -------------------------------------------------------------
 
