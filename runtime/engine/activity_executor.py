@@ -15,7 +15,7 @@ import functools
 import threading
 from collections.abc import Callable
 from concurrent.futures import Executor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from runtime.activity import ActivityContext, ActivityInfo, set_context
@@ -85,6 +85,8 @@ async def run_activity(
             scheduled_time=datetime.fromtimestamp(task.scheduled_time_ms / 1000, tz=UTC),
             idempotency_key=task.idempotency_key,
             heartbeat_details=conv.decode(task.heartbeat_details),
+            heartbeat_timeout=_timedelta(task.heartbeat_timeout_ms),
+            start_to_close_timeout=_timedelta(task.start_to_close_timeout_ms),
         )
         ctx = contextvars.copy_context()
         ctx.run(set_context, ActivityContext(info, heartbeat, stop))
@@ -124,3 +126,8 @@ def _unless_over(
     """A heartbeat handed over from another thread, unless the attempt ended meanwhile."""
     if not over.is_set():
         on_heartbeat(payloads)
+
+
+def _timedelta(ms: int) -> timedelta | None:
+    """A timeout of the task (0: none) as the activity reads it."""
+    return timedelta(milliseconds=ms) if ms else None

@@ -125,3 +125,41 @@ async def test_heartbeats_after_the_attempt_ended_are_dropped() -> None:
     assert await asyncio.to_thread(after_sent.wait, 5)
     await asyncio.sleep(0.05)  # what the thread handed to the loop has run
     assert len(beats) == 1  # "before"; "after" came once the attempt was over
+
+
+@activity.defn
+async def reads_its_info() -> dict[str, Any]:
+    info = activity.info()
+    return {
+        "workflow_run_id": info.workflow_run_id,
+        "activity_id": info.activity_id,
+        "heartbeat_timeout": info.heartbeat_timeout,
+        "start_to_close_timeout": info.start_to_close_timeout,
+        "current_attempt_scheduled_time": info.current_attempt_scheduled_time,
+        "started_after_scheduled": info.started_time >= info.scheduled_time,
+        "is_local": info.is_local,
+    }
+
+
+async def test_activity_info_has_the_fields_temporal_code_reads() -> None:
+    """Temporal's documented idempotency key is ``workflow_run_id`` + ``activity_id``, and
+    activities read their timeouts: code moved over by changing imports raised
+    AttributeError on each."""
+    registry = ActivityRegistry([reads_its_info])
+    task = ActivityTask("wf", "run-7", "T", 3, 1, "reads_its_info", "q", (), 1_000, 30_000, 5_000)
+
+    report = await run_activity(
+        registry, task, on_heartbeat=lambda _d: None, cancelled=asyncio.Event()
+    )
+
+    assert isinstance(report, ActivityCompletedReport)
+    info = registry.converter.decode_one(report.result)
+    assert info == {
+        "workflow_run_id": "run-7",
+        "activity_id": "3",
+        "heartbeat_timeout": 5.0,
+        "start_to_close_timeout": 30.0,
+        "current_attempt_scheduled_time": "1970-01-01T00:00:01+00:00",
+        "started_after_scheduled": True,
+        "is_local": False,
+    }
