@@ -13,6 +13,8 @@ import threading
 import pytest
 from confluent_kafka import Producer
 
+from runtime.client import Client
+from runtime.errors import RPCTimeoutError
 from runtime.kafka_transport import KafkaTransport
 from runtime.messages import (
     DescribeWorkflow,
@@ -117,3 +119,15 @@ async def test_more_concurrent_sends_than_the_producer_queue_holds_all_go_out(
         await asyncio.wait_for(asyncio.gather(*(transport.send(s) for s in signals)), 30)
     finally:
         await transport.close()
+
+
+async def test_connect_takes_the_clients_rpc_timeout(kafka_bootstrap: str, topics: str) -> None:
+    """`Client(...)` takes ``rpc_timeout``; `Client.connect` handed it to librdkafka, which
+    refused it ("No such configuration property")."""
+    client = await Client.connect(kafka_bootstrap, namespace=topics, rpc_timeout=0.5)
+    try:
+        assert client.rpc_timeout == 0.5
+        with pytest.raises(RPCTimeoutError):  # no workflow worker runs: in 0.5 s, not 30
+            await asyncio.wait_for(client.get_workflow_handle("w").describe(), 10)
+    finally:
+        await client.close()
