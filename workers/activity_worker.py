@@ -43,6 +43,7 @@ from confluent_kafka import (
 from runtime.converter import DataConverter
 from runtime.engine import ActivityRegistry, run_activity
 from runtime.engine.activities import timeout_failure
+from runtime.engine.activity_executor import CANCEL_GRACE_S
 from runtime.messages import (
     ActivityCompletedReport,
     ActivityFailedReport,
@@ -199,7 +200,7 @@ class ActivityWorker:
         """Let running activities finish and their reports arrive, then commit and close.
 
         Those still running after ``drain_s`` are cancelled (`activity.is_cancelled()`), and
-        get a few seconds to stop; their offsets stay uncommitted, so they run again.
+        get `CANCEL_GRACE_S` to stop; their offsets stay uncommitted, so they run again.
         """
         self._stopping = True
         if self._tasks:
@@ -207,7 +208,7 @@ class ActivityWorker:
         if self._tasks:
             for running in self._running.values():
                 running.cancel(CancelReason.STOPPING)
-            await asyncio.wait(self._tasks, timeout=5)
+            await asyncio.wait(self._tasks, timeout=CANCEL_GRACE_S + 1)
         self._producer.flush(10)  # runs the delivery callbacks that mark tasks finished
         self._commit()
         self._consumer.close()

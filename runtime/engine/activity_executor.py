@@ -25,6 +25,9 @@ from runtime.errors import failure_from_exception
 from runtime.messages import ActivityCompletedReport, ActivityFailedReport, ActivityTask
 from runtime.payloads import Failure, Payload
 
+#: How long a cancelled activity may take to finish (its cleanup) before its attempt ends.
+CANCEL_GRACE_S = 5.0
+
 
 async def run_activity(
     registry: ActivityRegistry,
@@ -34,8 +37,13 @@ async def run_activity(
     on_heartbeat: Callable[[tuple[Payload, ...]], None],
     cancelled: asyncio.Event,
     executor: Executor | None = None,
+    cancel_grace_s: float = CANCEL_GRACE_S,
 ) -> ActivityCompletedReport | ActivityFailedReport:
-    """Run `task` once; never raises (except for the caller's own cancellation)."""
+    """Run `task` once; never raises (except for the caller's own cancellation).
+
+    Once ``cancelled`` is set, the activity has ``cancel_grace_s`` to finish (async ones
+    get `asyncio.CancelledError`; every one sees `activity.is_cancelled()`); the attempt
+    is then reported cancelled."""
     conv = converter or registry.converter
     defn = registry.get(task.activity_type)
 
@@ -94,7 +102,7 @@ async def run_activity(
         if defn.is_async:
             work: asyncio.Future[Any] = ctx.run(asyncio.ensure_future, defn.fn(*args))
         else:
-            call = functools.partial(ctx.run, defn.fn, *args)
+            call = functools.partial(ctx.run, _unless_stopped, stop, defn.fn, *args)
             work = loop.run_in_executor(executor, call)
         watcher = asyncio.ensure_future(cancelled.wait())
         try:
@@ -103,7 +111,15 @@ async def run_activity(
             watcher.cancel()
         if not work.done():
             stop.set()
-            work.cancel()
+            if defn.is_async:
+                work.cancel()
+            # The activity's cleanup (an `except CancelledError`, a `finally`; a sync one
+            # returning once it sees `is_cancelled()`) is part of the attempt: ending it at
+            # once left the coroutine running on its own, and a stopping worker's exit cut
+            # that cleanup short. One that ignores the cancellation is let go after this.
+            await asyncio.wait({work}, timeout=cancel_grace_s)
+            if not work.done():
+                work.cancel()  # a sync one's thread runs on: Python cannot stop it
             return failed(Failure("activity cancelled", kind="cancelled"))
         if work.cancelled():
             return failed(Failure("activity cancelled", kind="cancelled"))
@@ -131,3 +147,11 @@ def _unless_over(
 def _timedelta(ms: int) -> timedelta | None:
     """A timeout of the task (0: none) as the activity reads it."""
     return timedelta(milliseconds=ms) if ms else None
+
+
+def _unless_stopped(stop: threading.Event, fn: Callable[..., Any], *args: Any) -> Any:
+    """Run a sync activity in its pool thread, unless it was cancelled while it waited for
+    that thread: waiting out a cancelled attempt's grace must not start it then."""
+    if stop.is_set():
+        return None  # the attempt is reported cancelled whatever this returns
+    return fn(*args)

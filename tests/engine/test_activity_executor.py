@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from runtime import ApplicationError, activity
@@ -69,6 +71,7 @@ async def _run(
         task,
         on_heartbeat=on_heartbeat or (lambda _details: None),
         cancelled=cancelled or asyncio.Event(),
+        cancel_grace_s=0.1,
     )
 
 
@@ -110,8 +113,8 @@ async def test_heartbeats_from_another_thread_of_an_async_activity_reach_the_loo
 
 
 async def test_heartbeats_after_the_attempt_ended_are_dropped() -> None:
-    """A sync activity cannot be stopped: once its attempt is over (cancelled, reported)
-    its heartbeats are about an attempt that is no longer running here."""
+    """A sync activity cannot be stopped: once its attempt is over (cancelled, its grace
+    to stop gone, reported) its heartbeats are about an attempt no longer running here."""
     release.clear()
     after_sent.clear()
     beats: list[tuple[Payload, ...]] = []
@@ -163,3 +166,67 @@ async def test_activity_info_has_the_fields_temporal_code_reads() -> None:
         "started_after_scheduled": True,
         "is_local": False,
     }
+
+
+@activity.defn
+def stops_when_told() -> str:
+    """A sync activity that checks `activity.is_cancelled()` and cleans up."""
+    while not activity.is_cancelled():
+        time.sleep(0.01)
+    time.sleep(0.1)  # its cleanup
+    stopped.set()
+    return "stopped"
+
+
+stopped = threading.Event()
+
+
+async def test_a_cancelled_sync_activity_that_stops_in_its_grace_ends_its_attempt() -> None:
+    stopped.clear()
+    cancelled = asyncio.Event()
+    asyncio.get_running_loop().call_later(0.05, cancelled.set)
+
+    report = await run_activity(
+        ActivityRegistry([stops_when_told]),
+        _task("stops_when_told"),
+        on_heartbeat=lambda _d: None,
+        cancelled=cancelled,
+        cancel_grace_s=5,
+    )
+
+    assert stopped.is_set()  # the attempt ended after the activity did, not before
+    assert isinstance(report, ActivityFailedReport) and report.failure.kind == "cancelled"
+
+
+ran: list[str] = []
+
+
+@activity.defn
+def records_that_it_ran() -> None:
+    ran.append("ran")
+
+
+async def test_a_sync_activity_cancelled_before_its_thread_took_it_never_runs() -> None:
+    """Waiting for a cancelled sync activity to stop must not start one that had not: its
+    pool was busy, and it would have run its side effects for a cancelled attempt."""
+    ran.clear()
+    pool = ThreadPoolExecutor(max_workers=1)
+    busy = threading.Event()
+    pool.submit(busy.wait, 5)  # the only thread is taken
+    cancelled = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.call_later(0.05, cancelled.set)
+    loop.call_later(0.1, busy.set)  # the thread frees up within the grace
+
+    report = await run_activity(
+        ActivityRegistry([records_that_it_ran]),
+        _task("records_that_it_ran"),
+        on_heartbeat=lambda _d: None,
+        cancelled=cancelled,
+        executor=pool,
+        cancel_grace_s=1,
+    )
+
+    pool.shutdown(wait=True)
+    assert isinstance(report, ActivityFailedReport) and report.failure.kind == "cancelled"
+    assert ran == []

@@ -401,3 +401,38 @@ async def test_rebalance_callbacks_from_the_polling_thread_change_state_on_the_l
     for running in worker._running.values():
         running.cancel(activity_worker.CancelReason.REQUESTED)
     await _finished(worker, 5)
+
+
+cleaned_up: list[str] = []
+
+
+@activity.defn
+async def cleans_up_when_cancelled() -> None:
+    try:
+        await asyncio.sleep(3600)
+    except asyncio.CancelledError:
+        await asyncio.sleep(0.2)  # closes a connection, releases a lease...
+        cleaned_up.append("done")
+        raise
+
+
+async def test_a_stop_lets_a_cancelled_async_activity_finish_its_cleanup(
+    worker: ActivityWorker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The attempt ended the moment it was cancelled, the activity's coroutine left running
+    on its own: the stop did not wait for its cleanup, which the process's exit then cut
+    short (or the loop cancelled again, mid-cleanup)."""
+    _hosting(worker, monkeypatch)
+    worker._registry = ActivityRegistry([cleans_up_when_cancelled])
+    monkeypatch.setattr(worker, "_consumer", _CommitsConsumer())
+    monkeypatch.setattr(
+        worker, "_config", ActivityWorkerConfig(worker._config.member, "q", drain_s=0.05)
+    )
+    cleaned_up.clear()
+    task = replace(HUNG, activity_type="cleans_up_when_cancelled")
+    worker._dispatch(_message(partition=0, task=task))
+    await asyncio.sleep(0.01)
+
+    await worker._drain()
+
+    assert cleaned_up == ["done"]
