@@ -23,6 +23,9 @@ class FailureError(ChronikError):
     """An error that is, or came from, a `Failure`."""
 
     def __init__(self, message: str, *, cause: BaseException | None = None) -> None:
+        # Text, whatever was given: ``ApplicationError(error)`` (the exception itself) made
+        # a Failure no record could hold, so an activity's report was never sent.
+        message = str(message)
         super().__init__(message)
         self.message = message
         self.failure: Failure | None = None
@@ -46,8 +49,8 @@ class ApplicationError(FailureError):
     ) -> None:
         super().__init__(message)
         self.details: tuple[Any, ...] = details
-        self.type = type
-        self.non_retryable = non_retryable
+        self.type = None if type is None else str(type)
+        self.non_retryable = bool(non_retryable)
 
 
 class TimeoutError(FailureError):

@@ -17,6 +17,7 @@ from runtime import ApplicationError, activity
 from runtime.engine import ActivityRegistry, run_activity
 from runtime.messages import ActivityCompletedReport, ActivityFailedReport, ActivityTask
 from runtime.payloads import Payload
+from topics import serde
 
 
 class Opaque:
@@ -230,3 +231,27 @@ async def test_a_sync_activity_cancelled_before_its_thread_took_it_never_runs() 
     pool.shutdown(wait=True)
     assert isinstance(report, ActivityFailedReport) and report.failure.kind == "cancelled"
     assert ran == []
+
+
+@activity.defn
+async def wraps_an_exception() -> None:
+    try:
+        raise ValueError("no such account")
+    except ValueError as error:
+        raise ApplicationError(error, type="NoAccount", non_retryable=True) from error  # type: ignore[arg-type]
+
+
+async def test_an_application_error_made_from_an_exception_is_reported() -> None:
+    """``ApplicationError(error)`` (the exception, not its text) could not be encoded into
+    the report: the worker logged a crash and sent nothing, and the workflow waited for the
+    attempt's timeout, then ran it again."""
+    report = await run_activity(
+        ActivityRegistry([wraps_an_exception]),
+        _task("wraps_an_exception"),
+        on_heartbeat=lambda _d: None,
+        cancelled=asyncio.Event(),
+    )
+
+    assert isinstance(report, ActivityFailedReport)
+    assert (report.failure.message, report.failure.type) == ("no such account", "NoAccount")
+    assert serde.decode_inbox(serde.encode_inbox(report)) == report
