@@ -453,6 +453,11 @@ class ActivityWorker:
 
     def _on_assign(self, consumer: Consumer, assigned: list[TopicPartition]) -> None:
         if self._in_loop(self._assign, assigned):
+            # Pausing a partition librdkafka has not assigned yet does nothing (it assigns
+            # after this callback unless the callback did): the records of partitions given
+            # to a busy worker flowed in, unbounded. The group is cooperative
+            # (`Member.group_config`), so the assignment is incremental.
+            consumer.incremental_assign(assigned)
             consumer.pause(assigned)
 
     def _assign(self, assigned: list[TopicPartition]) -> bool:
