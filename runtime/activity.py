@@ -10,8 +10,8 @@ from __future__ import annotations
 import contextvars
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar, overload
 
 from runtime.definitions import define_activity
@@ -37,6 +37,9 @@ def defn(fn: Any = None, /, *, name: str | None = None) -> Any:
 
 @dataclass(frozen=True)
 class ActivityInfo:
+    """What an attempt knows about itself; the names are Temporal's where the concept is the
+    same, so that activity code moves over by changing imports."""
+
     workflow_id: str
     run_id: str
     workflow_type: str
@@ -44,11 +47,34 @@ class ActivityInfo:
     task_queue: str
     seq: int
     attempt: int
+    #: When this attempt was dispatched (Temporal's ``current_attempt_scheduled_time``).
     scheduled_time: datetime
     #: Same for every delivery of one attempt: dedupe side effects on it.
     idempotency_key: str
     #: The last details the previous attempt heartbeated (decoded), to resume from.
     heartbeat_details: Sequence[Any]
+    heartbeat_timeout: timedelta | None = None
+    start_to_close_timeout: timedelta | None = None
+    #: When this worker started the attempt.
+    started_time: datetime = field(default_factory=lambda: datetime.now(UTC))
+    #: Chronik has no local activities.
+    is_local: bool = False
+
+    @property
+    def workflow_run_id(self) -> str:
+        """Temporal's name for `run_id`."""
+        return self.run_id
+
+    @property
+    def activity_id(self) -> str:
+        """The activity's id within its run: its sequence number (Temporal's default id);
+        with `workflow_run_id`, the idempotency key Temporal's documentation suggests."""
+        return str(self.seq)
+
+    @property
+    def current_attempt_scheduled_time(self) -> datetime:
+        """Temporal's name for `scheduled_time`, which is this attempt's."""
+        return self.scheduled_time
 
 
 @dataclass

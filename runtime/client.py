@@ -108,14 +108,19 @@ class Client:
         *,
         namespace: str = "chronik",
         data_converter: DataConverter | None = None,
+        rpc_timeout: float = 30.0,
         **librdkafka_config: Any,
     ) -> Client:
+        """Connect over Kafka; ``librdkafka_config`` is passed to every Kafka client, the
+        client's own settings (``rpc_timeout``) are not."""
         from runtime.kafka_transport import KafkaTransport  # noqa: PLC0415 - Kafka is optional here
 
         transport = await KafkaTransport.connect(
             bootstrap_servers, namespace=namespace, **librdkafka_config
         )
-        return cls(transport, namespace=namespace, data_converter=data_converter)
+        return cls(
+            transport, namespace=namespace, data_converter=data_converter, rpc_timeout=rpc_timeout
+        )
 
     async def close(self) -> None:
         await self.transport.close()

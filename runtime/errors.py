@@ -23,6 +23,9 @@ class FailureError(ChronikError):
     """An error that is, or came from, a `Failure`."""
 
     def __init__(self, message: str, *, cause: BaseException | None = None) -> None:
+        # Text, whatever was given: ``ApplicationError(error)`` (the exception itself) made
+        # a Failure no record could hold, so an activity's report was never sent.
+        message = str(message)
         super().__init__(message)
         self.message = message
         self.failure: Failure | None = None
@@ -46,8 +49,8 @@ class ApplicationError(FailureError):
     ) -> None:
         super().__init__(message)
         self.details: tuple[Any, ...] = details
-        self.type = type
-        self.non_retryable = non_retryable
+        self.type = None if type is None else str(type)
+        self.non_retryable = bool(non_retryable)
 
 
 class TimeoutError(FailureError):
@@ -211,9 +214,9 @@ def failure_from_exception(
     if isinstance(exc, FailureError) and exc.failure is not None and not with_stack:
         return exc.failure
     if isinstance(exc, ApplicationError):
-        details: tuple[Payload, ...] = tuple(encode(exc.details)) if encode and exc.details else ()
+        message, details = _application_details(exc, encode)
         return Failure(
-            message=exc.message,
+            message=message,
             kind="application",
             type=exc.type or type(exc).__name__,
             stack_trace=stack,
@@ -237,6 +240,21 @@ def failure_from_exception(
     return Failure(
         message=message, kind="application", type=type(exc).__name__, stack_trace=stack, cause=cause
     )
+
+
+def _application_details(exc: ApplicationError, encode: Any) -> tuple[str, tuple[Payload, ...]]:
+    """The error's message and encoded details; details the converter refuses are dropped,
+    and the message says so.
+
+    Failing on them instead turned the error into the converter's `TypeError`, retryable
+    and of another type: a non-retryable `Declined` was retried, its side effects again.
+    """
+    if not encode or not exc.details:
+        return exc.message, ()
+    try:
+        return exc.message, tuple(encode(exc.details))
+    except Exception as unencodable:
+        return f"{exc.message} (its details were dropped: {unencodable})", ()
 
 
 def exception_from_failure(failure: Failure, decode: Any = None) -> FailureError:

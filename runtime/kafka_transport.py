@@ -11,13 +11,20 @@ pending `GetWorkflowResult`, or a `StartWorkflow` with ``await_result``, is sent
 request); duplicates of the answer are ignored. The re-ask also renews the owner's lease
 on the waiter (60 s by default, `runtime.engine.waiters`), so ``result_resend_s`` must stay
 well below it.
+
+A transport is not bound to the event loop that connected it: each delivery report and
+each answer is handed to the loop of the future that waits for it. A client connected
+under one ``asyncio.run`` and used under the next (or from loops of several threads)
+otherwise fed every report to a closed loop, and its requests waited forever.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import uuid
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import structlog
@@ -36,6 +43,14 @@ from topics.reachability import ensure_reachable
 from topics.transient import retry_transient
 
 log = structlog.get_logger(__name__)
+
+#: A future and what settles it (its delivery error, its answer, the error to raise).
+_Item = tuple["asyncio.Future[Any]", Any]
+
+#: How long a send waits before asking librdkafka again while its queue is full.
+_QUEUE_FULL_PAUSE_S = 0.005
+#: The longest a close takes: both threads' joins and the flush, 5 s each.
+_CLOSE_S = 15.0
 
 
 class PayloadTooLargeError(ValueError):
@@ -74,15 +89,20 @@ class KafkaTransport:
                 "fetch.wait.max.ms": FETCH_WAIT_MS,
             }
         )
+        #: Requests waiting for their answer, and sends waiting for Kafka's acknowledgement
+        #: (a close fails them rather than leave them waiting). Futures of any event loop:
+        #: the reader thread, the poller thread and those loops all touch these, under the
+        #: lock.
         self._waiting: dict[tuple[str, str], list[asyncio.Future[ReplyBody]]] = {}
-        #: Delivery reports the polling thread collected, not handed to the loop yet.
-        self._delivery_reports: list[tuple[asyncio.Future[None], Any]] = []
-        #: Sends not acknowledged yet: a close fails them rather than leave them waiting.
         self._sending: set[asyncio.Future[None]] = set()
+        self._lock = threading.Lock()
+        #: Delivery reports the polling thread collected, not handed to their loops yet.
+        self._delivery_reports: list[_Item] = []
         #: Why no answer can arrive any more (the reply reader failed, or the client closed).
         self._broken: RPCError | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._stop = threading.Event()
+        #: Set once a close has finished (``_stop`` is set when it begins).
+        self._closed = threading.Event()
         self._threads: list[threading.Thread] = []
 
     @classmethod
@@ -93,7 +113,7 @@ class KafkaTransport:
         await asyncio.to_thread(ensure_reachable, bootstrap_servers, config=config)
         transport = cls(bootstrap_servers, namespace, dict(config))
         try:
-            await asyncio.to_thread(transport._start, asyncio.get_running_loop())
+            await asyncio.to_thread(transport._start)
         except BaseException:
             # No thread runs yet: nothing but the two clients to let go of.
             transport._replies.close()
@@ -101,8 +121,7 @@ class KafkaTransport:
             raise
         return transport
 
-    def _start(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
+    def _start(self) -> None:
         topic = self._names.replies
         metadata = self._replies.list_topics(topic, timeout=10)
         partitions = metadata.topics[topic].partitions
@@ -121,7 +140,13 @@ class KafkaTransport:
     # --- Transport -------------------------------------------------------------------
 
     async def send(self, message: InboxMessage) -> None:
-        """Produce ``message`` and return once Kafka acknowledged it."""
+        """Produce ``message`` and return once Kafka acknowledged it.
+
+        While librdkafka's queue is full (`BufferError`: a burst of requests larger than
+        ``queue.buffering.max.messages``) it waits for room, which the poller thread makes
+        as deliveries come back, instead of raising that to the caller; a request's
+        timeout bounds the wait.
+        """
         if self._stop.is_set():
             raise ClientClosedError(f"the client is closed: {type(message).__name__} not sent")
         key, value = message.workflow_id.encode(), serde.encode_inbox(message)
@@ -131,19 +156,27 @@ class KafkaTransport:
                 f"{size} bytes encoded; the limit is {self.max_message_bytes} bytes"
             )
         delivered: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._sending.add(delivered)
-        delivered.add_done_callback(self._sending.discard)
 
         def on_delivery(error: Any, _message: Any) -> None:  # in the thread that polls
             self._delivery_reports.append((delivered, error))
 
-        self._producer.produce(
-            self._names.inbox,
-            key=key,
-            value=value,
-            on_delivery=on_delivery,
-        )
-        await delivered
+        while True:
+            try:
+                self._producer.produce(
+                    self._names.inbox, key=key, value=value, on_delivery=on_delivery
+                )
+                break
+            except BufferError:
+                await asyncio.sleep(_QUEUE_FULL_PAUSE_S)
+            if self._stop.is_set():
+                raise ClientClosedError(f"the client was closed: {type(message).__name__} not sent")
+        with self._lock:
+            self._sending.add(delivered)
+        try:
+            await delivered
+        finally:
+            with self._lock:
+                self._sending.discard(delivered)
 
     async def request(self, message: InboxMessage, timeout: float | None) -> ReplyBody:
         request_id: str = getattr(message, "request_id", "")
@@ -155,8 +188,9 @@ class KafkaTransport:
         # Keyed by workflow and request: a caller may reuse a request id for another
         # workflow (the owner deduplicates per workflow), or send the same request twice at
         # once (an idempotent retry); every one of them hears the answer.
-        waiting = self._waiting.setdefault((message.workflow_id, request_id), [])
-        waiting.append(answer)
+        key = (message.workflow_id, request_id)
+        with self._lock:
+            self._waiting.setdefault(key, []).append(answer)
         try:
             # The timeout covers the send too: a broker that does not answer would otherwise
             # hold the request for librdkafka's message.timeout.ms (5 minutes).
@@ -169,9 +203,11 @@ class KafkaTransport:
                 f"when one does (request id {request_id}: a retry with it is deduplicated)"
             ) from None
         finally:
-            waiting.remove(answer)
-            if not waiting:
-                self._waiting.pop((message.workflow_id, request_id), None)
+            with self._lock:
+                waiting = self._waiting.get(key, [])
+                waiting.remove(answer)
+                if not waiting:
+                    self._waiting.pop(key, None)
 
     async def _send_and_wait(
         self, message: InboxMessage, answer: asyncio.Future[ReplyBody]
@@ -199,22 +235,29 @@ class KafkaTransport:
     async def close(self) -> None:
         """Stop reading and sending; every request still waiting raises `ClientClosedError`.
 
-        Idempotent. Records already handed to the producer get 5 s to reach Kafka.
+        Idempotent: a close while another is under way returns once that one is done (it
+        returned at once, and a caller that then ended its loop cut the first one short).
+        Records already handed to the producer get 5 s to reach Kafka.
         """
         if self._stop.is_set():
+            if not self._closed.is_set():
+                await asyncio.to_thread(self._closed.wait, _CLOSE_S)
             return
         self._stop.set()
-        for thread in self._threads:
-            await asyncio.to_thread(thread.join, 5)
-        await asyncio.to_thread(self._producer.flush, 5)
-        self._replies.close()
-        reports, self._delivery_reports = self._delivery_reports, []
-        _settle_sends(reports)  # what the flush delivered, or failed to
-        closed = ClientClosedError("the client was closed while the request waited")
-        self._fail_answers(closed)
-        for future in self._sending:
-            if not future.done():
-                future.set_exception(closed)
+        try:
+            for thread in self._threads:
+                await asyncio.to_thread(thread.join, 5)
+            await asyncio.to_thread(self._producer.flush, 5)
+            self._replies.close()
+            reports, self._delivery_reports = self._delivery_reports, []
+            _hand_over(_settle_sends, reports)  # what the flush delivered, or failed to
+            closed = ClientClosedError("the client was closed while the request waited")
+            self._fail_answers(closed)
+            with self._lock:
+                sending = list(self._sending)
+            _hand_over(_fail_all, [(future, closed) for future in sending])
+        finally:
+            self._closed.set()
 
     # --- background threads -------------------------------------------------------------
 
@@ -224,9 +267,9 @@ class KafkaTransport:
     def _serve_deliveries(self) -> None:
         while not self._stop.is_set():
             self._producer.poll(0.05)
-            if self._delivery_reports and self._loop is not None:
+            if self._delivery_reports:
                 reports, self._delivery_reports = self._delivery_reports, []
-                self._loop.call_soon_threadsafe(_settle_sends, reports)
+                _hand_over(_settle_sends, reports)
 
     def _read_replies(self) -> None:
         try:
@@ -240,30 +283,53 @@ class KafkaTransport:
                         replies.append(record.decode(serde.decode_reply))
                     except DecodeError as error:
                         log.warning("undecodable reply ignored", reason=str(error))
-                if replies and self._loop is not None:
-                    self._loop.call_soon_threadsafe(self._deliver, replies)
+                if replies:
+                    self._deliver(replies)
         except Exception as error:  # no answer can arrive any more: say so to every caller
             log.exception("the client's reply reader failed")
-            if self._loop is not None and not self._loop.is_closed():
-                broken = RPCError(f"the client's reply reader failed: {error!r}")
-                self._loop.call_soon_threadsafe(self._fail_answers, broken)
+            self._fail_answers(RPCError(f"the client's reply reader failed: {error!r}"))
 
     def _fail_answers(self, error: RPCError) -> None:
         """Every request waiting for an answer, and every later one, raises ``error``."""
         self._broken = error
-        for futures in self._waiting.values():
-            for future in futures:
-                if not future.done():
-                    future.set_exception(error)
+        with self._lock:
+            failed = [(future, error) for futures in self._waiting.values() for future in futures]
+        _hand_over(_fail_all, failed)
 
     def _deliver(self, replies: list[Reply]) -> None:
-        for reply in replies:
-            for waiting in self._waiting.get((reply.workflow_id, reply.request_id), ()):
-                if not waiting.done():
-                    waiting.set_result(reply.body)
+        """Resolve the requests these replies answer (from any thread), on their loops."""
+        with self._lock:
+            answered = [
+                (future, reply.body)
+                for reply in replies
+                for future in self._waiting.get((reply.workflow_id, reply.request_id), ())
+            ]
+        _hand_over(_resolve_all, answered)
 
 
-def _settle_sends(reports: list[tuple[asyncio.Future[None], Any]]) -> None:
+def _hand_over(settle: Callable[[list[_Item]], None], items: Sequence[_Item]) -> None:
+    """Run ``settle`` on each future's own event loop, once per loop for the batch.
+
+    Called from the client's threads and from any loop: a future may only be resolved in
+    its loop's thread, and waking a loop once per record cost the driving process a write
+    and a wake-up each under load. Futures of a loop that is closed have no one waiting.
+    """
+    by_loop: dict[asyncio.AbstractEventLoop, list[_Item]] = {}
+    for item in items:
+        by_loop.setdefault(item[0].get_loop(), []).append(item)
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    for loop, batch in by_loop.items():
+        if loop is running:
+            settle(batch)
+            continue
+        with contextlib.suppress(RuntimeError):  # closed: nothing waits there any more
+            loop.call_soon_threadsafe(settle, batch)
+
+
+def _settle_sends(reports: list[_Item]) -> None:
     """Resolve each sent request's future with its delivery report (an error or None)."""
     for future, error in reports:
         if future.done():
@@ -272,3 +338,17 @@ def _settle_sends(reports: list[tuple[asyncio.Future[None], Any]]) -> None:
             future.set_result(None)
         else:
             future.set_exception(KafkaException(error))
+
+
+def _resolve_all(answers: list[_Item]) -> None:
+    """Answer each request with its reply's body."""
+    for future, body in answers:
+        if not future.done():
+            future.set_result(body)
+
+
+def _fail_all(failures: list[_Item]) -> None:
+    """Fail each future with its error."""
+    for future, error in failures:
+        if not future.done():
+            future.set_exception(error)

@@ -1,27 +1,34 @@
 """The activity worker: runs the tasks of one task queue and reports to the inbox.
 
 The poll loop never waits for an activity: each task runs as its own asyncio task (sync
-activities in a thread pool of their own, never the event loop's default pool, on which
-the poll itself runs: sync activities filling that pool would stop polling and get the
-worker dropped from its group), so polling — and with it the consumer's liveness towards
-the group — continues however long an activity takes. At most ``max_concurrent`` tasks
-run; the next ones wait their turn in a local queue, and only when as many wait are the
-partitions paused (never the loop).
+activities in a thread pool of their own), and the poll runs in a thread of its own too —
+never in the event loop's default pool, which activities share (sync ones once ran there;
+async ones call `asyncio.to_thread`): activities filling that pool stopped the polling,
+and with it every further task and cancellation. So polling — and with it the consumer's
+liveness towards the group — continues however long an activity takes. At most
+``max_concurrent`` tasks run; the next ones wait their turn in a local queue, and only
+when as many wait are the partitions paused (never the loop).
 
 Offsets are committed per partition up to the lowest task still running
 (`PartitionProgress`): a crash re-delivers exactly the tasks that had not finished, which
 is what at-least-once with idempotency keys promises.
+
+The worker's state (running and queued tasks, offsets, assignment) belongs to the event
+loop's thread. librdkafka calls the rebalance callbacks in the thread that polls (the
+poller), so they hand their work to the loop and wait for it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import NamedTuple
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from typing import NamedTuple, TypeVar
 
 import structlog
 from confluent_kafka import (
@@ -35,6 +42,8 @@ from confluent_kafka import (
 
 from runtime.converter import DataConverter
 from runtime.engine import ActivityRegistry, run_activity
+from runtime.engine.activities import timeout_failure
+from runtime.engine.activity_executor import CANCEL_GRACE_S
 from runtime.messages import (
     ActivityCompletedReport,
     ActivityFailedReport,
@@ -57,6 +66,23 @@ from workers.membership import Member
 from workers.offsets import PartitionProgress
 
 log = structlog.get_logger(__name__)
+
+_T = TypeVar("_T")
+
+
+class CancelReason(StrEnum):
+    """Why an attempt was cancelled, which decides what the worker reports for it."""
+
+    #: The workflow asked (`CancelActivityTask`): "cancelled" (the engine closed the
+    #: activity already, and ignores it).
+    REQUESTED = "requested"
+    #: The worker stops: nothing, and the offset stays open, so the same attempt runs
+    #: again on the partition's next owner.
+    STOPPING = "stopping"
+    #: A deadline the engine also keeps: the timeout the engine would record.
+    START_TO_CLOSE = "start_to_close"
+    SCHEDULE_TO_CLOSE = "schedule_to_close"
+    HEARTBEAT = "heartbeat"
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +115,13 @@ class _Running:
     #: the attempt once its heartbeat timeout passes without one.
     last_beat: float = 0.0
     watchdog: asyncio.TimerHandle | None = None
+    #: Why the attempt was cancelled: the first reason counts.
+    cancel_reason: CancelReason | None = None
+
+    def cancel(self, reason: CancelReason) -> None:
+        if self.cancel_reason is None:
+            self.cancel_reason = reason
+        self.cancelled.set()
 
 
 class _Queued(NamedTuple):
@@ -131,11 +164,17 @@ class ActivityWorker:
         self._executor: Executor = config.executor or ThreadPoolExecutor(
             max_workers=config.max_concurrent, thread_name_prefix="chronik-activity"
         )
+        #: The loop that owns the state above (set by `run`).
+        self._loop: asyncio.AbstractEventLoop | None = None
+        #: The one thread that polls the consumer (and so runs its rebalance callbacks).
+        self._poller = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chronik-poll")
 
     async def run(self, stop: asyncio.Event) -> None:
+        loop = self._loop = asyncio.get_running_loop()
         topic = self._names.tasks(self._config.task_queue)
         # Subscribing to a topic that does not exist yet would wait for nothing.
-        await asyncio.to_thread(
+        await loop.run_in_executor(
+            self._poller,
             self._admin.ensure_task_queue,
             Catalogue(self._config.member.namespace),
             self._config.task_queue,
@@ -146,7 +185,9 @@ class ActivityWorker:
         log.info("activity worker started", task_queue=self._config.task_queue)
         try:
             while not stop.is_set():
-                records = await asyncio.to_thread(consume_available, self._consumer, 500, 0.05)
+                records = await loop.run_in_executor(
+                    self._poller, consume_available, self._consumer, 500, 0.05
+                )
                 for record in records:
                     self._dispatch(record)
                 self._apply_backpressure()
@@ -159,18 +200,19 @@ class ActivityWorker:
         """Let running activities finish and their reports arrive, then commit and close.
 
         Those still running after ``drain_s`` are cancelled (`activity.is_cancelled()`), and
-        get a few seconds to stop; their offsets stay uncommitted, so they run again.
+        get `CANCEL_GRACE_S` to stop; their offsets stay uncommitted, so they run again.
         """
         self._stopping = True
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=self._config.drain_s)
         if self._tasks:
             for running in self._running.values():
-                running.cancelled.set()
-            await asyncio.wait(self._tasks, timeout=5)
+                running.cancel(CancelReason.STOPPING)
+            await asyncio.wait(self._tasks, timeout=CANCEL_GRACE_S + 1)
         self._producer.flush(10)  # runs the delivery callbacks that mark tasks finished
         self._commit()
         self._consumer.close()
+        self._poller.shutdown(wait=False)
         if self._config.executor is None:  # ours; the drain gave activities their time
             self._executor.shutdown(wait=False, cancel_futures=True)
 
@@ -191,7 +233,7 @@ class ActivityWorker:
         if isinstance(decoded, CancelActivityTask):
             running = self._running.get(attempt_key(decoded))
             if running is not None:
-                running.cancelled.set()
+                running.cancel(CancelReason.REQUESTED)
             return
         progress = self._progress.setdefault(record.partition, PartitionProgress())
         progress.started(record.offset)
@@ -219,7 +261,7 @@ class ActivityWorker:
 
     async def _execute(self, running: _Running, progress: PartitionProgress, offset: int) -> None:
         task = running.task
-        reported = False
+        settled = False  # reported (its delivery finishes it), or left to run again
         try:
             if task.report_start:
                 self._report(
@@ -231,17 +273,20 @@ class ActivityWorker:
                         self._config.member.worker_id,
                     )
                 )
-            report = await self._run_with_deadline(running)
+            report = outcome(await self._run_with_deadline(running), running.cancel_reason)
+            if report is None:  # stopped: its offset stays open, it runs again elsewhere
+                settled = True
+                return
             # The task's offset may be committed once its report is in Kafka, not before.
             self._report(report, on_delivered=lambda: _finish(progress, offset, running))
-            reported = True
+            settled = True
         except Exception:
             log.exception("activity execution crashed", activity=task.activity_type)
         finally:
             del self._running[attempt_key(task)]
             if running.trailing is not None:  # the outcome supersedes any heartbeat
                 running.trailing.cancel()
-            if not reported:
+            if not settled:
                 _finish(progress, offset, running)
 
     async def _run_with_deadline(self, running: _Running) -> InboxMessage:
@@ -252,8 +297,8 @@ class ActivityWorker:
         behind tasks of partitions paused because every slot is taken.
         """
         task, loop = running.task, asyncio.get_running_loop()
-        seconds = _seconds_to_deadline(task, time.time())
-        deadline = None if seconds is None else loop.call_later(seconds, running.cancelled.set)
+        first = _first_deadline(task, time.time())
+        deadline = None if first is None else loop.call_later(first[0], running.cancel, first[1])
         running.last_beat = time.monotonic()
         if task.heartbeat_timeout_ms:
             self._watch_heartbeats(running)
@@ -276,7 +321,7 @@ class ActivityWorker:
         quiet_for = time.monotonic() - running.last_beat
         left = running.task.heartbeat_timeout_ms / 1000 - quiet_for
         if left <= 0:
-            running.cancelled.set()
+            running.cancel(CancelReason.HEARTBEAT)
             running.watchdog = None
         else:
             loop = asyncio.get_running_loop()
@@ -370,26 +415,62 @@ class ActivityWorker:
         self._paused = busy
 
     def _commit(self) -> None:
+        _commit(self._consumer, self._offsets())
+
+    def _offsets(self) -> list[TopicPartition]:
+        """The commit point of every partition that moved since it was last committed."""
         topic = self._names.tasks(self._config.task_queue)
-        offsets = [
+        return [
             TopicPartition(topic, number, point)
             for number, progress in self._progress.items()
             if (point := progress.commit_point()) is not None
         ]
-        if not offsets:
-            return
+
+    # --- rebalance callbacks: in the polling thread; the state they change, in the loop --
+
+    def _in_loop(self, call: Callable[..., _T], *args: object) -> _T:
+        """``call(*args)`` in the loop's thread, waited for: the rebalance callbacks must
+        have applied their change before librdkafka moves the partitions on.
+
+        Called in the loop's thread itself (the consumer closes there), it just calls."""
+        loop = self._loop
         try:
-            self._consumer.commit(offsets=offsets, asynchronous=True)
-        except KafkaException as error:
-            log.warning("offset commit failed", error=str(error))
+            here = asyncio.get_running_loop()
+        except RuntimeError:
+            here = None
+        if loop is None or here is loop:
+            return call(*args)
+        done: concurrent.futures.Future[_T] = concurrent.futures.Future()
+
+        def run() -> None:
+            try:
+                done.set_result(call(*args))
+            except BaseException as error:  # raised in the polling thread, like before
+                done.set_exception(error)
+
+        loop.call_soon_threadsafe(run)
+        return done.result()
 
     def _on_assign(self, consumer: Consumer, assigned: list[TopicPartition]) -> None:
-        self._assigned.update(tp.partition for tp in assigned)
-        if self._paused:
+        if self._in_loop(self._assign, assigned):
+            # Pausing a partition librdkafka has not assigned yet does nothing (it assigns
+            # after this callback unless the callback did): the records of partitions given
+            # to a busy worker flowed in, unbounded. The group is cooperative
+            # (`Member.group_config`), so the assignment is incremental.
+            consumer.incremental_assign(assigned)
             consumer.pause(assigned)
 
-    def _on_revoke(self, _consumer: Consumer, revoked: list[TopicPartition]) -> None:
-        self._commit()
+    def _assign(self, assigned: list[TopicPartition]) -> bool:
+        """Take the partitions; whether they start paused (the local queue is full)."""
+        self._assigned.update(tp.partition for tp in assigned)
+        return self._paused
+
+    def _on_revoke(self, consumer: Consumer, revoked: list[TopicPartition]) -> None:
+        _commit(consumer, self._in_loop(self._release, revoked))
+
+    def _release(self, revoked: list[TopicPartition]) -> list[TopicPartition]:
+        """Let ``revoked`` go; the offsets to commit before they do."""
+        offsets = self._offsets()
         gone = {tp.partition for tp in revoked}
         for number in gone:
             self._assigned.discard(number)
@@ -401,16 +482,47 @@ class ActivityWorker:
             else:
                 kept.append(queued)
         self._queued = kept
+        return offsets
 
 
-def _seconds_to_deadline(task: ActivityTask, now_s: float) -> float | None:
+def _commit(consumer: Consumer, offsets: list[TopicPartition]) -> None:
+    if not offsets:
+        return
+    try:
+        consumer.commit(offsets=offsets, asynchronous=True)
+    except KafkaException as error:
+        log.warning("offset commit failed", error=str(error))
+
+
+def outcome(report: InboxMessage, reason: CancelReason | None) -> InboxMessage | None:
+    """What to report for an attempt that ended as ``report``; None: nothing, yet.
+
+    An attempt the worker cancelled ends as "cancelled". That is right when the workflow
+    asked for it. At its own deadlines the worker reports the timeout instead, as the
+    engine records it: the engine keeps the same deadlines, and whichever report comes
+    first decides, so "cancelled" turned a timeout into a cancellation the workflow saw
+    (`ActivityError` caused by `CancelledError`, not `TimeoutError`) on a last attempt.
+    Stopping reports nothing: the attempt is still the engine's current one and runs
+    again on the partition's next owner (a "cancelled" spent an attempt).
+    """
+    cut_short = isinstance(report, ActivityFailedReport) and report.failure.kind == "cancelled"
+    if reason is None or reason is CancelReason.REQUESTED or not cut_short:
+        return report
+    if reason is CancelReason.STOPPING:
+        return None
+    assert isinstance(report, ActivityFailedReport)
+    return replace(report, failure=timeout_failure(reason.value))
+
+
+def _first_deadline(task: ActivityTask, now_s: float) -> tuple[float, CancelReason] | None:
     """Seconds from now to the first of start-to-close (the attempt starts now) and the
-    schedule-to-close deadline; None without either."""
+    schedule-to-close deadline, and which it is; None without either."""
     candidates = []
     if task.start_to_close_timeout_ms:
-        candidates.append(task.start_to_close_timeout_ms / 1000)
+        candidates.append((task.start_to_close_timeout_ms / 1000, CancelReason.START_TO_CLOSE))
     if task.close_deadline_ms:
-        candidates.append(max(0.0, task.close_deadline_ms / 1000 - now_s))
+        left = max(0.0, task.close_deadline_ms / 1000 - now_s)
+        candidates.append((left, CancelReason.SCHEDULE_TO_CLOSE))
     return min(candidates) if candidates else None
 
 
@@ -424,12 +536,20 @@ def _finish(progress: PartitionProgress, offset: int, running: _Running) -> None
 def encode_report(message: InboxMessage, limit: int = MAX_RECORD_BYTES) -> bytes | None:
     """The report's inbox record, within what Kafka takes.
 
-    A result or failure too large to send becomes a non-retryable failure that says so —
-    retrying would produce it again — and a heartbeat too large is dropped (None).
+    A failure too large loses its stack traces and details, and its messages are cut: it
+    keeps its kind, type and retryability, which decide the retry and what the workflow's
+    `except` matches. A result too large — or a failure still too large — becomes a
+    non-retryable failure that says so (retrying would produce it again), and a heartbeat
+    too large is dropped (None).
     """
     value = serde.encode_inbox(message)
-    if len(message.workflow_id.encode()) + len(value) <= limit:
+    key_size = len(message.workflow_id.encode())
+    if key_size + len(value) <= limit:
         return value
+    if isinstance(message, ActivityFailedReport):
+        cut = replace(message, failure=_cut(message.failure, limit, len(value)))
+        if key_size + len(cut_value := serde.encode_inbox(cut)) <= limit:
+            return cut_value
     if not isinstance(message, ActivityCompletedReport | ActivityFailedReport):
         return None
     what = "result" if isinstance(message, ActivityCompletedReport) else "failure"
@@ -442,3 +562,24 @@ def encode_report(message: InboxMessage, limit: int = MAX_RECORD_BYTES) -> bytes
         message.workflow_id, message.run_id, message.seq, message.attempt, failure
     )
     return serde.encode_inbox(too_large)
+
+
+def _cut(failure: Failure, limit: int, size: int) -> Failure:
+    """``failure`` and its causes without stack traces or details, each message cut so that
+    all of them take at most half of ``limit``; the first message says so."""
+    chain = []
+    link: Failure | None = failure
+    while link is not None:
+        chain.append(link)
+        link = link.cause
+    budget = max(200, limit // (2 * len(chain)))
+    cut: Failure | None = None
+    for link in reversed(chain):
+        text = link.message.encode()
+        message = link.message
+        if len(text) > budget:
+            message = text[:budget].decode(errors="ignore") + f"… ({len(text):,} bytes, cut)"
+        cut = replace(link, message=message, stack_trace="", details=(), cause=cut)
+    assert cut is not None
+    note = f" [the failure was {size:,} bytes encoded: stack traces and details dropped]"
+    return replace(cut, message=cut.message + note)

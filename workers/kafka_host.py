@@ -2,8 +2,10 @@
 
 `workers.worker.Worker` calls `run_kafka_worker` when its client talks to Kafka; the
 ``chronik worker`` command calls it too. The workflow worker's loop is blocking
-(confluent-kafka), so it runs in its own thread; the activity worker is asyncio.
-Cancelling the coroutine stops both cleanly.
+(confluent-kafka), so it runs in its own thread — a thread of its own, not one of the
+event loop's default pool, which an application embedding `Worker` (and its activities,
+through `asyncio.to_thread`) may keep busy: the worker then never started. The activity
+worker is asyncio. Cancelling the coroutine stops both cleanly.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -91,46 +94,52 @@ async def run_kafka_worker(
     )
     retention = retention_s if retention_s is not None else default_retention_s()
     names = TopicNames(cluster.namespace)
-    await asyncio.to_thread(
-        TopicAdmin(member.client_config()).require,
-        cluster.namespace,
-        [names.inbox, names.history, names.timers, names.replies, names.status],
-    )
-    jobs: list[asyncio.Future[None]] = []
-    stop_thread = threading.Event()
-    stop_async = asyncio.Event()
-    if role in (Role.ALL, Role.WORKFLOW) and spec.workflows:
-        workflow_worker = WorkflowWorker(
-            WorkflowWorkerConfig(
-                member=member,
-                state_dir=(state_dir or default_state_dir()) / member.worker_id,
-                fire_timers=fire_timers,
-                retention_ms=round(retention * 1000),
-            ),
-            spec.workflow_registry(),
-        )
-        jobs.append(asyncio.ensure_future(asyncio.to_thread(workflow_worker.run, stop_thread)))
-    if role in (Role.ALL, Role.ACTIVITY) and spec.activities:
-        activity_worker = ActivityWorker(
-            ActivityWorkerConfig(
-                member=member,
-                task_queue=spec.task_queue,
-                max_concurrent=spec.max_concurrent_activities,
-                executor=spec.activity_executor,
-            ),
-            spec.activity_registry(),
-            spec.data_converter,
-        )
-        jobs.append(asyncio.ensure_future(activity_worker.run(stop_async)))
-    if not jobs:
-        raise ValueError(f"nothing to run for role {role.value!r}: no workflows or activities")
+    loop = asyncio.get_running_loop()
+    own_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chronik-workflow")
     try:
-        # The first job to end (normally: none) ends the worker; its error is raised.
-        done, _ = await asyncio.wait(jobs, return_when=asyncio.FIRST_COMPLETED)
-        for job in done:
-            job.result()
+        await loop.run_in_executor(
+            own_thread,
+            TopicAdmin(member.client_config()).require,
+            cluster.namespace,
+            [names.inbox, names.history, names.timers, names.replies, names.status],
+        )
+        jobs: list[asyncio.Future[None]] = []
+        stop_thread = threading.Event()
+        stop_async = asyncio.Event()
+        if role in (Role.ALL, Role.WORKFLOW) and spec.workflows:
+            workflow_worker = WorkflowWorker(
+                WorkflowWorkerConfig(
+                    member=member,
+                    state_dir=(state_dir or default_state_dir()) / member.worker_id,
+                    fire_timers=fire_timers,
+                    retention_ms=round(retention * 1000),
+                ),
+                spec.workflow_registry(),
+            )
+            jobs.append(loop.run_in_executor(own_thread, workflow_worker.run, stop_thread))
+        if role in (Role.ALL, Role.ACTIVITY) and spec.activities:
+            activity_worker = ActivityWorker(
+                ActivityWorkerConfig(
+                    member=member,
+                    task_queue=spec.task_queue,
+                    max_concurrent=spec.max_concurrent_activities,
+                    executor=spec.activity_executor,
+                ),
+                spec.activity_registry(),
+                spec.data_converter,
+            )
+            jobs.append(asyncio.ensure_future(activity_worker.run(stop_async)))
+        if not jobs:
+            raise ValueError(f"nothing to run for role {role.value!r}: no workflows or activities")
+        try:
+            # The first job to end (normally: none) ends the worker; its error is raised.
+            done, _ = await asyncio.wait(jobs, return_when=asyncio.FIRST_COMPLETED)
+            for job in done:
+                job.result()
+        finally:
+            stop_thread.set()
+            stop_async.set()
+            await asyncio.gather(*jobs, return_exceptions=True)
+            log.info("worker stopped", worker_id=member.worker_id)
     finally:
-        stop_thread.set()
-        stop_async.set()
-        await asyncio.gather(*jobs, return_exceptions=True)
-        log.info("worker stopped", worker_id=member.worker_id)
+        own_thread.shutdown(wait=False)

@@ -9,12 +9,13 @@ reports them the same way.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import functools
 import threading
 from collections.abc import Callable
 from concurrent.futures import Executor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from runtime.activity import ActivityContext, ActivityInfo, set_context
@@ -23,6 +24,9 @@ from runtime.engine.registry import ActivityRegistry
 from runtime.errors import failure_from_exception
 from runtime.messages import ActivityCompletedReport, ActivityFailedReport, ActivityTask
 from runtime.payloads import Failure, Payload
+
+#: How long a cancelled activity may take to finish (its cleanup) before its attempt ends.
+CANCEL_GRACE_S = 5.0
 
 
 async def run_activity(
@@ -33,8 +37,13 @@ async def run_activity(
     on_heartbeat: Callable[[tuple[Payload, ...]], None],
     cancelled: asyncio.Event,
     executor: Executor | None = None,
+    cancel_grace_s: float = CANCEL_GRACE_S,
 ) -> ActivityCompletedReport | ActivityFailedReport:
-    """Run `task` once; never raises (except for the caller's own cancellation)."""
+    """Run `task` once; never raises (except for the caller's own cancellation).
+
+    Once ``cancelled`` is set, the activity has ``cancel_grace_s`` to finish (async ones
+    get `asyncio.CancelledError`; every one sees `activity.is_cancelled()`); the attempt
+    is then reported cancelled."""
     conv = converter or registry.converter
     defn = registry.get(task.activity_type)
 
@@ -51,35 +60,49 @@ async def run_activity(
             )
         )
     loop = asyncio.get_running_loop()
+    loop_thread = threading.get_ident()
     stop = threading.Event()
+    #: Set once the attempt's outcome is decided: a sync activity cannot be stopped, and
+    #: its later heartbeats are about an attempt no longer running here.
+    over = threading.Event()
 
     def heartbeat(details: tuple[Any, ...]) -> None:
+        if over.is_set():
+            return
         payloads = conv.encode(details)
-        if defn.is_async:
+        # On the loop, whatever thread the activity calls from: a sync activity's pool
+        # thread, or a thread of an async one (`asyncio.to_thread`), where the host's
+        # handling (timers for held-back details) raised "no running event loop".
+        if threading.get_ident() == loop_thread:
             on_heartbeat(payloads)
-        else:  # called from the pool thread
-            loop.call_soon_threadsafe(on_heartbeat, payloads)
+        else:
+            with contextlib.suppress(RuntimeError):  # the loop closed: nobody to tell
+                loop.call_soon_threadsafe(_unless_over, over, on_heartbeat, payloads)
 
-    info = ActivityInfo(
-        workflow_id=task.workflow_id,
-        run_id=task.run_id,
-        workflow_type=task.workflow_type,
-        activity_type=task.activity_type,
-        task_queue=task.task_queue,
-        seq=task.seq,
-        attempt=task.attempt,
-        scheduled_time=datetime.fromtimestamp(task.scheduled_time_ms / 1000, tz=UTC),
-        idempotency_key=task.idempotency_key,
-        heartbeat_details=conv.decode(task.heartbeat_details),
-    )
-    ctx = contextvars.copy_context()
-    ctx.run(set_context, ActivityContext(info, heartbeat, stop))
     try:
+        # Inside the try, like the input: the previous attempt's details may come from a
+        # codec this worker lacks, and raising here left the task without any report.
+        info = ActivityInfo(
+            workflow_id=task.workflow_id,
+            run_id=task.run_id,
+            workflow_type=task.workflow_type,
+            activity_type=task.activity_type,
+            task_queue=task.task_queue,
+            seq=task.seq,
+            attempt=task.attempt,
+            scheduled_time=datetime.fromtimestamp(task.scheduled_time_ms / 1000, tz=UTC),
+            idempotency_key=task.idempotency_key,
+            heartbeat_details=conv.decode(task.heartbeat_details),
+            heartbeat_timeout=_timedelta(task.heartbeat_timeout_ms),
+            start_to_close_timeout=_timedelta(task.start_to_close_timeout_ms),
+        )
+        ctx = contextvars.copy_context()
+        ctx.run(set_context, ActivityContext(info, heartbeat, stop))
         args = conv.decode(task.input, defn.arg_types)
         if defn.is_async:
             work: asyncio.Future[Any] = ctx.run(asyncio.ensure_future, defn.fn(*args))
         else:
-            call = functools.partial(ctx.run, defn.fn, *args)
+            call = functools.partial(ctx.run, _unless_stopped, stop, defn.fn, *args)
             work = loop.run_in_executor(executor, call)
         watcher = asyncio.ensure_future(cancelled.wait())
         try:
@@ -88,7 +111,15 @@ async def run_activity(
             watcher.cancel()
         if not work.done():
             stop.set()
-            work.cancel()
+            if defn.is_async:
+                work.cancel()
+            # The activity's cleanup (an `except CancelledError`, a `finally`; a sync one
+            # returning once it sees `is_cancelled()`) is part of the attempt: ending it at
+            # once left the coroutine running on its own, and a stopping worker's exit cut
+            # that cleanup short. One that ignores the cancellation is let go after this.
+            await asyncio.wait({work}, timeout=cancel_grace_s)
+            if not work.done():
+                work.cancel()  # a sync one's thread runs on: Python cannot stop it
             return failed(Failure("activity cancelled", kind="cancelled"))
         if work.cancelled():
             return failed(Failure("activity cancelled", kind="cancelled"))
@@ -98,4 +129,29 @@ async def run_activity(
         result = conv.encode_one(work.result())
     except Exception as exc:
         return failed(failure_from_exception(exc, conv.encode))
+    finally:
+        over.set()
     return ActivityCompletedReport(task.workflow_id, task.run_id, task.seq, task.attempt, result)
+
+
+def _unless_over(
+    over: threading.Event,
+    on_heartbeat: Callable[[tuple[Payload, ...]], None],
+    payloads: tuple[Payload, ...],
+) -> None:
+    """A heartbeat handed over from another thread, unless the attempt ended meanwhile."""
+    if not over.is_set():
+        on_heartbeat(payloads)
+
+
+def _timedelta(ms: int) -> timedelta | None:
+    """A timeout of the task (0: none) as the activity reads it."""
+    return timedelta(milliseconds=ms) if ms else None
+
+
+def _unless_stopped(stop: threading.Event, fn: Callable[..., Any], *args: Any) -> Any:
+    """Run a sync activity in its pool thread, unless it was cancelled while it waited for
+    that thread: waiting out a cancelled attempt's grace must not start it then."""
+    if stop.is_set():
+        return None  # the attempt is reported cancelled whatever this returns
+    return fn(*args)

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException
@@ -135,7 +137,6 @@ async def test_a_failed_reply_reader_fails_every_wait_and_every_later_request(
         raise KafkaException(KafkaError(KafkaError._FATAL, "fenced", fatal=True))
 
     monkeypatch.setattr(kafka_transport, "consume_available", broken)
-    transport._loop = asyncio.get_running_loop()
     reader = threading.Thread(target=transport._read_replies)
     reader.start()
     with pytest.raises(RPCError, match="reply reader failed"):
@@ -161,3 +162,33 @@ async def test_callers_sharing_a_request_id_each_hear_their_answer(
     assert await asyncio.wait_for(asyncio.gather(*twice), 5) == [OUTCOME, OUTCOME]
     assert not other.done()  # the same request id, another workflow: not its answer
     other.cancel()
+
+
+async def test_a_second_close_returns_once_the_first_has_closed(
+    transport: KafkaTransport, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It returned at once while the first still flushed: a caller that then let its loop
+    end (``asyncio.run`` returning) cut the first close short, its requests left waiting."""
+    waiting = asyncio.create_task(transport.request(_signal(transport), None))
+    await asyncio.sleep(0.05)
+    flushing = threading.Event()
+
+    def slow_flush(_timeout: float) -> int:
+        flushing.set()
+        time.sleep(0.3)
+        return 0
+
+    monkeypatch.setattr(transport, "_producer", _SlowFlush(slow_flush))
+    first = asyncio.create_task(transport.close())
+    await asyncio.to_thread(flushing.wait, 5)
+
+    await transport.close()
+
+    assert first.done()
+    with pytest.raises(ClientClosedError):
+        await waiting
+
+
+class _SlowFlush:
+    def __init__(self, flush: Any) -> None:
+        self.flush = flush

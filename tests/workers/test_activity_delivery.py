@@ -8,17 +8,24 @@ for; what Kafka would call back (delivery reports, rebalance callbacks) is calle
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import replace
-from typing import Any
+from typing import Any, cast
 
 import pytest
-from confluent_kafka import KafkaError, TopicPartition
+from confluent_kafka import KafkaError, Message, TopicPartition
 
 from runtime import activity
 from runtime.engine import ActivityRegistry
-from runtime.messages import ActivityCompletedReport, ActivityFailedReport, ActivityTask
+from runtime.messages import (
+    ActivityCompletedReport,
+    ActivityFailedReport,
+    ActivityTask,
+    CancelActivityTask,
+)
 from runtime.payloads import Payload
 from topics import serde
 from topics.catalogue import TopicNames
@@ -268,7 +275,8 @@ async def test_an_attempt_past_its_schedule_to_close_deadline_frees_its_slot(
     assert len(worker._tasks) == 1  # the deadline has not come yet
     await _finished(worker, 5)
     (report,) = reports
-    assert isinstance(report, ActivityFailedReport) and report.failure.kind == "cancelled"
+    assert isinstance(report, ActivityFailedReport)
+    assert (report.failure.kind, report.failure.timeout_type) == ("timeout", "schedule_to_close")
 
 
 async def test_an_attempt_silent_for_its_heartbeat_timeout_frees_its_slot(
@@ -283,4 +291,148 @@ async def test_an_attempt_silent_for_its_heartbeat_timeout_frees_its_slot(
     assert len(worker._tasks) == 1  # not stopped while it heartbeat
     await _finished(worker, 5)
     assert isinstance(reports[-1], ActivityFailedReport)
-    assert reports[-1].failure.kind == "cancelled"
+    assert (reports[-1].failure.kind, reports[-1].failure.timeout_type) == ("timeout", "heartbeat")
+
+
+class _CommitsConsumer(_PausingConsumer):
+    """Records commits; closes like a consumer that held nothing."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.commits: list[list[tuple[int, int]]] = []
+
+    def commit(self, *, offsets: list[TopicPartition], asynchronous: bool) -> None:
+        self.commits.append([(tp.partition, tp.offset) for tp in offsets])
+
+    def close(self) -> None:
+        pass
+
+
+async def test_an_activity_still_running_at_the_stop_is_not_reported_and_runs_again(
+    worker: ActivityWorker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reporting it "cancelled" spent the attempt (the engine retried with the next one)
+    or, on the last attempt, failed the activity with a cancellation no one asked for; and
+    the report's delivery committed its offset, so it did not run again either."""
+    reports = _hosting(worker, monkeypatch)
+    consumer = _CommitsConsumer()
+    monkeypatch.setattr(worker, "_consumer", consumer)
+    monkeypatch.setattr(
+        worker, "_config", ActivityWorkerConfig(worker._config.member, "q", drain_s=0.05)
+    )
+    worker._dispatch(_message(partition=0, offset=7, task=HUNG))
+    await asyncio.sleep(0.01)
+
+    await worker._drain()
+
+    assert reports == []  # the workflow hears nothing: the attempt is still its current one
+    assert worker._tasks == set()  # yet the slot was given up
+    assert consumer.commits == [[(0, 7)]]  # the task is delivered again to the next owner
+
+
+async def test_an_attempt_past_its_start_to_close_timeout_is_reported_timed_out(
+    worker: ActivityWorker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The engine times the attempt out by itself; when the worker's report of the same
+    deadline comes first, it must say what the engine would (a timeout, which a workflow
+    tells apart from a cancellation), not "cancelled"."""
+    reports = _hosting(worker, monkeypatch)
+    worker._dispatch(_message(partition=0, task=replace(HUNG, start_to_close_timeout_ms=100)))
+
+    await _finished(worker, 5)
+    (report,) = reports
+    assert isinstance(report, ActivityFailedReport)
+    assert (report.failure.kind, report.failure.timeout_type) == ("timeout", "start_to_close")
+
+
+async def test_an_attempt_the_workflow_cancelled_is_reported_cancelled(
+    worker: ActivityWorker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reports = _hosting(worker, monkeypatch)
+    worker._dispatch(_message(partition=0, offset=7, task=HUNG))
+    await asyncio.sleep(0.01)
+    cancel = CancelActivityTask("wf", "run", 1, 1, "q")
+    worker._dispatch(cast(Message, _FakeRecord(0, 8, serde.encode_task(cancel))))
+
+    await _finished(worker, 5)
+    (report,) = reports
+    assert isinstance(report, ActivityFailedReport) and report.failure.kind == "cancelled"
+
+
+class _FakeRecord(_FakeMessage):
+    def __init__(self, partition: int, offset: int, value: bytes) -> None:
+        super().__init__(partition, offset, 0)
+        self._value = value
+
+    def value(self) -> bytes:
+        return self._value
+
+
+async def test_rebalance_callbacks_from_the_polling_thread_change_state_on_the_loop(
+    worker: ActivityWorker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """librdkafka calls them in the thread that polls (the worker's poll thread), while
+    the loop starts and ends tasks: revoking a partition while tasks queued raised "deque
+    mutated during iteration" out of the poll, and `del self._running[...]` of a task
+    ending at that moment raised KeyError."""
+    _hosting(worker, monkeypatch)
+    monkeypatch.setattr(worker, "_config", ActivityWorkerConfig(worker._config.member, "q", 1))
+    monkeypatch.setattr(worker, "_consumer", _CommitsConsumer())
+    loop_thread = threading.get_ident()
+    touched: list[int] = []
+
+    class Watched(deque[Any]):
+        def __iter__(self) -> Iterator[Any]:
+            touched.append(threading.get_ident())
+            return super().__iter__()
+
+    worker._loop = asyncio.get_running_loop()
+    await asyncio.to_thread(worker._on_assign, worker._consumer, [TopicPartition(TASKS, 1)])
+    assert worker._assigned == {0, 1}
+    for n in range(4):  # one runs, three wait: 1 and 3 on partition 1
+        worker._dispatch(_message(partition=n % 2, offset=n, task=replace(HUNG, seq=n)))
+    worker._queued = Watched(worker._queued)
+
+    await asyncio.to_thread(worker._on_revoke, worker._consumer, [TopicPartition(TASKS, 1)])
+
+    assert touched and set(touched) == {loop_thread}
+    assert [q.running.task.seq for q in worker._queued] == [2]  # partition 1's are dropped
+    assert sorted(key[2] for key in worker._running) == [0, 2]
+    for running in worker._running.values():
+        running.cancel(activity_worker.CancelReason.REQUESTED)
+    await _finished(worker, 5)
+
+
+cleaned_up: list[str] = []
+
+
+@activity.defn
+async def cleans_up_when_cancelled() -> None:
+    try:
+        await asyncio.sleep(3600)
+    except asyncio.CancelledError:
+        await asyncio.sleep(0.2)  # closes a connection, releases a lease...
+        cleaned_up.append("done")
+        raise
+
+
+async def test_a_stop_lets_a_cancelled_async_activity_finish_its_cleanup(
+    worker: ActivityWorker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The attempt ended the moment it was cancelled, the activity's coroutine left running
+    on its own: the stop did not wait for its cleanup, which the process's exit then cut
+    short (or the loop cancelled again, mid-cleanup)."""
+    _hosting(worker, monkeypatch)
+    worker._registry = ActivityRegistry([cleans_up_when_cancelled])
+    monkeypatch.setattr(worker, "_consumer", _CommitsConsumer())
+    monkeypatch.setattr(
+        worker, "_config", ActivityWorkerConfig(worker._config.member, "q", drain_s=0.05)
+    )
+    cleaned_up.clear()
+    task = replace(HUNG, activity_type="cleans_up_when_cancelled")
+    worker._dispatch(_message(partition=0, task=task))
+    await asyncio.sleep(0.01)
+
+    await worker._drain()
+
+    assert cleaned_up == ["done"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from runtime.messages import ActivityCompletedReport, ActivityFailedReport, ActivityHeartbeat
-from runtime.payloads import Payload
+from runtime.payloads import Failure, Payload
 from topics import serde
 from workers.activity_worker import encode_report
 
@@ -34,3 +34,43 @@ def test_a_heartbeat_too_large_is_dropped() -> None:
     heartbeat = ActivityHeartbeat("w", "run", 1, 1, (Payload("json/plain", b"x" * 5_000),))
 
     assert encode_report(heartbeat, LIMIT) is None
+
+
+def test_a_failure_too_large_keeps_its_type_and_retryability_with_less_text() -> None:
+    """A retryable error whose text is large (a response body in its message, a deep stack)
+    became a non-retryable `RecordTooLarge`: the workflow failed instead of retrying, and
+    its `except` on the error's type no longer matched."""
+    cause = Failure(
+        "connection reset " + "c" * 3_000, type="ConnectionError", stack_trace="s" * 3_000
+    )
+    failure = Failure(
+        "upstream answered 503: " + "x" * 5_000,
+        type="Unavailable",
+        stack_trace="t" * 5_000,
+        details=(Payload("json/plain", b"d" * 5_000),),
+        cause=cause,
+    )
+    report = ActivityFailedReport("w", "run", 3, 2, failure)
+
+    value = encode_report(report, LIMIT * 2)
+
+    assert value is not None and len(value) <= LIMIT * 2
+    sent = serde.decode_inbox(value)
+    assert isinstance(sent, ActivityFailedReport)
+    kept = sent.failure
+    assert (kept.type, kept.kind, kept.non_retryable) == ("Unavailable", "application", False)
+    assert kept.message.startswith("upstream answered 503: xxx")
+    assert "cut" in kept.message and (kept.stack_trace, kept.details) == ("", ())
+    assert kept.cause is not None and kept.cause.type == "ConnectionError"
+
+
+def test_a_failure_too_large_even_cut_becomes_record_too_large() -> None:
+    failure = Failure("boom", type="Deep")
+    for n in range(50):  # a cause chain longer than any cut leaves room for
+        failure = Failure(f"level {n} " + "m" * 900, type="Deep", cause=failure)
+
+    value = encode_report(ActivityFailedReport("w", "run", 3, 2, failure), LIMIT * 2)
+
+    assert value is not None
+    sent = serde.decode_inbox(value)
+    assert isinstance(sent, ActivityFailedReport) and sent.failure.type == "RecordTooLarge"
