@@ -161,8 +161,8 @@ async def test_activity_info_has_the_fields_temporal_code_reads() -> None:
     assert info == {
         "workflow_run_id": "run-7",
         "activity_id": "3",
-        "heartbeat_timeout": 5.0,
-        "start_to_close_timeout": 30.0,
+        "heartbeat_timeout": "5s",  # timedeltas travel as duration text
+        "start_to_close_timeout": "30s",
         "current_attempt_scheduled_time": "1970-01-01T00:00:01+00:00",
         "started_after_scheduled": True,
         "is_local": False,
