@@ -371,9 +371,6 @@ class ActivityWorker:
         activity that had completed. The engine ignores a second copy of a report.
         """
         value = encode_report(message)
-        if value is None:
-            log.warning("heartbeat too large to send: dropped", workflow_id=message.workflow_id)
-            return
 
         def delivered(error: KafkaError | None, _message: Message) -> None:
             if error is None:
@@ -533,14 +530,15 @@ def _finish(progress: PartitionProgress, offset: int, running: _Running) -> None
         other.finished(redelivered_at)
 
 
-def encode_report(message: InboxMessage, limit: int = MAX_RECORD_BYTES) -> bytes | None:
+def encode_report(message: InboxMessage, limit: int = MAX_RECORD_BYTES) -> bytes:
     """The report's inbox record, within what Kafka takes.
 
     A failure too large loses its stack traces and details, and its messages are cut: it
     keeps its kind, type and retryability, which decide the retry and what the workflow's
     `except` matches. A result too large — or a failure still too large — becomes a
     non-retryable failure that says so (retrying would produce it again), and a heartbeat
-    too large is dropped (None).
+    too large is sent without its details: dropping it, the engine heard no heartbeat
+    and timed out a live activity, every attempt alike.
     """
     value = serde.encode_inbox(message)
     key_size = len(message.workflow_id.encode())
@@ -550,8 +548,14 @@ def encode_report(message: InboxMessage, limit: int = MAX_RECORD_BYTES) -> bytes
         cut = replace(message, failure=_cut(message.failure, limit, len(value)))
         if key_size + len(cut_value := serde.encode_inbox(cut)) <= limit:
             return cut_value
+    if isinstance(message, ActivityHeartbeat):
+        log.warning(
+            "heartbeat details too large to send: the heartbeat goes without them",
+            workflow_id=message.workflow_id, seq=message.seq, size=len(value), limit=limit,
+        )  # fmt: skip
+        return serde.encode_inbox(replace(message, details=()))
     if not isinstance(message, ActivityCompletedReport | ActivityFailedReport):
-        return None
+        raise TypeError(f"not an activity report: {type(message).__name__}")
     what = "result" if isinstance(message, ActivityCompletedReport) else "failure"
     failure = Failure(
         f"the activity's {what} is {len(value):,} bytes encoded; the limit is {limit:,}",

@@ -126,7 +126,18 @@ async def run_activity(
         exc = work.exception()
         if exc is not None:
             return failed(failure_from_exception(exc, conv.encode))
-        result = conv.encode_one(work.result())
+        try:
+            result = conv.encode_one(work.result())
+        except TypeError as unconvertible:
+            # A bug in the activity, not a passing fault: every retry would run its side
+            # effects again and fail the same way (unlimited times, by default).
+            return failed(
+                Failure(
+                    f"the activity's result cannot be converted: {unconvertible}",
+                    type="ResultNotConvertible",
+                    non_retryable=True,
+                )
+            )
     except Exception as exc:
         return failed(failure_from_exception(exc, conv.encode))
     finally:

@@ -12,7 +12,14 @@ from datetime import timedelta
 
 import pytest
 
-from runtime import ActivityError, RetryPolicy, WorkflowFailureError, activity, workflow
+from runtime import (
+    ActivityError,
+    ApplicationError,
+    RetryPolicy,
+    WorkflowFailureError,
+    activity,
+    workflow,
+)
 from runtime.testing import WorkflowEnvironment
 from workers.worker import Worker
 
@@ -55,26 +62,38 @@ async def test_a_workflow_result_json_cannot_carry_fails_the_run_saying_so(
     assert "cannot convert float inf to JSON at $" in str(failed.value.cause)
 
 
+measured: list[int] = []
+
+
 @activity.defn
 async def measure() -> Reading:
+    measured.append(1)
     return Reading("t1", -math.inf)
 
 
 @workflow.defn
 async def measures() -> str:
-    try:
-        await workflow.execute_activity(measure, start_to_close_timeout=T, retry_policy=ONCE)
+    try:  # the default retry policy: unlimited attempts
+        await workflow.execute_activity(measure, start_to_close_timeout=T)
     except ActivityError as error:
-        return str(error.cause)
+        assert isinstance(error.cause, ApplicationError)
+        return f"{error.cause.type}: {error.cause}"
     return "no error"
 
 
-async def test_an_activity_result_json_cannot_carry_fails_the_attempt_saying_so(
+async def test_an_activity_result_json_cannot_carry_fails_the_activity_saying_so(
     env: WorkflowEnvironment,
 ) -> None:
+    """Not retried: a result the converter refuses is refused again, and each retry ran the
+    activity's side effects once more — forever, with the default policy."""
+    measured.clear()
     async with Worker(env.client, task_queue="q", workflows=[measures], activities=[measure]):
         reason = await env.client.execute_workflow(measures, id="inf-activity", task_queue="q")
-    assert reason == "cannot convert float -inf to JSON at $.value: JSON has no NaN or Infinity"
+    assert reason == (
+        "ResultNotConvertible: the activity's result cannot be converted: "
+        "cannot convert float -inf to JSON at $.value: JSON has no NaN or Infinity"
+    )
+    assert measured == [1]
 
 
 @workflow.defn

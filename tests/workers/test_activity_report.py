@@ -30,10 +30,13 @@ def test_a_result_too_large_becomes_a_non_retryable_failure_that_says_so() -> No
     assert "result is" in sent.failure.message and "the limit is 1,000" in sent.failure.message
 
 
-def test_a_heartbeat_too_large_is_dropped() -> None:
+def test_a_heartbeat_too_large_goes_without_its_details() -> None:
+    """Liveness is what a heartbeat timeout watches: dropped, a live activity timed out."""
     heartbeat = ActivityHeartbeat("w", "run", 1, 1, (Payload("json/plain", b"x" * 5_000),))
 
-    assert encode_report(heartbeat, LIMIT) is None
+    sent = serde.decode_inbox(encode_report(heartbeat, LIMIT))
+
+    assert sent == ActivityHeartbeat("w", "run", 1, 1, ())
 
 
 def test_a_failure_too_large_keeps_its_type_and_retryability_with_less_text() -> None:
