@@ -272,13 +272,14 @@ class WorkflowHandle:
         body = await self.client._request(message, timeout)
         return _outcome_value(body, self._conv, self.result_type)
 
-    async def signal(self, signal: Any, *args: Any) -> None:
+    async def signal(self, signal: Any, *args: Any, request_id: str | None = None) -> None:
+        """Deliver a signal; a retry with the same ``request_id`` delivers it once."""
         message = SignalWorkflow(
             self.id,
             self.run_id,
             handler_name(signal, SIGNAL_ATTR),
             self._conv.encode(args),
-            _request_id(),
+            request_id or _request_id(),
             self._transport.client_id,
         )
         await self._accepted(message)
@@ -321,15 +322,19 @@ class WorkflowHandle:
             raise error
         return self._conv.decode_one(body.result, result_type or _return_hint(update))
 
-    async def cancel(self, reason: str = "") -> None:
+    async def cancel(self, reason: str = "", *, request_id: str | None = None) -> None:
+        """Ask the run to cancel; a retry with the same ``request_id`` is answered as the
+        first was, even after the run closed."""
         message = CancelWorkflow(
-            self.id, self.run_id, reason, _request_id(), self._transport.client_id
+            self.id, self.run_id, reason, request_id or _request_id(), self._transport.client_id
         )
         await self._accepted(message)
 
-    async def terminate(self, reason: str = "") -> None:
+    async def terminate(self, reason: str = "", *, request_id: str | None = None) -> None:
+        """End the run at once; a retry with the same ``request_id`` is answered as the
+        first was, even after the run closed."""
         message = TerminateWorkflow(
-            self.id, self.run_id, reason, _request_id(), self._transport.client_id
+            self.id, self.run_id, reason, request_id or _request_id(), self._transport.client_id
         )
         await self._accepted(message)
 

@@ -116,9 +116,21 @@ def _find_run(ex: Execution, msg: _RunRequest, *, open_only: bool) -> RunState |
 
 
 def _accept(
-    ex: Execution, msg: _RunRequest, event_for: Callable[[RunState], EventAttributes | None]
+    ex: Execution,
+    msg: _RunRequest,
+    event_for: Callable[[RunState], EventAttributes | None],
+    seen: Callable[[RunState], bool],
 ) -> None:
-    """Record what a request to an open run implies (None: seen already), then accept it."""
+    """Record what a request to an open run implies (None: seen already), then accept it.
+
+    A request the run has taken already (``seen``: the same request id) is accepted again
+    even once the run closed: that is a client's retry after its first answer was lost,
+    and answering "closed" would tell it the signal, cancel or terminate did not happen.
+    """
+    taken = ex.runs.target(msg.run_id)
+    if taken is not None and seen(taken):
+        ex.fx.reply(msg.reply_to, msg.request_id, RequestAccepted())
+        return
     run = _find_run(ex, msg, open_only=True)
     if run is None:
         return
@@ -134,7 +146,7 @@ def _on_signal(ex: Execution, msg: SignalWorkflow) -> None:
             return None
         return SignalReceived(msg.signal_name, msg.input, msg.request_id)
 
-    _accept(ex, msg, received)
+    _accept(ex, msg, received, lambda run: msg.request_id in run.signal_ids)
 
 
 def _on_cancel(ex: Execution, msg: CancelWorkflow) -> None:
@@ -144,11 +156,16 @@ def _on_cancel(ex: Execution, msg: CancelWorkflow) -> None:
             return None
         return WorkflowCancelRequested(msg.reason, msg.request_id)
 
-    _accept(ex, msg, requested)
+    _accept(ex, msg, requested, lambda run: msg.request_id in run.cancel_request_ids)
 
 
 def _on_terminate(ex: Execution, msg: TerminateWorkflow) -> None:
-    _accept(ex, msg, lambda run: WorkflowTerminated(msg.reason, msg.request_id))
+    _accept(
+        ex,
+        msg,
+        lambda run: WorkflowTerminated(msg.reason, msg.request_id),
+        lambda run: run.terminate_request_id == msg.request_id,
+    )
 
 
 def _on_start(ex: Execution, msg: StartWorkflow) -> None:

@@ -101,8 +101,9 @@ def _closed(fx: Effects, run: RunState, attrs: EventAttributes, ts: int) -> None
             run.result = result
         case WorkflowFailed(failure=f) | WorkflowCancelled(failure=f) | WorkflowTimedOut(failure=f):
             run.failure = f
-        case WorkflowTerminated(reason=reason):
+        case WorkflowTerminated(reason=reason, request_id=request_id):
             run.failure = Failure(reason or "terminated", kind="terminated")
+            run.terminate_request_id = request_id
         case _:
             pass
     for timer_id in list(run.deadlines):

@@ -110,6 +110,8 @@ class RunState:
     children: dict[int, ChildState] = field(default_factory=dict)
     signal_ids: set[str] = field(default_factory=set)
     cancel_request_ids: set[str] = field(default_factory=set)
+    #: The request id of the terminate that closed the run, if one did.
+    terminate_request_id: str | None = None
     updates: dict[str, UpdateCompleted | None] = field(default_factory=dict)
     #: Engine-owned durable timers: timer id -> the fire time that is current.
     deadlines: dict[str, int] = field(default_factory=dict)
