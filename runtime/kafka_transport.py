@@ -196,6 +196,12 @@ class KafkaTransport:
             # hold the request for librdkafka's message.timeout.ms (5 minutes).
             return await asyncio.wait_for(self._send_and_wait(message, answer), timeout)
         except TimeoutError:
+            if awaits_outcome(message):  # answered when the run closes: it may just run on
+                raise RPCTimeoutError(
+                    f"workflow {message.workflow_id!r} did not close within {timeout}s "
+                    "(or no workflow worker of namespace "
+                    f"{self.namespace!r} is running); ask again for its result"
+                ) from None
             raise RPCTimeoutError(
                 f"no answer to {type(message).__name__} for workflow {message.workflow_id!r} "
                 f"within {timeout}s: is a workflow worker running for namespace "

@@ -131,3 +131,15 @@ async def test_connect_takes_the_clients_rpc_timeout(kafka_bootstrap: str, topic
             await asyncio.wait_for(client.get_workflow_handle("w").describe(), 10)
     finally:
         await client.close()
+
+
+async def test_a_result_wait_that_times_out_says_the_workflow_did_not_close(
+    kafka_bootstrap: str, topics: str
+) -> None:
+    """A running workflow is the usual reason; the message blamed a missing worker."""
+    client = await Client.connect(kafka_bootstrap, namespace=topics)
+    try:
+        with pytest.raises(RPCTimeoutError, match=r"did not close within 0\.5s"):
+            await client.get_workflow_handle("still-running").result(timeout=0.5)
+    finally:
+        await client.close()
