@@ -49,7 +49,7 @@ class StartWorkflow:
     task_queue: str
     input: tuple[Payload, ...]
     request_id: str
-    id_reuse_policy: IdReusePolicy = IdReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY
+    id_reuse_policy: IdReusePolicy = IdReusePolicy.ALLOW_DUPLICATE
     #: Client id to answer with a `StartAccepted`/`RequestFailed` reply (with `await_result`,
     #: a `WorkflowOutcome`/`RequestFailed`); None: no answer.
     reply_to: str | None = None

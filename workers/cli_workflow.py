@@ -99,7 +99,7 @@ def workflow() -> None:
 @click.option(
     "--id-reuse-policy",
     type=click.Choice([p.value for p in IdReusePolicy]),
-    default=IdReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY.value,
+    default=IdReusePolicy.ALLOW_DUPLICATE.value,
     show_default=True,
 )
 @click.option("--wait", is_flag=True, help="Wait for the result and print it.")

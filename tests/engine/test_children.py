@@ -80,11 +80,14 @@ async def test_id_reuse_and_duplicate_start_requests(env: WorkflowEnvironment) -
         h2 = await env.client.start_workflow(child, 1, id="dup", task_queue="q", request_id="req-1")
         assert h1.first_execution_run_id == h2.first_execution_run_id
         assert await h1.result() == 2
-        with pytest.raises(WorkflowAlreadyStartedError):
-            await env.client.start_workflow(child, 2, id="dup", task_queue="q")
+        with pytest.raises(WorkflowAlreadyStartedError):  # it completed: not a failed one
+            await env.client.start_workflow(
+                child, 2, id="dup", task_queue="q",
+                id_reuse_policy=IdReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
+            )  # fmt: skip
         h3 = await env.client.start_workflow(
-            child, 2, id="dup", task_queue="q", id_reuse_policy=IdReusePolicy.ALLOW_DUPLICATE
-        )
+            child, 2, id="dup", task_queue="q"
+        )  # Temporal's default
         assert h3.first_execution_run_id != h1.first_execution_run_id
         assert await h3.result() == 4
 
