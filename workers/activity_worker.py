@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import time
 from collections import deque
 from collections.abc import Callable
@@ -146,7 +147,10 @@ class ActivityWorker:
         member = config.member
         self._names = TopicNames(member.namespace)
         self._consumer = Consumer(
-            member.group_config(self._names.activity_group(config.task_queue))
+            {
+                **member.group_config(self._names.activity_group(config.task_queue)),
+                "on_commit": self._on_commit,
+            }
         )
         self._producer = Producer({**producer_config(member.client_config()), "linger.ms": 2})
         self._admin = TopicAdmin(member.client_config())
@@ -413,6 +417,23 @@ class ActivityWorker:
 
     def _commit(self) -> None:
         _commit(self._consumer, self._offsets())
+
+    def _on_commit(self, error: KafkaError | None, offsets: list[TopicPartition]) -> None:
+        """librdkafka's answer to a commit (in the polling thread): a refused one (a
+        rebalance under way, a coordinator moving) is offered again by the next commit.
+        Left as it was, an idle partition kept its old offset, and a restart ran its
+        finished tasks again."""
+        failed = [(tp.partition, tp.offset) for tp in offsets if error or tp.error]
+        if not failed or self._loop is None:
+            return
+        log.warning("offset commit failed; it is retried", error=str(error), offsets=failed)
+        with contextlib.suppress(RuntimeError):  # the loop closed: the worker is gone
+            self._loop.call_soon_threadsafe(self._retry_commits, failed)
+
+    def _retry_commits(self, failed: list[tuple[int, int]]) -> None:
+        for partition, offset in failed:
+            if (progress := self._progress.get(partition)) is not None:
+                progress.commit_failed(offset)
 
     def _offsets(self) -> list[TopicPartition]:
         """The commit point of every partition that moved since it was last committed."""

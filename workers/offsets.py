@@ -30,6 +30,12 @@ class PartitionProgress:
     def in_flight(self) -> int:
         return len(self._running) - len(self._finished)
 
+    def commit_failed(self, offset: int) -> None:
+        """Kafka refused the commit of ``offset``: the next `commit_point` offers it again
+        (unless a later point was handed out meanwhile, which covers it)."""
+        if self._committed == offset:
+            self._committed = -1
+
     def commit_point(self) -> int | None:
         """The offset to commit now, or None when it has not moved since the last call."""
         while self._running and self._running[0] in self._finished:

@@ -32,6 +32,7 @@ from topics.catalogue import TopicNames
 from workers import activity_worker
 from workers.activity_worker import ActivityWorker, ActivityWorkerConfig
 from workers.membership import Member
+from workers.offsets import PartitionProgress
 
 TASKS = TopicNames("ns").tasks("q")
 
@@ -436,3 +437,20 @@ async def test_a_stop_lets_a_cancelled_async_activity_finish_its_cleanup(
     await worker._drain()
 
     assert cleaned_up == ["done"]
+
+
+async def test_a_commit_kafka_refused_is_committed_again(worker: ActivityWorker) -> None:
+    """An idle partition's last commit refused (a rebalance under way) stayed refused: a
+    restart then ran its finished tasks again."""
+    worker._loop = asyncio.get_running_loop()
+    progress = worker._progress[0] = PartitionProgress()
+    progress.started(6)
+    progress.finished(6)
+    assert worker._offsets() == [TopicPartition(TASKS, 0, 7)]
+    assert worker._offsets() == []
+
+    refused = KafkaError(KafkaError.REBALANCE_IN_PROGRESS)
+    await asyncio.to_thread(worker._on_commit, refused, [TopicPartition(TASKS, 0, 7)])
+    await asyncio.sleep(0)  # what the polling thread handed to the loop
+
+    assert worker._offsets() == [TopicPartition(TASKS, 0, 7)]
