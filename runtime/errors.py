@@ -8,8 +8,9 @@ activity's `ApplicationError(type="Declined")` raised in one process is the same
 
 from __future__ import annotations
 
+import difflib
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from runtime.payloads import Failure, Payload
@@ -166,6 +167,12 @@ class RPCError(FailureError):
     """A request could not be served."""
 
 
+class UnknownSignalError(RPCError):
+    """The run's workflow type has no handler for the signal's name (a typo, or a handler
+    this deploy does not have yet): nothing was recorded, so sending it again later is
+    safe."""
+
+
 class RPCTimeoutError(RPCError):
     """No reply arrived in time (the request may still take effect)."""
 
@@ -194,6 +201,7 @@ class ContinueAsNewError(BaseException):
 
 _ALREADY_STARTED = "WorkflowAlreadyStartedError"
 _NOT_FOUND = "WorkflowNotFoundError"
+_UNKNOWN_SIGNAL = "UnknownSignalError"
 
 
 def failure_from_exception(
@@ -255,6 +263,8 @@ def exception_from_failure(failure: Failure, decode: Any = None) -> FailureError
         exc = WorkflowAlreadyStartedError(failure.message)
     elif failure.type == _NOT_FOUND:
         exc = WorkflowNotFoundError(failure.message)
+    elif failure.type == _UNKNOWN_SIGNAL:
+        exc = UnknownSignalError(failure.message)
     else:
         details = tuple(decode(failure.details)) if decode and failure.details else ()
         exc = ApplicationError(
@@ -282,3 +292,25 @@ def not_found_failure(
     what = f"run {run_id!r} of workflow {workflow_id!r}" if run_id else f"workflow {workflow_id!r}"
     state = f"is closed ({closed_as}): it takes no more requests" if closed_as else "not found"
     return Failure(f"{what} {state}", type=_NOT_FOUND, non_retryable=True)
+
+
+def no_handler_message(kind: str, workflow_type: str, name: str, known: Iterable[str]) -> str:
+    """``workflow X has no signal 'aprove' (its signals: approve; did you mean 'approve'?)``:
+    what an operator who mistyped a handler's name needs to see."""
+    names = sorted(known)
+    listed = ", ".join(repr(n) for n in names) if names else "none"
+    close = difflib.get_close_matches(name, names, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"workflow {workflow_type} has no {kind} {name!r} (its {kind}s: {listed}{hint})"
+
+
+def unknown_signal_failure(
+    workflow_id: str, workflow_type: str, name: str, known: Iterable[str]
+) -> Failure:
+    """A signal refused because the run's code has no handler for it: nothing is recorded."""
+    what = no_handler_message("signal", workflow_type, name, known)
+    return Failure(
+        f"{what}: workflow {workflow_id!r} did not take it, nothing was recorded",
+        type=_UNKNOWN_SIGNAL,
+        non_retryable=True,
+    )

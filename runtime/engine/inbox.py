@@ -11,11 +11,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
+import structlog
+
 from runtime.engine import activities
 from runtime.engine.execution import Execution
 from runtime.engine.ids import EXECUTION_TIMEOUT_TIMER, derive_run_id, parse_timer_id
 from runtime.engine.state import ActivityState, Phase, RunState
-from runtime.errors import already_started_failure, failure_from_exception, not_found_failure
+from runtime.errors import (
+    already_started_failure,
+    failure_from_exception,
+    not_found_failure,
+    unknown_signal_failure,
+)
 from runtime.events import (
     ActivityCompleted,
     ActivityHeartbeatRecorded,
@@ -74,6 +81,8 @@ _FAILED_STATUSES = {
     WorkflowStatus.TIMED_OUT,
 }
 
+_log = structlog.get_logger("chronik.workflow")
+
 ActivityReport = ActivityStartedReport | ActivityHeartbeat | ActivityCompletedReport
 ChildReport = ChildStartedReport | ChildStartFailedReport | ChildClosedReport
 
@@ -124,12 +133,36 @@ def _accept(
 
 
 def _on_signal(ex: Execution, msg: SignalWorkflow) -> None:
-    def received(run: RunState) -> SignalReceived | None:
-        if msg.request_id in run.signal_ids:
-            return None
-        return SignalReceived(msg.signal_name, msg.input, msg.request_id)
+    """Record the signal, or refuse it when the run's code has no handler of that name.
 
-    _accept(ex, msg, received)
+    Temporal accepts such a signal and buffers it until the code registers a handler
+    dynamically; Chronik's handlers are declared on the class and nothing can register
+    one later, so a signal without a handler could never be delivered. Recording it
+    anyway told the sender "accepted" for a typo, and a later deploy adding a handler of
+    that name would have delivered it on replay, where the recorded run never saw it.
+    A run whose type this worker does not know (its task fails) still records it: code
+    that has the type will deliver it.
+    """
+    run = _find_run(ex, msg, open_only=True)
+    if run is None:
+        return
+    if msg.request_id not in run.signal_ids:
+        definition = ex.registry.get(run.workflow_type)
+        if definition is not None and msg.signal_name not in definition.signals:
+            failure = unknown_signal_failure(
+                ex.workflow_id, run.workflow_type, msg.signal_name, definition.signals
+            )
+            _log.warning(
+                "signal without handler refused",
+                workflow_id=ex.workflow_id,
+                run_id=run.run_id,
+                signal=msg.signal_name,
+                sender=msg.reply_to or msg.request_id,
+            )
+            ex.fx.reply(msg.reply_to, msg.request_id, RequestFailed(failure))
+            return
+        ex.record(SignalReceived(msg.signal_name, msg.input, msg.request_id), run.run_id)
+    ex.fx.reply(msg.reply_to, msg.request_id, RequestAccepted())
 
 
 def _on_cancel(ex: Execution, msg: CancelWorkflow) -> None:

@@ -66,6 +66,13 @@ async def test_signal_query_and_result_of_a_waiting_workflow(
     assert json.loads(started.stdout)["workflow_id"] == "ap-1"
     waiting = await _chronik(kafka_bootstrap, topics_ready, "query", "ap-1", "status")
     assert json.loads(waiting.stdout) == "waiting"
+    # A misspelled signal is refused, saying so, instead of "accepted" and dropped.
+    typo = await _chronik(kafka_bootstrap, topics_ready, "signal", "ap-1", "aprove", "--arg", '"x"')
+    assert typo.returncode == 2, typo.stderr
+    assert typo.stderr.strip().splitlines() == [
+        "Error: workflow Approval has no signal 'aprove' (its signals: 'approve'; did you mean "
+        "'approve'?): workflow 'ap-1' did not take it, nothing was recorded"
+    ]
     signalled = await _chronik(
         kafka_bootstrap, topics_ready, "signal", "ap-1", "approve", "--arg", '"alice"'
     )
