@@ -15,11 +15,18 @@ import importlib
 import os
 import signal
 import sys
+import traceback
 from pathlib import Path
 from typing import Any
 
 import click
 
+from runtime.definitions import (
+    ActivityDefinition,
+    WorkflowDefinition,
+    activity_definition,
+    workflow_definition,
+)
 from runtime.worker_spec import WorkerSpec
 from workers.cli_context import CliContext, pass_cli
 from workers.kafka_host import Cluster, Role, run_kafka_worker
@@ -35,23 +42,81 @@ GC_THRESHOLDS = (50_000, 50, 100)
 def load_definitions(module_names: tuple[str, ...]) -> tuple[list[Any], list[Any]]:
     """The WORKFLOWS and ACTIVITIES of each module, imported as ``python -m`` would: from
     the current directory first (a console script's ``sys.path`` starts at its own
-    directory, so ``chronik worker my_app`` did not find ``./my_app.py``)."""
+    directory, so ``chronik worker my_app`` did not find ``./my_app.py``).
+
+    Anything wrong with a module is a `click.BadParameter` naming it (rendered as one
+    line, exit code 2), never a traceback: a module that fails to import (with where it
+    failed), a path given for a module name, lists that are not lists or hold something
+    undecorated, and two different definitions of one workflow or activity name (the
+    registry would silently keep the last one).
+    """
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
-    workflows: list[Any] = []
-    activities: list[Any] = []
+    workflows: dict[str, tuple[object, Any, str]] = {}
+    activities: dict[str, tuple[object, Any, str]] = {}
     for name in module_names:
-        try:
-            module = importlib.import_module(name)
-        except ImportError as error:
-            raise click.BadParameter(f"cannot import {name!r}: {error}") from None
-        found_workflows = list(getattr(module, "WORKFLOWS", []))
-        found_activities = list(getattr(module, "ACTIVITIES", []))
+        module = _import(name)
+        found_workflows = _listed(module, name, "WORKFLOWS")
+        found_activities = _listed(module, name, "ACTIVITIES")
         if not found_workflows and not found_activities:
             raise click.BadParameter(f"module {name!r} defines neither WORKFLOWS nor ACTIVITIES")
-        workflows += found_workflows
-        activities += found_activities
-    return workflows, activities
+        for item in found_workflows:
+            _collect(workflows, "workflow", workflow_definition(item), item, name)
+        for item in found_activities:
+            _collect(activities, "activity", activity_definition(item), item, name)
+    return [item for _, item, _ in workflows.values()], [i for _, i, _ in activities.values()]
+
+
+def _collect(
+    seen: dict[str, tuple[object, Any, str]],
+    kind: str,
+    defn: WorkflowDefinition | ActivityDefinition | None,
+    item: Any,
+    module: str,
+) -> None:
+    """Add one listed definition; refuse an undecorated one and a second of one name."""
+    if defn is None:
+        listing, a = ("ACTIVITIES", "an") if kind == "activity" else ("WORKFLOWS", "a")
+        raise click.BadParameter(
+            f"{listing} of module {module!r} holds {item!r}, which is not {a} @{kind}.defn {kind}"
+        )
+    if defn.name in seen:
+        first, _, where = seen[defn.name]
+        if first is not defn:
+            raise click.BadParameter(
+                f"{kind} type {defn.name!r} is defined twice: in module {where!r} and in "
+                f"module {module!r}"
+            )
+        return
+    seen[defn.name] = (defn, item, module)
+
+
+def _import(name: str) -> Any:
+    if name.endswith(".py") or os.sep in name:
+        dotted = name.removesuffix(".py").replace(os.sep, ".").strip(".")
+        raise click.BadParameter(
+            f"{name!r} is a path: name the module as Python imports it ({dotted!r}), "
+            "from the directory that holds it"
+        )
+    try:
+        return importlib.import_module(name)
+    except ImportError as error:
+        raise click.BadParameter(f"cannot import {name!r}: {error}") from None
+    except Exception as error:  # the module's own code raised (a SyntaxError, a bad import)
+        where = ""
+        frames = traceback.extract_tb(error.__traceback__)
+        if frames and not isinstance(error, SyntaxError):
+            where = f" (at {frames[-1].filename}, line {frames[-1].lineno})"
+        raise click.BadParameter(
+            f"importing {name!r} raised {type(error).__name__}: {error}{where}"
+        ) from None
+
+
+def _listed(module: Any, module_name: str, attr: str) -> list[Any]:
+    value = getattr(module, attr, [])
+    if isinstance(value, str) or not isinstance(value, (list, tuple)):
+        raise click.BadParameter(f"{attr} of module {module_name!r} must be a list, not {value!r}")
+    return list(value)
 
 
 @click.command()
@@ -77,10 +142,16 @@ def load_definitions(module_names: tuple[str, ...]) -> tuple[list[Any], list[Any
     default=None,
     help="Where partition stores live.",
 )
-@click.option("--max-concurrent-activities", default=200, show_default=True)
+@click.option(
+    "--max-concurrent-activities",
+    type=click.IntRange(min=1),
+    default=200,
+    show_default=True,
+    help="Activities this worker runs at once; further tasks wait.",
+)
 @click.option(
     "--retention-seconds",
-    type=float,
+    type=click.FloatRange(min=0),
     envvar="CHRONIK_RETENTION_SECONDS",
     default=7 * 24 * 3600,
     show_default=True,
@@ -105,9 +176,14 @@ def worker(
     retention_seconds: float,
 ) -> None:
     """Run a worker for MODULES (each with WORKFLOWS / ACTIVITIES lists) until SIGTERM."""
+    try:
+        workflows, activities = load_definitions(modules)
+    except click.BadParameter as error:
+        error.param_hint = "'MODULES'"
+        raise
+    _check_role(Role(role), modules, workflows, activities)
     ctx.ensure_kafka()
     gc.set_threshold(*GC_THRESHOLDS)
-    workflows, activities = load_definitions(modules)
     spec = WorkerSpec(
         task_queue=task_queue,
         workflows=workflows,
@@ -125,6 +201,17 @@ def worker(
             retention_s=retention_seconds,
         )
     )
+
+
+def _check_role(
+    role: Role, modules: tuple[str, ...], workflows: list[Any], activities: list[Any]
+) -> None:
+    """A role with nothing to run is a usage error, said before anything connects."""
+    listed = ", ".join(modules)
+    if role is Role.WORKFLOW and not workflows:
+        raise click.UsageError(f"--role workflow needs WORKFLOWS, and {listed} list none")
+    if role is Role.ACTIVITY and not activities:
+        raise click.UsageError(f"--role activity needs ACTIVITIES, and {listed} list none")
 
 
 async def _serve(
