@@ -21,7 +21,7 @@ from runtime.history_json import event_to_dict
 from topics import serde
 from topics.catalogue import TopicNames
 from topics.consumed import Consumed, consume_available
-from topics.errors import DecodeError
+from topics.errors import DecodeError, TopicsMissingError
 from topics.partitioner import partition_for
 from workers.cli_context import CliContext, pass_cli
 
@@ -64,7 +64,7 @@ def tail(
     try:
         metadata = consumer.list_topics(topic, timeout=10).topics[topic]
         if metadata.error is not None or not metadata.partitions:
-            raise click.ClickException(f"topic {topic} does not exist: run `chronik topics create`")
+            raise TopicsMissingError(ctx.namespace, [topic])  # one line, exit code 2
         partitions = sorted(metadata.partitions)
         if workflow_id is not None:
             partitions = [partition_for(workflow_id, len(partitions))]

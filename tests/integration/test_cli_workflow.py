@@ -118,8 +118,9 @@ async def _chronik_top(
         ("workflow", "describe", "x"),
         ("worker", "examples.order", "-q", "orders"),
         ("timers",),
+        ("history", "tail", "--idle-exit", "1"),
     ],
-    ids=["workflow", "worker", "timers"],
+    ids=["workflow", "worker", "timers", "history"],
 )
 async def test_a_namespace_without_topics_is_one_line_not_a_process_waiting_forever(
     kafka_bootstrap: str, args: tuple[str, ...]
