@@ -13,13 +13,20 @@ import dataclasses
 import json
 import sys
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from enum import Enum
 from typing import Any, TypeVar
 
 import click
 
 from runtime.client import Client, WorkflowHandle
-from runtime.errors import ChronikError, WorkflowFailureError
+from runtime.errors import (
+    CancelledError,
+    ChronikError,
+    TerminatedError,
+    TimeoutError,
+    WorkflowFailureError,
+)
 from runtime.history_json import event_to_dict
 from runtime.messages import IdReusePolicy
 from workers.cli_context import CliContext, pass_cli
@@ -39,8 +46,28 @@ def _json_args(values: tuple[str, ...]) -> list[Any]:
         try:
             parsed.append(json.loads(value))
         except json.JSONDecodeError as error:
-            raise click.BadParameter(f"{value!r} is not JSON ({error.msg})") from None
+            hint = f" (a string is quoted: --arg '{json.dumps(value)}')" if _bare(value) else ""
+            raise click.BadParameter(
+                f"{value!r} is not JSON ({error.msg}){hint}", param_hint="'--arg'"
+            ) from None
     return parsed
+
+
+def _bare(value: str) -> bool:
+    """Whether ``value`` looks like a string someone forgot to quote (``A-1``, not ``{``)."""
+    return bool(value) and value[0] not in '[{"' and value.isprintable()
+
+
+def _outcome_line(cause: BaseException) -> str:
+    """How a run that did not complete ended, in the words of its status."""
+    message = str(cause)
+    if isinstance(cause, TerminatedError):
+        return f"workflow terminated: {message}" if message else "workflow terminated"
+    if isinstance(cause, CancelledError):
+        return "workflow cancelled" if message in ("", "workflow cancelled") else message
+    if isinstance(cause, TimeoutError):
+        return f"workflow timed out: {message}"
+    return f"workflow failed: {message}"
 
 
 def _print(value: Any) -> None:
@@ -74,7 +101,7 @@ def _run(ctx: CliContext, action: Callable[[Client], Awaitable[T]]) -> T:
     try:
         return asyncio.run(main())
     except WorkflowFailureError as failure:
-        click.echo(f"Error: workflow failed: {failure.cause}", err=True)
+        click.echo(f"Error: {_outcome_line(failure.cause)}", err=True)
         sys.exit(1)
     except ChronikError as error:
         raise RequestNotServed(str(error)) from None
@@ -86,19 +113,31 @@ RUN_ID = click.option("--run-id", default=None, help="A specific run (default: t
 
 @click.group()
 def workflow() -> None:
-    """Start workflows, signal, query, cancel them, read their results and histories."""
+    """Start, signal, query, cancel, terminate workflows; read results and histories."""
 
 
 @workflow.command()
 @click.argument("workflow_type")
 @click.option("--id", "workflow_id", required=True, help="The workflow id.")
-@click.option("--task-queue", "-q", required=True)
+@click.option("--task-queue", "-q", required=True, help="Task queue of its activities.")
 @ARG
 @click.option(
     "--id-reuse-policy",
     type=click.Choice([p.value for p in IdReusePolicy]),
     default=IdReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY.value,
     show_default=True,
+)
+@click.option(
+    "--execution-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    metavar="SECONDS",
+    help="Time the run out after this long [default: never].",
+)
+@click.option(
+    "--request-id",
+    default=None,
+    help="Idempotency key: the same start sent again (a retried script) is the same run.",
 )
 @click.option("--wait", is_flag=True, help="Wait for the result and print it.")
 @pass_cli
@@ -110,6 +149,8 @@ def start(
     task_queue: str,
     args: tuple[str, ...],
     id_reuse_policy: str,
+    execution_timeout: float | None,
+    request_id: str | None,
     wait: bool,
 ) -> None:
     """Start WORKFLOW_TYPE; print {"workflow_id", "run_id"} as JSON (with --wait, its result)."""
@@ -122,6 +163,10 @@ def start(
             id=workflow_id,
             task_queue=task_queue,
             id_reuse_policy=IdReusePolicy(id_reuse_policy),
+            execution_timeout=(
+                timedelta(seconds=execution_timeout) if execution_timeout is not None else None
+            ),
+            request_id=request_id,
         )
         if wait:
             return {"result": await handle.result()}
@@ -216,5 +261,19 @@ def cancel(
     async def action(client: Client) -> None:
         handle = client.get_workflow_handle(workflow_id, run_id=run_id)
         await (handle.terminate(reason) if terminate else handle.cancel(reason))
+
+    _run(ctx, action)
+
+
+@workflow.command()
+@click.argument("workflow_id")
+@click.option("--reason", default="", help="Recorded in the history.")
+@RUN_ID
+@pass_cli
+def terminate(ctx: CliContext, *, workflow_id: str, reason: str, run_id: str | None) -> None:
+    """End the workflow at once: no cleanup code runs (as `cancel --terminate`)."""
+
+    async def action(client: Client) -> None:
+        await client.get_workflow_handle(workflow_id, run_id=run_id).terminate(reason)
 
     _run(ctx, action)

@@ -263,8 +263,11 @@ def _refuses_start(ex: Execution, current: RunState, msg: StartWorkflow) -> bool
 def _unknown_type_failure(ex: Execution, started: WorkflowStarted) -> Failure:
     known = ", ".join(ex.registry.names()) or "none"
     return Failure(
-        f"workflow type {started.workflow_type!r} is not registered on task queue "
-        f"{started.task_queue!r} (registered: {known})",
+        # Workflow types are not per task queue: the owner of the workflow id's partition
+        # runs it, so every workflow worker of the namespace must have every type.
+        f"workflow type {started.workflow_type!r} (task queue {started.task_queue!r}) is "
+        f"not registered with the workflow worker that owns {ex.workflow_id!r} "
+        f"(registered: {known})",
         type="WorkflowTypeNotFound",
         non_retryable=True,
     )

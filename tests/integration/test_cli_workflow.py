@@ -101,6 +101,62 @@ async def test_failures_are_one_line_with_an_exit_code(
     )
     assert bad.returncode == 2
     assert "is not JSON" in bad.stderr
+    unquoted = await _chronik(
+        kafka_bootstrap, topics_ready, "start", "Approval", "--id", "x", "-q", "q", "--arg", "R-1"
+    )
+    assert unquoted.returncode == 2
+    assert (
+        "Invalid value for '--arg': 'R-1' is not JSON (Expecting value) (a string is quoted: "
+        """--arg '"R-1"')""" in unquoted.stderr
+    )
+
+
+async def test_terminate_cancel_and_an_unknown_type_say_how_the_run_ended(
+    kafka_bootstrap: str, topics_ready: str, cli_worker: ChronikProcess
+) -> None:
+    """A terminated run printed "Error: workflow failed: <reason>", a cancelled one
+    "workflow failed: workflow cancelled"; an unknown type blamed the task queue, though
+    workflow types are per namespace."""
+    runs = {}
+    for workflow_id in ("cli-term", "cli-cancel"):
+        started = await _chronik(
+            kafka_bootstrap, topics_ready, "start", "Approval", "--id", workflow_id,
+            "-q", "orders", "--arg", '"R"', "--request-id", f"{workflow_id}-start",
+        )  # fmt: skip
+        assert started.returncode == 0, started.stderr
+        runs[workflow_id] = json.loads(started.stdout)
+    again = await _chronik(
+        kafka_bootstrap, topics_ready, "start", "Approval", "--id", "cli-term",
+        "-q", "orders", "--arg", '"R"', "--request-id", "cli-term-start",
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr  # the same request: the same run, no refusal
+    assert json.loads(again.stdout) == runs["cli-term"]
+    terminated = await _chronik(
+        kafka_bootstrap, topics_ready, "terminate", "cli-term", "--reason", "ops kill"
+    )
+    assert terminated.returncode == 0, terminated.stderr
+    result = await _chronik(kafka_bootstrap, topics_ready, "result", "cli-term")
+    assert (result.returncode, result.stderr) == (1, "Error: workflow terminated: ops kill\n")
+    await _chronik(kafka_bootstrap, topics_ready, "cancel", "cli-cancel")
+    result = await _chronik(kafka_bootstrap, topics_ready, "result", "cli-cancel")
+    assert (result.returncode, result.stderr) == (1, "Error: workflow cancelled\n")
+    unknown = await _chronik(
+        kafka_bootstrap, topics_ready, "start", "Aproval", "--id", "cli-unknown", "-q", "orders",
+        "--wait",
+    )  # fmt: skip
+    assert unknown.returncode == 1
+    assert unknown.stderr.startswith(
+        "Error: workflow failed: workflow type 'Aproval' (task queue 'orders') is not "
+        "registered with the workflow worker that owns 'cli-unknown' (registered: Approval, "
+    )
+    timed = await _chronik(
+        kafka_bootstrap, topics_ready, "start", "Approval", "--id", "cli-timed", "-q", "orders",
+        "--arg", '"R"', "--execution-timeout", "0.5", "--wait",
+    )  # fmt: skip
+    assert (timed.returncode, timed.stderr) == (
+        1,
+        "Error: workflow timed out: workflow execution timed out\n",
+    )
 
 
 async def _chronik_top(
