@@ -15,7 +15,7 @@ from runtime.logging import configure_logging
 from topics.errors import KafkaConfigError, TopicsMissingError
 from topics.reachability import KafkaUnreachableError, client_config_from_env
 from workers.cli_context import CliContext
-from workers.cli_history import history
+from workers.cli_history import dlq, history
 from workers.cli_timers import timers
 from workers.cli_topics import topics
 from workers.cli_worker import worker
@@ -79,6 +79,7 @@ cli.add_command(kafka)
 cli.add_command(topics)
 cli.add_command(worker)
 cli.add_command(history)
+cli.add_command(dlq)
 cli.add_command(timers)
 cli.add_command(workflow)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import io
 import json
 import subprocess
@@ -79,6 +80,21 @@ async def test_undecodable_inbox_record_goes_to_the_dead_letter_topic(
     headers = dict(dead.headers())
     assert b"cannot decode" in headers["chronik.reason"]
     assert headers["chronik.topic"] == names.inbox.encode()
+
+    # What an operator reads, without writing a consumer: `chronik dlq tail`.
+    listed = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "workers.cli", "--bootstrap-servers", kafka_bootstrap,
+         "--namespace", topics_ready, "dlq", "tail", "--from-beginning", "--idle-exit", "2",
+         "--values"],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    [line] = [json.loads(text) for text in listed.stdout.splitlines()]
+    source = partition_for(workflow_id, 4)
+    assert line["source"].startswith(f"{names.inbox}[{source}]@")
+    assert line["reason"].startswith(f"cannot decode record at {line['source']}: starts with")
+    assert line["key"] == workflow_id and line["value_bytes"] == 16
+    assert base64.b64decode(line["value_base64"]) == b"\x00not avro at all"
 
 
 async def test_an_inbox_record_too_large_to_produce_again_is_dead_lettered_without_it(
