@@ -53,7 +53,7 @@ from topics.consumed import Consumed, consume_available
 from topics.errors import DecodeError
 from topics.partitioner import producer_config
 from topics.transient import produce_when_room
-from workers.membership import Member
+from workers.membership import Member, on_consume_error
 from workers.offsets import PartitionProgress
 
 log = structlog.get_logger(__name__)
@@ -177,8 +177,8 @@ class ActivityWorker:
     # --- tasks ------------------------------------------------------------------------
 
     def _dispatch(self, message: Message) -> None:
-        if message.error() is not None:
-            log.warning("consume error", error=str(message.error()))
+        if (error := message.error()) is not None:
+            on_consume_error(error, self._config.member.worker_id)
             return
         record = Consumed.of(message)
         if record.partition not in self._assigned:
@@ -387,10 +387,17 @@ class ActivityWorker:
         self._assigned.update(tp.partition for tp in assigned)
         if self._paused:
             consumer.pause(assigned)
+        # As the workflow worker logs its own: which task partitions this worker holds.
+        log.info(
+            "task partitions assigned",
+            task_queue=self._config.task_queue,
+            partitions=sorted(tp.partition for tp in assigned),
+        )
 
     def _on_revoke(self, _consumer: Consumer, revoked: list[TopicPartition]) -> None:
         self._commit()
         gone = {tp.partition for tp in revoked}
+        log.info("task partitions released", partitions=sorted(gone))
         for number in gone:
             self._assigned.discard(number)
             self._progress.pop(number, None)

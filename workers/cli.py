@@ -21,6 +21,7 @@ from workers.cli_topics import topics
 from workers.cli_worker import worker
 from workers.cli_workflow import workflow
 from workers.kafka_cli import kafka
+from workers.membership import WorkerFencedError
 
 EXIT_KAFKA_UNREACHABLE = 2
 
@@ -32,6 +33,13 @@ class KafkaUnreachableExit(click.ClickException):
     exit_code = EXIT_KAFKA_UNREACHABLE
 
 
+class WorkerStoppedExit(click.ClickException):
+    """A worker another process fenced: ``Error: <why>``, exit code 1 (a supervisor
+    restarts it; a second process with the same ``--worker-id`` is the usual cause)."""
+
+    exit_code = 1
+
+
 class ChronikGroup(click.Group):
     """The root group: turns the errors any subcommand can meet into one-line messages."""
 
@@ -40,6 +48,8 @@ class ChronikGroup(click.Group):
             return super().invoke(ctx)
         except (KafkaUnreachableError, KafkaConfigError, TopicsMissingError) as exc:
             raise KafkaUnreachableExit(str(exc)) from None
+        except WorkerFencedError as exc:
+            raise WorkerStoppedExit(str(exc)) from None
 
 
 def _parse_settings(

@@ -37,7 +37,7 @@ from topics.admin import TopicAdmin
 from topics.catalogue import MAX_RECORD_BYTES, Catalogue, TopicNames
 from topics.consumed import Consumed, consume_available
 from topics.errors import DecodeError
-from workers.membership import Member
+from workers.membership import Member, WorkerFencedError, on_consume_error
 from workers.partition import (
     DEFAULT_RETENTION_MS,
     DEFAULT_WAITER_LEASE_MS,
@@ -52,10 +52,6 @@ from workers.task_placement import TaskPlacement
 from workers.transaction import BackgroundTransactions
 
 log = structlog.get_logger(__name__)
-
-
-class WorkerFencedError(RuntimeError):
-    """Another worker took over this worker's transactional id or partitions: stop."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -379,6 +375,4 @@ class WorkflowWorker:
             self._task_placement.learn(topic, self._admin.ensure_task_queue(self._catalogue, queue))
 
     def _on_consume_error(self, error: KafkaError) -> None:
-        if error.fatal():
-            raise KafkaException(error)
-        log.warning("consume error", error=str(error))
+        on_consume_error(error, self._config.member.worker_id)
