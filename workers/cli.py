@@ -9,6 +9,8 @@ trace.
 
 from __future__ import annotations
 
+import re
+
 import click
 
 from runtime.logging import configure_logging
@@ -52,6 +54,24 @@ class ChronikGroup(click.Group):
             raise WorkerStoppedExit(str(exc)) from None
 
 
+_NAMESPACE = re.compile(r"[A-Za-z0-9._-]+")
+#: Kafka's topic names are at most 249 characters; the longest suffix of the catalogue's
+#: fixed topics is ``.inbox.dlq`` (task-queue topics add the queue's name on top).
+_MAX_NAMESPACE = 249 - len(".inbox.dlq")
+
+
+def _check_namespace(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    """A namespace is the prefix of topic names: refuse one Kafka would refuse, up front
+    (``--namespace "bad ns"`` failed only when creating its first topic; ``""`` made
+    topics named ``.inbox``)."""
+    if not _NAMESPACE.fullmatch(value) or len(value) > _MAX_NAMESPACE:
+        raise click.BadParameter(
+            f"{value!r} cannot prefix Kafka topic names: use 1 to {_MAX_NAMESPACE} ASCII "
+            "letters, digits, '.', '_' or '-'"
+        )
+    return value
+
+
 def _parse_settings(
     _ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]
 ) -> dict[str, str]:
@@ -68,7 +88,8 @@ def _parse_settings(
 @click.option("--bootstrap-servers", envvar="CHRONIK_BOOTSTRAP_SERVERS", default="127.0.0.1:9092",
               show_default=True, show_envvar=True, help="Kafka bootstrap servers.")  # fmt: skip
 @click.option("--namespace", envvar="CHRONIK_NAMESPACE", default="chronik", show_default=True,
-              show_envvar=True, help="Topic prefix of this Chronik installation.")  # fmt: skip
+              show_envvar=True, callback=_check_namespace,
+              help="Topic prefix of this Chronik installation.")  # fmt: skip
 @click.option("-X", "--kafka-config", "kafka_config", multiple=True, callback=_parse_settings,
               metavar="KEY=VALUE", help="librdkafka setting (SASL/SSL, ...); repeatable. Also "
               "from CHRONIK_RDKAFKA_<KEY> variables, dots as underscores.")  # fmt: skip

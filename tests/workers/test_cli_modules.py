@@ -121,3 +121,12 @@ def test_worker_arguments_are_checked_before_anything_connects(
     )
     assert done.exit_code == 2, done.output
     assert expected in done.output and "Traceback" not in done.output
+
+
+@pytest.mark.parametrize("namespace", ["bad ns", "", "a/b", "x" * 240])
+def test_a_namespace_kafka_cannot_name_topics_with_is_refused_up_front(namespace: str) -> None:
+    done = CliRunner().invoke(
+        cli, ["--bootstrap-servers", "127.0.0.1:1", "--namespace", namespace, "topics", "check"]
+    )
+    assert done.exit_code == 2
+    assert "cannot prefix Kafka topic names" in done.output
