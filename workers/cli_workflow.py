@@ -3,7 +3,8 @@
 The same `runtime.Client` a program uses, one command per handle operation. Arguments
 and results are JSON (``--arg '"A-17"' --arg 3``), so any workflow can be driven without
 importing its code. Outcomes print as one JSON document on stdout; failures as one line on
-stderr with exit code 1 (the workflow failed) or 2 (the request could not be served).
+stderr with exit code 1 (the workflow did not complete), 2 (the request could not be served)
+or 3 (``result --timeout`` ran out while the run was still open).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from runtime.client import Client, WorkflowHandle
 from runtime.errors import (
     CancelledError,
     ChronikError,
+    RPCTimeoutError,
     TerminatedError,
     TimeoutError,
     WorkflowFailureError,
@@ -32,6 +34,11 @@ from runtime.messages import IdReusePolicy
 from workers.cli_context import CliContext, pass_cli
 
 T = TypeVar("T")
+
+
+#: ``result --timeout`` ran out: the run may still be going, which is neither a failed
+#: workflow (1) nor a request that could not be served (2).
+EXIT_STILL_RUNNING = 3
 
 
 class RequestNotServed(click.ClickException):
@@ -191,16 +198,41 @@ def _handle_command(
         _print(_run(ctx, action))
 
 
-async def _result(handle: WorkflowHandle) -> Any:
-    return {"result": await handle.result()}
-
-
 async def _history(handle: WorkflowHandle) -> None:
     for event in await handle.fetch_history():
         sys.stdout.write(json.dumps(event_to_dict(event)) + "\n")
 
 
-_handle_command("result", "Wait for the workflow's result and print it.", _result)
+@workflow.command()
+@click.argument("workflow_id")
+@RUN_ID
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    metavar="SECONDS",
+    help="Give up after this long (exit code 3) [default: wait until the run closes].",
+)
+@pass_cli
+def result(ctx: CliContext, *, workflow_id: str, run_id: str | None, timeout: float | None) -> None:
+    """Wait for the workflow's result and print it."""
+
+    async def action(client: Client) -> Any:
+        handle = client.get_workflow_handle(workflow_id, run_id=run_id)
+        try:
+            return {"result": await handle.result(timeout=timeout)}
+        except RPCTimeoutError:
+            # Not "is a worker running?": the owner may well be waiting for the run to end.
+            click.echo(
+                f"Error: workflow {workflow_id!r} did not close within {timeout:g}s "
+                f"(`chronik workflow describe {workflow_id}` says where it stands)",
+                err=True,
+            )
+            sys.exit(EXIT_STILL_RUNNING)
+
+    _print(_run(ctx, action))
+
+
 _handle_command("describe", "Print the workflow's status record.", WorkflowHandle.describe)
 _handle_command("history", "Print the workflow's history as JSON lines.", _history)
 

@@ -66,6 +66,12 @@ async def test_signal_query_and_result_of_a_waiting_workflow(
     assert json.loads(started.stdout)["workflow_id"] == "ap-1"
     waiting = await _chronik(kafka_bootstrap, topics_ready, "query", "ap-1", "status")
     assert json.loads(waiting.stdout) == "waiting"
+    pending = await _chronik(kafka_bootstrap, topics_ready, "result", "ap-1", "--timeout", "1")
+    assert (pending.returncode, pending.stderr) == (
+        3,
+        "Error: workflow 'ap-1' did not close within 1s "
+        "(`chronik workflow describe ap-1` says where it stands)\n",
+    )
     # A misspelled signal is refused, saying so, instead of "accepted" and dropped.
     typo = await _chronik(kafka_bootstrap, topics_ready, "signal", "ap-1", "aprove", "--arg", '"x"')
     assert typo.returncode == 2, typo.stderr
