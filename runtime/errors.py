@@ -118,12 +118,19 @@ class WorkflowTypeNotRegisteredError(NonDeterminismError):
     does not load every type of its namespace, a renamed type): its task fails until code
     that has the type takes the run."""
 
-    def __init__(self, event_id: int, workflow_type: str) -> None:
-        ChronikError.__init__(
-            self,
+    def __init__(
+        self, event_id: int, workflow_type: str, *, replayer_has: Sequence[str] | None = None
+    ) -> None:
+        """``replayer_has``: raised by a `Replayer`, whose workflows these are (the advice
+        for a worker does not fit the one replaying a captured history)."""
+        message = (
             f"workflow type {workflow_type!r} is not registered with this worker (event "
-            f"{event_id}): every workflow worker of a namespace must load all its types",
+            f"{event_id}): every workflow worker of a namespace must load all its types"
+            if replayer_has is None
+            else f"workflow type {workflow_type!r} is not among the Replayer's workflows "
+            f"(event {event_id}; it has: {', '.join(replayer_has) or 'none'})"
         )
+        ChronikError.__init__(self, message)
         self.event_id = event_id
         self.expected = f"a run of workflow type {workflow_type!r}"
         self.got = "no workflow registered under that name"

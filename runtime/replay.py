@@ -88,7 +88,9 @@ class Replayer:
                 and following.attributes.failure.type == "WorkflowTypeNotFound"
             )
             if not never_ran:
-                return WorkflowTypeNotRegisteredError(event.event_id, attrs.workflow_type)
+                return WorkflowTypeNotRegisteredError(
+                    event.event_id, attrs.workflow_type, replayer_has=self.registry.names()
+                )
         return None
 
     @staticmethod
