@@ -8,9 +8,11 @@ import subprocess
 import sys
 
 import pytest
+from click.testing import CliRunner
 
 from tests.integration.conftest import Launcher
 from tests.integration.processes import ChronikProcess
+from workers.cli import cli
 
 pytestmark = pytest.mark.kafka
 
@@ -215,3 +217,20 @@ async def test_an_argument_of_the_wrong_type_fails_the_workflow_saying_why(
     )  # fmt: skip
     assert done.returncode == 1, done.stderr
     assert "workflow failed" in done.stderr
+
+
+def test_a_bad_setting_from_the_environment_names_its_variable(kafka_bootstrap: str) -> None:
+    """`-X foo.bar=1` shows on the command line; CHRONIK_RDKAFKA_FOO_BAR=1 does not, so the
+    error names the variable (and only when its value is the one in use)."""
+    runner = CliRunner()
+    args = ["--bootstrap-servers", kafka_bootstrap, "kafka", "check"]
+    done = runner.invoke(cli, args, env={"CHRONIK_RDKAFKA_FOO_BAR": "1"})
+    assert done.exit_code == 2
+    assert done.output.strip() == (
+        'Error: a Kafka client setting is not valid: No such configuration property: "foo.bar"'
+        " (set by CHRONIK_RDKAFKA_FOO_BAR)"
+    )
+    overridden = runner.invoke(
+        cli, ["-X", "foo.bar=2", *args], env={"CHRONIK_RDKAFKA_FOO_BAR": "1"}
+    )
+    assert overridden.exit_code == 2 and "CHRONIK_RDKAFKA" not in overridden.output
