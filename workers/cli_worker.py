@@ -13,6 +13,7 @@ import contextlib
 import gc
 import importlib
 import os
+import re
 import signal
 import sys
 import traceback
@@ -52,6 +53,9 @@ def load_definitions(module_names: tuple[str, ...]) -> tuple[list[Any], list[Any
     """
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
+    # One argument may list several, as CHRONIK_APP="app.orders app.billing" does in the
+    # compose file's exec-form command (a module name holds neither spaces nor commas).
+    module_names = tuple(name for arg in module_names for name in re.split(r"[\s,]+", arg) if name)
     workflows: dict[str, tuple[object, Any, str]] = {}
     activities: dict[str, tuple[object, Any, str]] = {}
     for name in module_names:

@@ -98,6 +98,13 @@ def test_the_same_workflow_listed_by_two_modules_is_loaded_once() -> None:
     assert len(workflows) == 1
 
 
+def test_one_argument_may_list_several_modules() -> None:
+    """docker-compose.yml passes CHRONIK_APP as one argument; its comment says modules."""
+    workflows, activities = load_definitions(("examples.order examples.approval,",))
+    names = sorted(getattr(w, "__name__", "") for w in workflows)
+    assert names == ["Approval", "one_activity", "process_order"] and len(activities) == 5
+
+
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
