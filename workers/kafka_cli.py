@@ -47,8 +47,13 @@ def _port(cli: CliContext, port: int | None) -> int:
 
 
 def _use_docker(mode: str, config: local_kafka.BrokerConfig) -> bool:
+    if mode == "docker":
+        reason = compose_kafka.unavailable_reason()
+        if reason is not None:
+            raise click.ClickException(f"--mode docker: {reason}; --mode local needs no Docker")
+        return True
     if mode != "auto":
-        return mode == "docker"
+        return False
     if config.pid_file.exists():  # a local broker of ours: keep managing that one
         return False
     return compose_kafka.engine_available()
