@@ -30,7 +30,7 @@ from runtime.definitions import (
 )
 from runtime.worker_spec import WorkerSpec
 from workers.cli_context import CliContext, pass_cli
-from workers.kafka_host import Cluster, Role, run_kafka_worker
+from workers.kafka_host import Cluster, Role, default_state_dir, run_kafka_worker
 
 #: The worker process allocates a few hundred objects per inbox message and keeps tens of
 #: thousands of live workflows (coroutines, futures) in its cache. CPython's default
@@ -123,6 +123,33 @@ def _listed(module: Any, module_name: str, attr: str) -> list[Any]:
     return list(value)
 
 
+STATE_DIR_HELP = (
+    "Where partition stores live (a cache of Kafka, safe to delete) [default: ./.chronik/state]."
+)
+
+
+def usable_state_dir(state_dir: Path | None) -> Path:
+    """``state_dir`` (or the default), created and writable, else a `click.BadParameter`:
+    a file there, or a directory the worker may not write, failed only once a partition
+    was assigned, as a traceback from deep in the store."""
+    path = state_dir or default_state_dir()
+    if path.exists() and not path.is_dir():
+        raise click.BadParameter(
+            f"cannot use {str(path)!r}: it is a file, not a directory", param_hint="'--state-dir'"
+        )
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise click.BadParameter(
+            f"cannot use {str(path)!r}: {error.strerror or error}", param_hint="'--state-dir'"
+        ) from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise click.BadParameter(
+            f"cannot use {str(path)!r}: not writable by this user", param_hint="'--state-dir'"
+        )
+    return path
+
+
 @click.command()
 @click.argument("modules", nargs=-1, required=True)
 @click.option("--task-queue", "-q", required=True, help="Task queue of the activities.")
@@ -144,7 +171,7 @@ def _listed(module: Any, module_name: str, attr: str) -> list[Any]:
     envvar="CHRONIK_STATE_DIR",
     type=click.Path(path_type=Path),
     default=None,
-    help="Where partition stores live.",
+    help=STATE_DIR_HELP,
 )
 @click.option(
     "--max-concurrent-activities",
@@ -186,6 +213,8 @@ def worker(
         error.param_hint = "'MODULES'"
         raise
     _check_role(Role(role), modules, workflows, activities)
+    if Role(role) is not Role.ACTIVITY:  # an activity worker keeps no partition stores
+        state_dir = usable_state_dir(state_dir)
     ctx.ensure_kafka()
     gc.set_threshold(*GC_THRESHOLDS)
     spec = WorkerSpec(

@@ -137,3 +137,22 @@ def test_a_namespace_kafka_cannot_name_topics_with_is_refused_up_front(namespace
     )
     assert done.exit_code == 2
     assert "cannot prefix Kafka topic names" in done.output
+
+
+def test_a_state_dir_the_worker_cannot_use_is_refused_before_it_connects(tmp_path: Path) -> None:
+    """A file given as --state-dir ended the worker with NotADirectoryError from the store,
+    once its first partition was assigned."""
+    taken = tmp_path / "a-file"
+    taken.write_text("x")
+    for args in (
+        ["worker", "examples.order", "-q", "orders", "--state-dir", str(taken)],
+        ["timers", "--state-dir", str(taken / "below")],
+    ):
+        done = CliRunner().invoke(cli, ["--bootstrap-servers", "127.0.0.1:1", *args])
+        assert done.exit_code == 2, done.output
+        assert "Invalid value for '--state-dir': cannot use" in done.output
+        assert "Traceback" not in done.output
+    done = CliRunner().invoke(
+        cli, ["worker", "examples.order", "-q", "o", "--state-dir", str(taken)]
+    )
+    assert "it is a file, not a directory" in done.output
