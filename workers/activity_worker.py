@@ -143,7 +143,13 @@ class ActivityWorker:
         self._consumer.subscribe(
             [topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke
         )
-        log.info("activity worker started", task_queue=self._config.task_queue)
+        log.info(
+            "activity worker started",
+            worker_id=self._config.member.worker_id,
+            namespace=self._config.member.namespace,
+            task_queue=self._config.task_queue,
+            activity_types=self._registry.names(),
+        )
         try:
             while not stop.is_set():
                 records = await asyncio.to_thread(consume_available, self._consumer, 500, 0.05)

@@ -70,7 +70,11 @@ class TimerService:
             on_revoke=lambda _c, tps: self._release([tp.partition for tp in tps], "revoked"),
             on_lost=lambda _c, tps: self._release([tp.partition for tp in tps], "lost"),
         )
-        log.info("timer service started", worker_id=self._config.member.worker_id)
+        log.info(
+            "timer service started",
+            worker_id=self._config.member.worker_id,
+            namespace=self._config.member.namespace,
+        )
         try:
             while not stop.is_set():
                 self._step()

@@ -121,7 +121,13 @@ class WorkflowWorker:
             on_revoke=self._on_revoke,
             on_lost=self._on_lost,
         )
-        log.info("workflow worker started", worker_id=self._config.member.worker_id)
+        log.info(
+            "workflow worker started",
+            worker_id=self._config.member.worker_id,
+            namespace=self._config.member.namespace,
+            # Every workflow worker of a namespace must list the same: compare them here.
+            workflow_types=self._registry.names(),
+        )
         try:
             while not stop.is_set():
                 self._step()

@@ -269,6 +269,11 @@ async def test_a_worker_fenced_by_a_second_process_with_its_id_exits_saying_so(
     # Every kind logs its assignments (the activity worker logged none: an operator could
     # not tell which task partitions it held).
     await _wait_for(lambda: "partitions assigned" in log.read_text(), 60, "the first worker")
+    started = {"workflow": '"workflow_types": ["one_activity", "process_order"]',
+               "activity": '"activity_types": ["noop", "reserve_inventory", "send_confirmation", '
+                           '"ship_order", "verify_payment"]',
+               "timers": f'"namespace": "{launch.namespace}"'}  # fmt: skip
+    assert started[role] in log.read_text()  # what a worker runs, for comparing replicas
     second = ChronikProcess(
         launch.bootstrap,
         launch.namespace,
