@@ -88,12 +88,12 @@ def tail(
     )
 
 
-@click.group()
+@click.group(short_help="Read the dead letters: inbox records the workers refused.")
 def dlq() -> None:
     """Read the dead-letter topic: inbox records the workflow workers could not take."""
 
 
-@dlq.command(name="tail")
+@dlq.command(name="tail", short_help="Print dead letters as JSON lines, following new ones.")
 @FROM_BEGINNING
 @MAX_EVENTS
 @IDLE_EXIT

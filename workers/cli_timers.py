@@ -17,7 +17,7 @@ from workers.membership import Member
 from workers.timer_service import TimerService, TimerServiceConfig
 
 
-@click.command()
+@click.command(short_help="Run the standalone timer service (with worker --no-timers).")
 @click.option("--worker-id", envvar="CHRONIK_WORKER_ID", default=None,
               help="Stable id of this replica (transactional id, state directory).")  # fmt: skip
 @click.option("--state-dir", envvar="CHRONIK_STATE_DIR", type=click.Path(path_type=Path),

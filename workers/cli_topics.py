@@ -59,7 +59,7 @@ def create(ctx: CliContext, partitions: int | None, replication_factor: int) -> 
                f"({len(created)} created, {count})")  # fmt: skip
 
 
-@topics.command()
+@topics.command(short_help="Compare the topics with the catalogue; exit 2 on a mismatch.")
 @click.option("--partitions", type=click.IntRange(min=1), default=None,
               help="Expected partition count [default: the inbox's].")  # fmt: skip
 @pass_cli

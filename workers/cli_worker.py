@@ -150,7 +150,7 @@ def usable_state_dir(state_dir: Path | None) -> Path:
     return path
 
 
-@click.command()
+@click.command(short_help="Run workflow and/or activity workers for MODULES.")
 @click.argument("modules", nargs=-1, required=True)
 @click.option("--task-queue", "-q", required=True, help="Task queue of the activities.")
 @click.option(

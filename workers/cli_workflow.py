@@ -118,12 +118,12 @@ ARG = click.option("--arg", "args", multiple=True, metavar="JSON", help="An argu
 RUN_ID = click.option("--run-id", default=None, help="A specific run (default: the latest).")
 
 
-@click.group()
+@click.group(short_help="Start, signal, query, cancel, terminate workflows; results.")
 def workflow() -> None:
     """Start, signal, query, cancel, terminate workflows; read results and histories."""
 
 
-@workflow.command()
+@workflow.command(short_help="Start WORKFLOW_TYPE; print its ids (or, with --wait, its result).")
 @click.argument("workflow_type")
 @click.option("--id", "workflow_id", required=True, help="The workflow id.")
 @click.option("--task-queue", "-q", required=True, help="Task queue of its activities.")
@@ -297,7 +297,7 @@ def cancel(
     _run(ctx, action)
 
 
-@workflow.command()
+@workflow.command(short_help="End the workflow at once: no cleanup code runs.")
 @click.argument("workflow_id")
 @click.option("--reason", default="", help="Recorded in the history.")
 @RUN_ID

@@ -74,7 +74,7 @@ def kafka() -> None:
     """Run a real single-node Apache Kafka 4.1 broker on 127.0.0.1."""
 
 
-@kafka.command("up")
+@kafka.command("up", short_help="Start the local broker (or reuse it); wait until it answers.")
 @mode_option
 @port_option
 @click.option("--timeout", type=float, default=local_kafka.START_TIMEOUT_S, show_default=True,
@@ -138,7 +138,7 @@ def down(cli: CliContext, mode: str, port: int | None) -> None:
         click.echo(f"Kafka stopped (pid {pid}); data kept in {config.data}")
 
 
-@kafka.command("status")
+@kafka.command("status", short_help="Whether the local broker runs; where its logs are.")
 @mode_option
 @port_option
 @pass_cli
@@ -161,7 +161,7 @@ def status(cli: CliContext, mode: str, port: int | None) -> None:
         raise SystemExit(3)
 
 
-@kafka.command("check")
+@kafka.command("check", short_help="Check that --bootstrap-servers answers, with the -X settings.")
 @click.option("--timeout", type=float, default=5.0, show_default=True,
               help="Seconds to wait for an answer.")  # fmt: skip
 @pass_cli

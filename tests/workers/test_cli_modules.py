@@ -156,3 +156,13 @@ def test_a_state_dir_the_worker_cannot_use_is_refused_before_it_connects(tmp_pat
         cli, ["worker", "examples.order", "-q", "o", "--state-dir", str(taken)]
     )
     assert "it is a file, not a directory" in done.output
+
+
+@pytest.mark.parametrize("group", [[], ["kafka"], ["topics"], ["history"], ["dlq"], ["workflow"]])
+def test_command_listings_are_not_cut_short_on_an_80_column_terminal(group: list[str]) -> None:
+    """`chronik --help` listed "Fire due timers of the namespace; pair with `chronik
+    worker..." and three more cut mid-sentence."""
+    done = CliRunner().invoke(cli, [*group, "--help"], terminal_width=80)
+    assert done.exit_code == 0
+    listing = done.output.split("Commands:\n", 1)[1]
+    assert "..." not in listing, listing
