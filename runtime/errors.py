@@ -8,8 +8,9 @@ activity's `ApplicationError(type="Declined")` raised in one process is the same
 
 from __future__ import annotations
 
+import difflib
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from runtime.payloads import Failure, Payload
@@ -120,12 +121,19 @@ class WorkflowTypeNotRegisteredError(NonDeterminismError):
     does not load every type of its namespace, a renamed type): its task fails until code
     that has the type takes the run."""
 
-    def __init__(self, event_id: int, workflow_type: str) -> None:
-        ChronikError.__init__(
-            self,
+    def __init__(
+        self, event_id: int, workflow_type: str, *, replayer_has: Sequence[str] | None = None
+    ) -> None:
+        """``replayer_has``: raised by a `Replayer`, whose workflows these are (the advice
+        for a worker does not fit the one replaying a captured history)."""
+        message = (
             f"workflow type {workflow_type!r} is not registered with this worker (event "
-            f"{event_id}): every workflow worker of a namespace must load all its types",
+            f"{event_id}): every workflow worker of a namespace must load all its types"
+            if replayer_has is None
+            else f"workflow type {workflow_type!r} is not among the Replayer's workflows "
+            f"(event {event_id}; it has: {', '.join(replayer_has) or 'none'})"
         )
+        ChronikError.__init__(self, message)
         self.event_id = event_id
         self.expected = f"a run of workflow type {workflow_type!r}"
         self.got = "no workflow registered under that name"
@@ -169,6 +177,12 @@ class RPCError(FailureError):
     """A request could not be served."""
 
 
+class UnknownSignalError(RPCError):
+    """The run's workflow type has no handler for the signal's name (a typo, or a handler
+    this deploy does not have yet): nothing was recorded, so sending it again later is
+    safe."""
+
+
 class RPCTimeoutError(RPCError):
     """No reply arrived in time (the request may still take effect)."""
 
@@ -199,6 +213,7 @@ _ALREADY_STARTED = "WorkflowAlreadyStartedError"
 _NOT_FOUND = "WorkflowNotFoundError"
 #: The failure type of a start whose workflow type no code registered (Temporal's name).
 TYPE_NOT_FOUND = "WorkflowTypeNotFound"
+_UNKNOWN_SIGNAL = "UnknownSignalError"
 
 
 def failure_from_exception(
@@ -275,6 +290,8 @@ def exception_from_failure(failure: Failure, decode: Any = None) -> FailureError
         exc = WorkflowAlreadyStartedError(failure.message)
     elif failure.type == _NOT_FOUND:
         exc = WorkflowNotFoundError(failure.message)
+    elif failure.type == _UNKNOWN_SIGNAL:
+        exc = UnknownSignalError(failure.message)
     else:
         details = tuple(decode(failure.details)) if decode and failure.details else ()
         exc = ApplicationError(
@@ -302,3 +319,25 @@ def not_found_failure(
     what = f"run {run_id!r} of workflow {workflow_id!r}" if run_id else f"workflow {workflow_id!r}"
     state = f"is closed ({closed_as}): it takes no more requests" if closed_as else "not found"
     return Failure(f"{what} {state}", type=_NOT_FOUND, non_retryable=True)
+
+
+def no_handler_message(kind: str, workflow_type: str, name: str, known: Iterable[str]) -> str:
+    """``workflow X has no signal 'aprove' (its signals: approve; did you mean 'approve'?)``:
+    what an operator who mistyped a handler's name needs to see."""
+    names = sorted(known)
+    listed = ", ".join(repr(n) for n in names) if names else "none"
+    close = difflib.get_close_matches(name, names, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"workflow {workflow_type} has no {kind} {name!r} (its {kind}s: {listed}{hint})"
+
+
+def unknown_signal_failure(
+    workflow_id: str, workflow_type: str, name: str, known: Iterable[str]
+) -> Failure:
+    """A signal refused because the run's code has no handler for it: nothing is recorded."""
+    what = no_handler_message("signal", workflow_type, name, known)
+    return Failure(
+        f"{what}: workflow {workflow_id!r} did not take it, nothing was recorded",
+        type=_UNKNOWN_SIGNAL,
+        non_retryable=True,
+    )

@@ -84,7 +84,9 @@ class Replayer:
                 continue
             following = events[index + 1] if index + 1 < len(events) else None
             if not never_ran(event, following):
-                return WorkflowTypeNotRegisteredError(event.event_id, attrs.workflow_type)
+                return WorkflowTypeNotRegisteredError(
+                    event.event_id, attrs.workflow_type, replayer_has=self.registry.names()
+                )
         return None
 
     @staticmethod

@@ -170,14 +170,24 @@ class TopicAdmin:
 
     # --- writing ---------------------------------------------------------------------
 
-    def create(self, catalogue: Catalogue) -> list[str]:
+    def create(self, catalogue: Catalogue, *, infer_partitions: bool = False) -> list[str]:
         """Create what is missing; returns the topics created (empty when all existed).
 
         Raises :class:`TopicMismatchError` for the first existing topic Chronik cannot
-        use, before creating anything.
+        use, before creating anything. With ``infer_partitions``, a namespace whose inbox
+        exists keeps the inbox's partition count (what `check` expects then too), so
+        creating again without naming the count is idempotent for any count.
         """
-        created, _ = self._ensure(list(catalogue.topics()))
-        return created
+        return self._ensure(list(self.resolve(catalogue, infer_partitions).topics()))[0]
+
+    def resolve(self, catalogue: Catalogue, infer_partitions: bool) -> Catalogue:
+        """``catalogue``, with the existing inbox's partition count if asked to infer it."""
+        if not infer_partitions:
+            return catalogue
+        inbox = self.describe([catalogue.names.inbox]).get(catalogue.names.inbox)
+        if inbox is None:
+            return catalogue
+        return dataclasses.replace(catalogue, partitions=inbox.partitions)
 
     def ensure_task_queue(self, catalogue: Catalogue, queue: str) -> int:
         """Create the topic of ``queue`` unless it exists; its partition count either way.

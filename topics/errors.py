@@ -67,7 +67,8 @@ class TopicsMissingError(TopicsError):
         self.namespace = namespace
         self.missing = missing
         super().__init__(
-            f"namespace {namespace!r} lacks topic {', '.join(missing)}: run "
+            f"namespace {namespace!r} lacks topic{'s' if len(missing) > 1 else ''} "
+            f"{', '.join(missing)}: run "
             f"`chronik --namespace {namespace} topics create` (or check the namespace)"
         )
 

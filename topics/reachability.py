@@ -13,6 +13,7 @@ the caller's full client configuration, so that SASL/SSL settings are exercised 
 from __future__ import annotations
 
 import os
+import re
 import socket
 import time
 from collections.abc import Mapping
@@ -46,6 +47,16 @@ def client_config_from_env(environ: Mapping[str, str] | None = None) -> dict[str
         for key, value in env.items()
         if key.startswith(ENV_CONFIG_PREFIX)
     }
+
+
+def _env_origin(detail: str, settings: Mapping[str, object]) -> str:
+    """`` (set by CHRONIK_RDKAFKA_FOO_BAR)`` when the property librdkafka names in
+    ``detail`` has the value of that variable: nothing on the command line shows it."""
+    for name in re.findall(r'"([a-z0-9_.]+)"', detail):
+        variable = ENV_CONFIG_PREFIX + name.upper().replace(".", "_")
+        if variable in os.environ and settings.get(name) == os.environ[variable]:
+            return f" (set by {variable})"
+    return ""
 
 
 QUIET: dict[str, str | int | float | bool] = {"log_level": 0}
@@ -109,7 +120,9 @@ def ensure_reachable(
         admin = AdminClient(settings)
     except (KafkaException, ValueError, TypeError) as exc:  # librdkafka refuses a setting
         detail = exc.args[0].str() if isinstance(exc, KafkaException) else str(exc)
-        raise KafkaConfigError(f"a Kafka client setting is not valid: {detail}") from None
+        raise KafkaConfigError(
+            f"a Kafka client setting is not valid: {detail}{_env_origin(detail, settings)}"
+        ) from None
     try:
         admin.list_topics(timeout=max(0.5, deadline - time.monotonic()))
     except KafkaException as exc:

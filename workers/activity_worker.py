@@ -63,7 +63,7 @@ from topics.consumed import Consumed, consume_available
 from topics.errors import DecodeError
 from topics.partitioner import producer_config
 from topics.transient import produce_when_room
-from workers.membership import Member
+from workers.membership import Member, on_consume_error
 from workers.offsets import PartitionProgress
 
 log = structlog.get_logger(__name__)
@@ -186,7 +186,13 @@ class ActivityWorker:
         self._consumer.subscribe(
             [topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke
         )
-        log.info("activity worker started", task_queue=self._config.task_queue)
+        log.info(
+            "activity worker started",
+            worker_id=self._config.member.worker_id,
+            namespace=self._config.member.namespace,
+            task_queue=self._config.task_queue,
+            activity_types=self._registry.names(),
+        )
         try:
             while not stop.is_set():
                 records = await loop.run_in_executor(
@@ -223,8 +229,8 @@ class ActivityWorker:
     # --- tasks ------------------------------------------------------------------------
 
     def _dispatch(self, message: Message) -> None:
-        if message.error() is not None:
-            log.warning("consume error", error=str(message.error()))
+        if (error := message.error()) is not None:
+            on_consume_error(error, self._config.member.worker_id)
             return
         record = Consumed.of(message)
         if record.partition not in self._assigned:
@@ -477,6 +483,12 @@ class ActivityWorker:
             # (`Member.group_config`), so the assignment is incremental.
             consumer.incremental_assign(assigned)
             consumer.pause(assigned)
+        # As the workflow worker logs its own: which task partitions this worker holds.
+        log.info(
+            "task partitions assigned",
+            task_queue=self._config.task_queue,
+            partitions=sorted(tp.partition for tp in assigned),
+        )
 
     def _assign(self, assigned: list[TopicPartition]) -> bool:
         """Take the partitions; whether they start paused (the local queue is full)."""
@@ -490,6 +502,7 @@ class ActivityWorker:
         """Let ``revoked`` go; the offsets to commit before they do."""
         offsets = self._offsets()
         gone = {tp.partition for tp in revoked}
+        log.info("task partitions released", partitions=sorted(gone))
         for number in gone:
             self._assigned.discard(number)
             self._progress.pop(number, None)

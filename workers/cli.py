@@ -9,18 +9,21 @@ trace.
 
 from __future__ import annotations
 
+import re
+
 import click
 
 from runtime.logging import configure_logging
 from topics.errors import KafkaConfigError, TopicsMissingError
 from topics.reachability import KafkaUnreachableError, client_config_from_env
 from workers.cli_context import CliContext
-from workers.cli_history import history
+from workers.cli_history import dlq, history
 from workers.cli_timers import timers
 from workers.cli_topics import topics
 from workers.cli_worker import worker
 from workers.cli_workflow import workflow
 from workers.kafka_cli import kafka
+from workers.membership import WorkerFencedError
 
 EXIT_KAFKA_UNREACHABLE = 2
 
@@ -32,6 +35,13 @@ class KafkaUnreachableExit(click.ClickException):
     exit_code = EXIT_KAFKA_UNREACHABLE
 
 
+class WorkerStoppedExit(click.ClickException):
+    """A worker another process fenced: ``Error: <why>``, exit code 1 (a supervisor
+    restarts it; a second process with the same ``--worker-id`` is the usual cause)."""
+
+    exit_code = 1
+
+
 class ChronikGroup(click.Group):
     """The root group: turns the errors any subcommand can meet into one-line messages."""
 
@@ -40,6 +50,26 @@ class ChronikGroup(click.Group):
             return super().invoke(ctx)
         except (KafkaUnreachableError, KafkaConfigError, TopicsMissingError) as exc:
             raise KafkaUnreachableExit(str(exc)) from None
+        except WorkerFencedError as exc:
+            raise WorkerStoppedExit(str(exc)) from None
+
+
+_NAMESPACE = re.compile(r"[A-Za-z0-9._-]+")
+#: Kafka's topic names are at most 249 characters; the longest suffix of the catalogue's
+#: fixed topics is ``.inbox.dlq`` (task-queue topics add the queue's name on top).
+_MAX_NAMESPACE = 249 - len(".inbox.dlq")
+
+
+def _check_namespace(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    """A namespace is the prefix of topic names: refuse one Kafka would refuse, up front
+    (``--namespace "bad ns"`` failed only when creating its first topic; ``""`` made
+    topics named ``.inbox``)."""
+    if not _NAMESPACE.fullmatch(value) or len(value) > _MAX_NAMESPACE:
+        raise click.BadParameter(
+            f"{value!r} cannot prefix Kafka topic names: use 1 to {_MAX_NAMESPACE} ASCII "
+            "letters, digits, '.', '_' or '-'"
+        )
+    return value
 
 
 def _parse_settings(
@@ -58,7 +88,8 @@ def _parse_settings(
 @click.option("--bootstrap-servers", envvar="CHRONIK_BOOTSTRAP_SERVERS", default="127.0.0.1:9092",
               show_default=True, show_envvar=True, help="Kafka bootstrap servers.")  # fmt: skip
 @click.option("--namespace", envvar="CHRONIK_NAMESPACE", default="chronik", show_default=True,
-              show_envvar=True, help="Topic prefix of this Chronik installation.")  # fmt: skip
+              show_envvar=True, callback=_check_namespace,
+              help="Topic prefix of this Chronik installation.")  # fmt: skip
 @click.option("-X", "--kafka-config", "kafka_config", multiple=True, callback=_parse_settings,
               metavar="KEY=VALUE", help="librdkafka setting (SASL/SSL, ...); repeatable. Also "
               "from CHRONIK_RDKAFKA_<KEY> variables, dots as underscores.")  # fmt: skip
@@ -79,6 +110,7 @@ cli.add_command(kafka)
 cli.add_command(topics)
 cli.add_command(worker)
 cli.add_command(history)
+cli.add_command(dlq)
 cli.add_command(timers)
 cli.add_command(workflow)
 

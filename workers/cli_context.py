@@ -7,9 +7,11 @@ import it without importing the assembler that imports that group.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import click
 
+from runtime.logging import kafka_logger
 from topics.reachability import DEFAULT_TIMEOUT_S, ensure_reachable
 
 
@@ -21,9 +23,16 @@ class CliContext:
     namespace: str
     kafka_config: dict[str, str] = field(default_factory=dict)
 
-    def client_config(self, **overrides: str) -> dict[str, str]:
-        """librdkafka configuration for a producer, consumer or admin client of this run."""
-        return {**self.kafka_config, "bootstrap.servers": self.bootstrap_servers, **overrides}
+    def client_config(self, **overrides: str) -> dict[str, Any]:
+        """librdkafka configuration for a producer, consumer or admin client of this run;
+        librdkafka's own log lines go through our logging (else it prints
+        ``%6|...|BGQUEUE|...`` lines of its own to stderr)."""
+        return {
+            **self.kafka_config,
+            "bootstrap.servers": self.bootstrap_servers,
+            "logger": kafka_logger(),
+            **overrides,
+        }
 
     def ensure_kafka(self, timeout: float = DEFAULT_TIMEOUT_S) -> None:
         """Fail fast (`KafkaUnreachableError`, rendered by the CLI) when Kafka is not there."""

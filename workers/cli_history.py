@@ -1,18 +1,21 @@
-"""``chronik history tail``: follow the history topic, one JSON line per event.
+"""``chronik history tail`` and ``chronik dlq tail``: follow a topic, one JSON line per record.
 
-The lines are `runtime.history_json`'s format, so a captured history replays as it is:
-``chronik history tail --workflow ID --from-beginning --idle-exit 2 > h.jsonl`` then
+The history lines are `runtime.history_json`'s format, so a captured history replays as it
+is: ``chronik history tail --workflow ID --from-beginning --idle-exit 2 > h.jsonl`` then
 ``Replayer(workflows).replay_workflow(Path("h.jsonl"))``.
 
-For auditors and debugging: it reads with ``read_committed`` (only events of committed
-transactions, exactly what the workflow owners saw) and joins no consumer group, so tailing
+For auditors and debugging: both read with ``read_committed`` (only records of committed
+transactions, exactly what the workflow owners saw) and join no consumer group, so tailing
 never disturbs anything.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import sys
+from collections.abc import Callable
+from typing import Any
 
 import click
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, TopicPartition
@@ -21,9 +24,23 @@ from runtime.history_json import event_to_dict
 from topics import serde
 from topics.catalogue import TopicNames
 from topics.consumed import Consumed, consume_available
-from topics.errors import DecodeError
+from topics.errors import DecodeError, TopicsMissingError
 from topics.partitioner import partition_for
 from workers.cli_context import CliContext, pass_cli
+
+#: Turns one record into the JSON object to print, or None to skip it.
+Render = Callable[[Consumed], dict[str, Any] | None]
+
+FROM_BEGINNING = click.option(
+    "--from-beginning", is_flag=True, help="Start at the oldest retained record."
+)
+MAX_EVENTS = click.option("--max-events", type=int, default=None, help="Stop after this many.")
+IDLE_EXIT = click.option(
+    "--idle-exit",
+    type=float,
+    default=None,
+    help="Stop after this many seconds without a new record.",
+)
 
 
 @click.group()
@@ -33,14 +50,9 @@ def history() -> None:
 
 @history.command()
 @click.option("--workflow", "workflow_id", default=None, help="Only this workflow id.")
-@click.option("--from-beginning", is_flag=True, help="Start at the oldest retained event.")
-@click.option("--max-events", type=int, default=None, help="Stop after this many events.")
-@click.option(
-    "--idle-exit",
-    type=float,
-    default=None,
-    help="Stop after this many seconds without a new event.",
-)
+@FROM_BEGINNING
+@MAX_EVENTS
+@IDLE_EXIT
 @pass_cli
 def tail(
     ctx: CliContext,
@@ -50,8 +62,108 @@ def tail(
     idle_exit: float | None,
 ) -> None:
     """Print history events as JSON lines, following new ones."""
-    ctx.ensure_kafka()
+
+    def render(record: Consumed) -> dict[str, Any] | None:
+        if record.value is None:  # a tombstone: the end of a closed workflow's retention
+            return None
+        try:
+            event = record.decode(serde.decode_history_event)
+        except DecodeError as error:
+            click.echo(json.dumps({"error": str(error)}), err=True)
+            return None
+        if workflow_id is not None and event.workflow_id != workflow_id:
+            return None
+        return event_to_dict(event)
+
     topic = TopicNames(ctx.namespace).history
+    only = None if workflow_id is None else lambda n: partition_for(workflow_id, n)
+    _tail(
+        ctx,
+        topic,
+        render,
+        only=only,
+        from_beginning=from_beginning,
+        max_events=max_events,
+        idle_exit=idle_exit,
+    )
+
+
+@click.group(short_help="Read the dead letters: inbox records the workers refused.")
+def dlq() -> None:
+    """Read the dead-letter topic: inbox records the workflow workers could not take."""
+
+
+@dlq.command(name="tail", short_help="Print dead letters as JSON lines, following new ones.")
+@FROM_BEGINNING
+@MAX_EVENTS
+@IDLE_EXIT
+@click.option("--values", is_flag=True, help="Include each record's value, base64.")
+@pass_cli
+def dlq_tail(
+    ctx: CliContext,
+    from_beginning: bool,
+    max_events: int | None,
+    idle_exit: float | None,
+    values: bool,
+) -> None:
+    """Print dead letters as JSON lines: why, and where the original is on the inbox.
+
+    `chronik dlq tail --from-beginning --idle-exit 2` lists what is there and exits.
+    """
+
+    def render(record: Consumed) -> dict[str, Any]:
+        return dead_letter_to_dict(record, with_value=values)
+
+    topic = TopicNames(ctx.namespace).inbox_dlq
+    _tail(
+        ctx,
+        topic,
+        render,
+        only=None,
+        from_beginning=from_beginning,
+        max_events=max_events,
+        idle_exit=idle_exit,
+    )
+
+
+def dead_letter_to_dict(record: Consumed, *, with_value: bool = False) -> dict[str, Any]:
+    """One record of ``<ns>.inbox.dlq`` as an operator reads it (headers by name)."""
+    headers = {name: value.decode("utf-8", "replace") for name, value in record.headers}
+    key = record.key or b""
+    value = record.value or b""
+    out: dict[str, Any] = {
+        "partition": record.partition,
+        "offset": record.offset,
+        "reason": headers.get("chronik.reason"),
+        "source": (
+            f"{headers.get('chronik.topic')}[{headers.get('chronik.partition')}]"
+            f"@{headers.get('chronik.offset')}"
+        ),
+        "key": key.decode("utf-8", "backslashreplace"),
+        "value_bytes": len(value),
+        "value_head": value[:16].hex(),
+    }
+    if "chronik.truncated" in headers:
+        out["truncated"] = True
+        out["original_size"] = int(headers.get("chronik.original_size", "0"))
+    if with_value:
+        out["value_base64"] = base64.b64encode(value).decode()
+    return out
+
+
+def _tail(
+    ctx: CliContext,
+    topic: str,
+    render: Render,
+    *,
+    only: Callable[[int], int] | None,
+    from_beginning: bool,
+    max_events: int | None,
+    idle_exit: float | None,
+) -> None:
+    """Assign ``topic``'s partitions (``only``: the one partition that function picks from
+    the count) without a group, then print each rendered record until a limit."""
+    ctx.ensure_kafka()
     consumer = Consumer(
         ctx.client_config(
             **{
@@ -64,19 +176,19 @@ def tail(
     try:
         metadata = consumer.list_topics(topic, timeout=10).topics[topic]
         if metadata.error is not None or not metadata.partitions:
-            raise click.ClickException(f"topic {topic} does not exist: run `chronik topics create`")
+            raise TopicsMissingError(ctx.namespace, [topic])  # one line, exit code 2
         partitions = sorted(metadata.partitions)
-        if workflow_id is not None:
-            partitions = [partition_for(workflow_id, len(partitions))]
+        if only is not None:
+            partitions = [only(len(partitions))]
         start = OFFSET_BEGINNING if from_beginning else OFFSET_END
         consumer.assign([TopicPartition(topic, p, start) for p in partitions])
-        _follow(consumer, workflow_id, max_events, idle_exit)
+        _follow(consumer, render, max_events, idle_exit)
     finally:
         consumer.close()
 
 
 def _follow(
-    consumer: Consumer, workflow_id: str | None, max_events: int | None, idle_exit: float | None
+    consumer: Consumer, render: Render, max_events: int | None, idle_exit: float | None
 ) -> None:
     printed, idle = 0, 0.0
     while max_events is None or printed < max_events:
@@ -85,17 +197,12 @@ def _follow(
         if idle_exit is not None and idle >= idle_exit:
             return
         for message in records:
-            if message.error() is not None or message.value() is None:
+            if message.error() is not None:
                 continue
-            record = Consumed.of(message)
-            try:
-                event = record.decode(serde.decode_history_event)
-            except DecodeError as error:
-                click.echo(json.dumps({"error": str(error)}), err=True)
+            line = render(Consumed.of(message))
+            if line is None:
                 continue
-            if workflow_id is not None and event.workflow_id != workflow_id:
-                continue
-            sys.stdout.write(json.dumps(event_to_dict(event)) + "\n")
+            sys.stdout.write(json.dumps(line) + "\n")
             sys.stdout.flush()
             printed += 1
             if max_events is not None and printed >= max_events:

@@ -29,29 +29,37 @@ def topics() -> None:
 
 
 @topics.command()
-@click.option("--partitions", type=click.IntRange(min=1), default=DEFAULT_PARTITIONS,
-              show_default=True, help="Partitions of inbox, history, timers, status.")  # fmt: skip
+@click.option("--partitions", type=click.IntRange(min=1), default=None,
+              help="Partitions of inbox, history, timers, status [default: the existing "
+              f"inbox's, {DEFAULT_PARTITIONS} for a new namespace].")  # fmt: skip
 @click.option("--replication-factor", type=click.IntRange(min=1),
               default=DEFAULT_REPLICATION_FACTOR, show_default=True,
               help="Replicas per partition (3 on a production cluster).")  # fmt: skip
 @pass_cli
-def create(ctx: CliContext, partitions: int, replication_factor: int) -> None:
+def create(ctx: CliContext, partitions: int | None, replication_factor: int) -> None:
     """Create the missing topics; existing ones must already match."""
     ctx.ensure_kafka()
-    catalogue = Catalogue(ctx.namespace, partitions, replication_factor)
+    catalogue = Catalogue(ctx.namespace, partitions or DEFAULT_PARTITIONS, replication_factor)
+    admin = TopicAdmin(ctx.client_config())
     try:
-        created = TopicAdmin(ctx.client_config()).create(catalogue)
+        catalogue = admin.resolve(catalogue, infer_partitions=partitions is None)
+        created = admin.create(catalogue)
     except TopicMismatchError as exc:
-        raise MismatchExit(f"{exc}; nothing was created") from None
+        hint = ""
+        if exc.setting == "partitions":
+            hint = " (a namespace's partition count cannot change; without --partitions the "
+            hint += "existing count is kept)"
+        raise MismatchExit(f"{exc}; nothing was created{hint}") from None
     except KafkaUnavailableError as exc:
         raise click.ClickException(str(exc)) from None
     for name in created:
         click.echo(f"created {name}")
+    count = f"{catalogue.partitions} partition{'s' if catalogue.partitions != 1 else ''}"
     click.echo(f"namespace {ctx.namespace}: {len(catalogue.topics())} topics ready "
-               f"({len(created)} created, {partitions} partitions)")  # fmt: skip
+               f"({len(created)} created, {count})")  # fmt: skip
 
 
-@topics.command()
+@topics.command(short_help="Compare the topics with the catalogue; exit 2 on a mismatch.")
 @click.option("--partitions", type=click.IntRange(min=1), default=None,
               help="Expected partition count [default: the inbox's].")  # fmt: skip
 @pass_cli
@@ -70,5 +78,8 @@ def check(ctx: CliContext, partitions: int | None) -> None:
         click.echo(f"{prefix}: {mismatch}", err=True)
     fatal = [m for m in mismatches if m.fatal]
     if fatal:
-        raise MismatchExit(f"{len(fatal)} topic problem(s) in namespace {ctx.namespace}")
+        hint = ""
+        if any(m.setting == "exists" for m in fatal):
+            hint = f"; `chronik --namespace {ctx.namespace} topics create` creates what is missing"
+        raise MismatchExit(f"{len(fatal)} topic problem(s) in namespace {ctx.namespace}{hint}")
     click.echo(f"namespace {ctx.namespace}: topics OK")

@@ -13,16 +13,24 @@ import contextlib
 import gc
 import importlib
 import os
+import re
 import signal
 import sys
+import traceback
 from pathlib import Path
 from typing import Any
 
 import click
 
+from runtime.definitions import (
+    ActivityDefinition,
+    WorkflowDefinition,
+    activity_definition,
+    workflow_definition,
+)
 from runtime.worker_spec import WorkerSpec
 from workers.cli_context import CliContext, pass_cli
-from workers.kafka_host import Cluster, Role, run_kafka_worker
+from workers.kafka_host import Cluster, Role, default_state_dir, run_kafka_worker
 
 #: The worker process allocates a few hundred objects per inbox message and keeps tens of
 #: thousands of live workflows (coroutines, futures) in its cache. CPython's default
@@ -35,26 +43,114 @@ GC_THRESHOLDS = (50_000, 50, 100)
 def load_definitions(module_names: tuple[str, ...]) -> tuple[list[Any], list[Any]]:
     """The WORKFLOWS and ACTIVITIES of each module, imported as ``python -m`` would: from
     the current directory first (a console script's ``sys.path`` starts at its own
-    directory, so ``chronik worker my_app`` did not find ``./my_app.py``)."""
+    directory, so ``chronik worker my_app`` did not find ``./my_app.py``).
+
+    Anything wrong with a module is a `click.BadParameter` naming it (rendered as one
+    line, exit code 2), never a traceback: a module that fails to import (with where it
+    failed), a path given for a module name, lists that are not lists or hold something
+    undecorated, and two different definitions of one workflow or activity name (the
+    registry would silently keep the last one).
+    """
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
-    workflows: list[Any] = []
-    activities: list[Any] = []
+    # One argument may list several, as CHRONIK_APP="app.orders app.billing" does in the
+    # compose file's exec-form command (a module name holds neither spaces nor commas).
+    module_names = tuple(name for arg in module_names for name in re.split(r"[\s,]+", arg) if name)
+    workflows: dict[str, tuple[object, Any, str]] = {}
+    activities: dict[str, tuple[object, Any, str]] = {}
     for name in module_names:
-        try:
-            module = importlib.import_module(name)
-        except ImportError as error:
-            raise click.BadParameter(f"cannot import {name!r}: {error}") from None
-        found_workflows = list(getattr(module, "WORKFLOWS", []))
-        found_activities = list(getattr(module, "ACTIVITIES", []))
+        module = _import(name)
+        found_workflows = _listed(module, name, "WORKFLOWS")
+        found_activities = _listed(module, name, "ACTIVITIES")
         if not found_workflows and not found_activities:
             raise click.BadParameter(f"module {name!r} defines neither WORKFLOWS nor ACTIVITIES")
-        workflows += found_workflows
-        activities += found_activities
-    return workflows, activities
+        for item in found_workflows:
+            _collect(workflows, "workflow", workflow_definition(item), item, name)
+        for item in found_activities:
+            _collect(activities, "activity", activity_definition(item), item, name)
+    return [item for _, item, _ in workflows.values()], [i for _, i, _ in activities.values()]
 
 
-@click.command()
+def _collect(
+    seen: dict[str, tuple[object, Any, str]],
+    kind: str,
+    defn: WorkflowDefinition | ActivityDefinition | None,
+    item: Any,
+    module: str,
+) -> None:
+    """Add one listed definition; refuse an undecorated one and a second of one name."""
+    if defn is None:
+        listing, a = ("ACTIVITIES", "an") if kind == "activity" else ("WORKFLOWS", "a")
+        raise click.BadParameter(
+            f"{listing} of module {module!r} holds {item!r}, which is not {a} @{kind}.defn {kind}"
+        )
+    if defn.name in seen:
+        first, _, where = seen[defn.name]
+        if first is not defn:
+            raise click.BadParameter(
+                f"{kind} type {defn.name!r} is defined twice: in module {where!r} and in "
+                f"module {module!r}"
+            )
+        return
+    seen[defn.name] = (defn, item, module)
+
+
+def _import(name: str) -> Any:
+    if name.endswith(".py") or os.sep in name:
+        dotted = name.removesuffix(".py").replace(os.sep, ".").strip(".")
+        raise click.BadParameter(
+            f"{name!r} is a path: name the module as Python imports it ({dotted!r}), "
+            "from the directory that holds it"
+        )
+    try:
+        return importlib.import_module(name)
+    except ImportError as error:
+        raise click.BadParameter(f"cannot import {name!r}: {error}") from None
+    except Exception as error:  # the module's own code raised (a SyntaxError, a bad import)
+        where = ""
+        frames = traceback.extract_tb(error.__traceback__)
+        if frames and not isinstance(error, SyntaxError):
+            where = f" (at {frames[-1].filename}, line {frames[-1].lineno})"
+        raise click.BadParameter(
+            f"importing {name!r} raised {type(error).__name__}: {error}{where}"
+        ) from None
+
+
+def _listed(module: Any, module_name: str, attr: str) -> list[Any]:
+    value = getattr(module, attr, [])
+    if isinstance(value, str) or not isinstance(value, (list, tuple)):
+        raise click.BadParameter(f"{attr} of module {module_name!r} must be a list, not {value!r}")
+    return list(value)
+
+
+STATE_DIR_HELP = (
+    "Where partition stores live (a cache of Kafka, safe to delete) [default: ./.chronik/state]."
+)
+
+
+def usable_state_dir(state_dir: Path | None) -> Path:
+    """``state_dir`` (or the default), created and writable, else a `click.BadParameter`:
+    a file there, or a directory the worker may not write, failed only once a partition
+    was assigned, as a traceback from deep in the store."""
+    path = state_dir or default_state_dir()
+    if path.exists() and not path.is_dir():
+        raise click.BadParameter(
+            f"cannot use {str(path)!r}: it is a file, not a directory", param_hint="'--state-dir'"
+        )
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise click.BadParameter(
+            f"cannot use {str(path)!r}: {error.strerror or error}", param_hint="'--state-dir'"
+        ) from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise click.BadParameter(
+            f"cannot use {str(path)!r}: not writable by this user", param_hint="'--state-dir'"
+        )
+    return path
+
+
+@click.command(short_help="Run workflow and/or activity workers for MODULES.")
 @click.argument("modules", nargs=-1, required=True)
 @click.option("--task-queue", "-q", required=True, help="Task queue of the activities.")
 @click.option(
@@ -75,12 +171,18 @@ def load_definitions(module_names: tuple[str, ...]) -> tuple[list[Any], list[Any
     envvar="CHRONIK_STATE_DIR",
     type=click.Path(path_type=Path),
     default=None,
-    help="Where partition stores live.",
+    help=STATE_DIR_HELP,
 )
-@click.option("--max-concurrent-activities", default=200, show_default=True)
+@click.option(
+    "--max-concurrent-activities",
+    type=click.IntRange(min=1),
+    default=200,
+    show_default=True,
+    help="Activities this worker runs at once; further tasks wait.",
+)
 @click.option(
     "--retention-seconds",
-    type=float,
+    type=click.FloatRange(min=0),
     envvar="CHRONIK_RETENTION_SECONDS",
     default=7 * 24 * 3600,
     show_default=True,
@@ -105,9 +207,16 @@ def worker(
     retention_seconds: float,
 ) -> None:
     """Run a worker for MODULES (each with WORKFLOWS / ACTIVITIES lists) until SIGTERM."""
+    try:
+        workflows, activities = load_definitions(modules)
+    except click.BadParameter as error:
+        error.param_hint = "'MODULES'"
+        raise
+    _check_role(Role(role), modules, workflows, activities)
+    if Role(role) is not Role.ACTIVITY:  # an activity worker keeps no partition stores
+        state_dir = usable_state_dir(state_dir)
     ctx.ensure_kafka()
     gc.set_threshold(*GC_THRESHOLDS)
-    workflows, activities = load_definitions(modules)
     spec = WorkerSpec(
         task_queue=task_queue,
         workflows=workflows,
@@ -125,6 +234,17 @@ def worker(
             retention_s=retention_seconds,
         )
     )
+
+
+def _check_role(
+    role: Role, modules: tuple[str, ...], workflows: list[Any], activities: list[Any]
+) -> None:
+    """A role with nothing to run is a usage error, said before anything connects."""
+    listed = ", ".join(modules)
+    if role is Role.WORKFLOW and not workflows:
+        raise click.UsageError(f"--role workflow needs WORKFLOWS, and {listed} list none")
+    if role is Role.ACTIVITY and not activities:
+        raise click.UsageError(f"--role activity needs ACTIVITIES, and {listed} list none")
 
 
 async def _serve(

@@ -3,7 +3,8 @@
 The same `runtime.Client` a program uses, one command per handle operation. Arguments
 and results are JSON (``--arg '"A-17"' --arg 3``), so any workflow can be driven without
 importing its code. Outcomes print as one JSON document on stdout; failures as one line on
-stderr with exit code 1 (the workflow failed) or 2 (the request could not be served).
+stderr with exit code 1 (the workflow did not complete), 2 (the request could not be served)
+or 3 (``result --timeout`` ran out while the run was still open).
 """
 
 from __future__ import annotations
@@ -13,18 +14,31 @@ import dataclasses
 import json
 import sys
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from enum import Enum
 from typing import Any, TypeVar
 
 import click
 
 from runtime.client import Client, WorkflowHandle
-from runtime.errors import ChronikError, WorkflowFailureError
+from runtime.errors import (
+    CancelledError,
+    ChronikError,
+    RPCTimeoutError,
+    TerminatedError,
+    TimeoutError,
+    WorkflowFailureError,
+)
 from runtime.history_json import event_to_dict
 from runtime.messages import IdReusePolicy, WorkflowStatus
 from workers.cli_context import CliContext, pass_cli
 
 T = TypeVar("T")
+
+
+#: ``result --timeout`` ran out: the run may still be going, which is neither a failed
+#: workflow (1) nor a request that could not be served (2).
+EXIT_STILL_RUNNING = 3
 
 
 class RequestNotServed(click.ClickException):
@@ -39,8 +53,28 @@ def _json_args(values: tuple[str, ...]) -> list[Any]:
         try:
             parsed.append(json.loads(value))
         except json.JSONDecodeError as error:
-            raise click.BadParameter(f"{value!r} is not JSON ({error.msg})") from None
+            hint = f" (a string is quoted: --arg '{json.dumps(value)}')" if _bare(value) else ""
+            raise click.BadParameter(
+                f"{value!r} is not JSON ({error.msg}){hint}", param_hint="'--arg'"
+            ) from None
     return parsed
+
+
+def _bare(value: str) -> bool:
+    """Whether ``value`` looks like a string someone forgot to quote (``A-1``, not ``{``)."""
+    return bool(value) and value[0] not in '[{"' and value.isprintable()
+
+
+def _outcome_line(cause: BaseException) -> str:
+    """How a run that did not complete ended, in the words of its status."""
+    message = str(cause)
+    if isinstance(cause, TerminatedError):
+        return f"workflow terminated: {message}" if message else "workflow terminated"
+    if isinstance(cause, CancelledError):
+        return "workflow cancelled" if message in ("", "workflow cancelled") else message
+    if isinstance(cause, TimeoutError):
+        return f"workflow timed out: {message}"
+    return f"workflow failed: {message}"
 
 
 def _print(value: Any) -> None:
@@ -76,7 +110,7 @@ def _run(ctx: CliContext, action: Callable[[Client], Awaitable[T]]) -> T:
     try:
         return asyncio.run(main())
     except WorkflowFailureError as failure:
-        click.echo(f"Error: workflow failed: {failure.cause}", err=True)
+        click.echo(f"Error: {_outcome_line(failure.cause)}", err=True)
         sys.exit(1)
     except ChronikError as error:
         raise RequestNotServed(str(error)) from None
@@ -86,21 +120,33 @@ ARG = click.option("--arg", "args", multiple=True, metavar="JSON", help="An argu
 RUN_ID = click.option("--run-id", default=None, help="A specific run (default: the latest).")
 
 
-@click.group()
+@click.group(short_help="Start, signal, query, cancel, terminate workflows; results.")
 def workflow() -> None:
-    """Start workflows, signal, query, cancel them, read their results and histories."""
+    """Start, signal, query, cancel, terminate workflows; read results and histories."""
 
 
-@workflow.command()
+@workflow.command(short_help="Start WORKFLOW_TYPE; print its ids (or, with --wait, its result).")
 @click.argument("workflow_type")
 @click.option("--id", "workflow_id", required=True, help="The workflow id.")
-@click.option("--task-queue", "-q", required=True)
+@click.option("--task-queue", "-q", required=True, help="Task queue of its activities.")
 @ARG
 @click.option(
     "--id-reuse-policy",
     type=click.Choice([p.value for p in IdReusePolicy]),
     default=IdReusePolicy.ALLOW_DUPLICATE.value,
     show_default=True,
+)
+@click.option(
+    "--execution-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    metavar="SECONDS",
+    help="Time the run out after this long [default: never].",
+)
+@click.option(
+    "--request-id",
+    default=None,
+    help="Idempotency key: the same start sent again (a retried script) is the same run.",
 )
 @click.option("--wait", is_flag=True, help="Wait for the result and print it.")
 @pass_cli
@@ -112,6 +158,8 @@ def start(
     task_queue: str,
     args: tuple[str, ...],
     id_reuse_policy: str,
+    execution_timeout: float | None,
+    request_id: str | None,
     wait: bool,
 ) -> None:
     """Start WORKFLOW_TYPE; print {"workflow_id", "run_id"} as JSON (with --wait, its result)."""
@@ -124,6 +172,10 @@ def start(
             id=workflow_id,
             task_queue=task_queue,
             id_reuse_policy=IdReusePolicy(id_reuse_policy),
+            execution_timeout=(
+                timedelta(seconds=execution_timeout) if execution_timeout is not None else None
+            ),
+            request_id=request_id,
         )
         if wait:
             return {"result": await handle.result()}
@@ -148,10 +200,6 @@ def _handle_command(
         _print(_run(ctx, action))
 
 
-async def _result(handle: WorkflowHandle) -> Any:
-    return {"result": await handle.result()}
-
-
 async def _history(handle: WorkflowHandle) -> None:
     for event in await handle.fetch_history():
         sys.stdout.write(json.dumps(event_to_dict(event)) + "\n")
@@ -174,8 +222,9 @@ def list_workflows(
     task_queue: str | None,
     limit: int | None,
 ) -> None:
-    """Print the namespace's workflows, newest first: one status record per JSON line.
+    """List the namespace's workflows, newest first, as JSON lines.
 
+    One status record per line.
     Running workflows and closed ones still in retention, read from the status topic (no
     worker needs to run). It reads the whole topic: for many millions of workflows, index
     the topic elsewhere.
@@ -197,7 +246,36 @@ def list_workflows(
     _run(ctx, action)
 
 
-_handle_command("result", "Wait for the workflow's result and print it.", _result)
+@workflow.command()
+@click.argument("workflow_id")
+@RUN_ID
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    metavar="SECONDS",
+    help="Give up after this long (exit code 3) [default: wait until the run closes].",
+)
+@pass_cli
+def result(ctx: CliContext, *, workflow_id: str, run_id: str | None, timeout: float | None) -> None:
+    """Wait for the workflow's result and print it."""
+
+    async def action(client: Client) -> Any:
+        handle = client.get_workflow_handle(workflow_id, run_id=run_id)
+        try:
+            return {"result": await handle.result(timeout=timeout)}
+        except RPCTimeoutError:
+            # Not "is a worker running?": the owner may well be waiting for the run to end.
+            click.echo(
+                f"Error: workflow {workflow_id!r} did not close within {timeout:g}s "
+                f"(`chronik workflow describe {workflow_id}` says where it stands)",
+                err=True,
+            )
+            sys.exit(EXIT_STILL_RUNNING)
+
+    _print(_run(ctx, action))
+
+
 _handle_command("describe", "Print the workflow's status record.", WorkflowHandle.describe)
 _handle_command("history", "Print the workflow's history as JSON lines.", _history)
 
@@ -258,5 +336,19 @@ def cancel(
     async def action(client: Client) -> None:
         handle = client.get_workflow_handle(workflow_id, run_id=run_id)
         await (handle.terminate(reason) if terminate else handle.cancel(reason))
+
+    _run(ctx, action)
+
+
+@workflow.command(short_help="End the workflow at once: no cleanup code runs.")
+@click.argument("workflow_id")
+@click.option("--reason", default="", help="Recorded in the history.")
+@RUN_ID
+@pass_cli
+def terminate(ctx: CliContext, *, workflow_id: str, reason: str, run_id: str | None) -> None:
+    """End the workflow at once: no cleanup code runs (as `cancel --terminate`)."""
+
+    async def action(client: Client) -> None:
+        await client.get_workflow_handle(workflow_id, run_id=run_id).terminate(reason)
 
     _run(ctx, action)

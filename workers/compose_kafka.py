@@ -15,15 +15,35 @@ SERVICE = "kafka"
 
 
 def engine_available() -> bool:
-    """True when a docker client is installed and its engine answers ``docker info``."""
+    """True when a docker client with the Compose plugin is installed and its engine
+    answers ``docker info``."""
+    return unavailable_reason() is None
+
+
+def unavailable_reason() -> str | None:
+    """Why ``docker compose`` cannot run the broker here, or None when it can.
+
+    Asked before composing, because without the Compose plugin ``docker compose -f ...``
+    fails with the docker client's own confusing ``unknown shorthand flag: 'f' in -f``.
+    """
     docker = shutil.which("docker")
     if docker is None:
-        return False
-    try:
-        result = subprocess.run([docker, "info"], capture_output=True, timeout=15, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return result.returncode == 0
+        return "no docker client is installed"
+    checks = (
+        (["info"], "no Docker engine answers `docker info`"),
+        (["compose", "version"], "the Docker Compose plugin is missing"),
+    )
+    for args, what in checks:
+        try:
+            result = subprocess.run(
+                [docker, *args], capture_output=True, text=True, timeout=15, check=False
+            )
+        except (OSError, subprocess.TimeoutExpired) as error:
+            return f"{what} ({error})"
+        if result.returncode != 0:
+            said = (result.stderr or result.stdout).strip().splitlines()
+            return f"{what} ({said[0]})" if said else what
+    return None
 
 
 def compose_file() -> Path | None:

@@ -47,8 +47,13 @@ def _port(cli: CliContext, port: int | None) -> int:
 
 
 def _use_docker(mode: str, config: local_kafka.BrokerConfig) -> bool:
+    if mode == "docker":
+        reason = compose_kafka.unavailable_reason()
+        if reason is not None:
+            raise click.ClickException(f"--mode docker: {reason}; --mode local needs no Docker")
+        return True
     if mode != "auto":
-        return mode == "docker"
+        return False
     if config.pid_file.exists():  # a local broker of ours: keep managing that one
         return False
     return compose_kafka.engine_available()
@@ -69,7 +74,7 @@ def kafka() -> None:
     """Run a real single-node Apache Kafka 4.1 broker on 127.0.0.1."""
 
 
-@kafka.command("up")
+@kafka.command("up", short_help="Start the local broker (or reuse it); wait until it answers.")
 @mode_option
 @port_option
 @click.option("--timeout", type=float, default=local_kafka.START_TIMEOUT_S, show_default=True,
@@ -133,7 +138,7 @@ def down(cli: CliContext, mode: str, port: int | None) -> None:
         click.echo(f"Kafka stopped (pid {pid}); data kept in {config.data}")
 
 
-@kafka.command("status")
+@kafka.command("status", short_help="Whether the local broker runs; where its logs are.")
 @mode_option
 @port_option
 @pass_cli
@@ -156,7 +161,7 @@ def status(cli: CliContext, mode: str, port: int | None) -> None:
         raise SystemExit(3)
 
 
-@kafka.command("check")
+@kafka.command("check", short_help="Check that --bootstrap-servers answers, with the -X settings.")
 @click.option("--timeout", type=float, default=5.0, show_default=True,
               help="Seconds to wait for an answer.")  # fmt: skip
 @pass_cli

@@ -16,6 +16,9 @@ import socket
 from dataclasses import dataclass, field
 from typing import Any
 
+import structlog
+from confluent_kafka import KafkaError
+
 from runtime.logging import kafka_logger
 from topics.consumed import FETCH_WAIT_MS
 from topics.partitioner import producer_config
@@ -24,6 +27,29 @@ SESSION_TIMEOUT_MS = 10_000
 HEARTBEAT_INTERVAL_MS = 2_000
 #: How long an open transaction of ours may last before the coordinator aborts it.
 TRANSACTION_TIMEOUT_MS = 10_000
+
+log = structlog.get_logger(__name__)
+
+
+class WorkerFencedError(RuntimeError):
+    """Another worker took over this worker's transactional id or partitions: stop."""
+
+
+def on_consume_error(error: KafkaError, worker_id: str) -> None:
+    """Log a consumer's error, or stop the worker (`WorkerFencedError`) when it is fatal.
+
+    A consumer's fatal error arrives as a record whose error has the code ``_FATAL``, and
+    `KafkaError.fatal()` of that object is False (the flag belongs to the client's own
+    fatal error): checking only ``fatal()`` kept a worker whose static membership another
+    process with the same ``--worker-id`` had taken running for ever, logging "consume
+    error" twice a poll and owning nothing, alive to every supervisor.
+    """
+    if error.fatal() or error.code() == KafkaError._FATAL:
+        raise WorkerFencedError(
+            f"worker {worker_id!r} was fenced: {error.str()} (is another process running "
+            "with the same --worker-id?)"
+        )
+    log.warning("consume error", error=str(error))
 
 
 @dataclass(frozen=True, slots=True)

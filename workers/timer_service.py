@@ -40,9 +40,8 @@ from runtime.store import PartitionStore, StoreBatch
 from topics import serde
 from topics.catalogue import TopicNames
 from topics.consumed import Consumed, consume_available
-from workers.membership import Member
+from workers.membership import Member, WorkerFencedError, on_consume_error
 from workers.restore import open_restored
-from workers.workflow_worker import WorkerFencedError
 
 log = structlog.get_logger(__name__)
 
@@ -74,19 +73,29 @@ class TimerService:
         self._producer.init_transactions(60)
         self._consumer.subscribe(
             [self._names.timers],
-            on_assign=lambda _c, tps: self._to_restore.update(tp.partition for tp in tps),
-            on_revoke=lambda _c, tps: self._release([tp.partition for tp in tps]),
-            on_lost=lambda _c, tps: self._release([tp.partition for tp in tps]),
+            on_assign=self._on_assign,
+            on_revoke=lambda _c, tps: self._release([tp.partition for tp in tps], "revoked"),
+            on_lost=lambda _c, tps: self._release([tp.partition for tp in tps], "lost"),
         )
-        log.info("timer service started", worker_id=self._config.member.worker_id)
+        log.info(
+            "timer service started",
+            worker_id=self._config.member.worker_id,
+            namespace=self._config.member.namespace,
+        )
         try:
             while not stop.is_set():
                 self._step()
         finally:
             self._consumer.close()
-            self._release(list(self._stores))
+            self._release(list(self._stores), "stopped")
 
-    def _release(self, numbers: list[int]) -> None:
+    def _on_assign(self, _consumer: Consumer, assigned: list[TopicPartition]) -> None:
+        self._to_restore.update(tp.partition for tp in assigned)
+        log.info("partitions assigned", partitions=sorted(tp.partition for tp in assigned))
+
+    def _release(self, numbers: list[int], why: str) -> None:
+        if numbers:
+            log.info("partitions released", partitions=sorted(numbers), why=why)
         for number in numbers:
             self._to_restore.discard(number)
             store = self._stores.pop(number, None)
@@ -98,8 +107,8 @@ class TimerService:
         self._restore_assigned()
         batches: dict[int, StoreBatch] = {}
         for message in records:
-            if message.error() is not None:
-                log.warning("consume error", error=str(message.error()))
+            if (error := message.error()) is not None:
+                on_consume_error(error, self._config.member.worker_id)
                 continue
             record = Consumed.of(message)
             store = self._stores.get(record.partition)

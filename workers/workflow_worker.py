@@ -38,7 +38,12 @@ from topics.catalogue import MAX_RECORD_BYTES, Catalogue, TopicNames
 from topics.consumed import Consumed, consume_available
 from topics.errors import DecodeError
 from topics.transient import retry_transient
-from workers.membership import TRANSACTION_TIMEOUT_MS, Member
+from workers.membership import (
+    TRANSACTION_TIMEOUT_MS,
+    Member,
+    WorkerFencedError,
+    on_consume_error,
+)
 from workers.partition import (
     DEFAULT_RETENTION_MS,
     DEFAULT_WAITER_LEASE_MS,
@@ -53,10 +58,6 @@ from workers.task_placement import TaskPlacement
 from workers.transaction import BackgroundTransactions
 
 log = structlog.get_logger(__name__)
-
-
-class WorkerFencedError(RuntimeError):
-    """Another worker took over this worker's transactional id or partitions: stop."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +127,13 @@ class WorkflowWorker:
             on_revoke=self._on_revoke,
             on_lost=self._on_lost,
         )
-        log.info("workflow worker started", worker_id=self._config.member.worker_id)
+        log.info(
+            "workflow worker started",
+            worker_id=self._config.member.worker_id,
+            namespace=self._config.member.namespace,
+            # Every workflow worker of a namespace must list the same: compare them here.
+            workflow_types=self._registry.names(),
+        )
         try:
             while not stop.is_set():
                 self._step()
@@ -387,6 +394,4 @@ class WorkflowWorker:
             self._task_placement.learn(topic, self._admin.ensure_task_queue(self._catalogue, queue))
 
     def _on_consume_error(self, error: KafkaError) -> None:
-        if error.fatal():
-            raise KafkaException(error)
-        log.warning("consume error", error=str(error))
+        on_consume_error(error, self._config.member.worker_id)

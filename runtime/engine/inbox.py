@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
+import structlog
+
 from runtime.engine import activities
 from runtime.engine.execution import Execution
 from runtime.engine.ids import EXECUTION_TIMEOUT_TIMER, derive_run_id, parse_timer_id
@@ -20,6 +22,7 @@ from runtime.errors import (
     already_started_failure,
     failure_from_exception,
     not_found_failure,
+    unknown_signal_failure,
 )
 from runtime.events import (
     ActivityCompleted,
@@ -79,6 +82,8 @@ _FAILED_STATUSES = {
     WorkflowStatus.TIMED_OUT,
 }
 
+_log = structlog.get_logger("chronik.workflow")
+
 ActivityReport = ActivityStartedReport | ActivityHeartbeat | ActivityCompletedReport
 ChildReport = ChildStartedReport | ChildStartFailedReport | ChildClosedReport
 
@@ -127,9 +132,7 @@ def _accept(
     even once the run closed: that is a client's retry after its first answer was lost,
     and answering "closed" would tell it the signal, cancel or terminate did not happen.
     """
-    taken = ex.runs.target(msg.run_id)
-    if taken is not None and seen(taken):
-        ex.fx.reply(msg.reply_to, msg.request_id, RequestAccepted())
+    if _taken_already(ex, msg, seen):
         return
     run = _find_run(ex, msg, open_only=True)
     if run is None:
@@ -140,13 +143,48 @@ def _accept(
     ex.fx.reply(msg.reply_to, msg.request_id, RequestAccepted())
 
 
-def _on_signal(ex: Execution, msg: SignalWorkflow) -> None:
-    def received(run: RunState) -> SignalReceived | None:
-        if msg.request_id in run.signal_ids:
-            return None
-        return SignalReceived(msg.signal_name, msg.input, msg.request_id)
+def _taken_already(ex: Execution, msg: _RunRequest, seen: Callable[[RunState], bool]) -> bool:
+    """Whether the targeted run (open or closed) took this very request: then it is
+    answered as accepted again, and nothing more happens."""
+    taken = ex.runs.target(msg.run_id)
+    if taken is None or not seen(taken):
+        return False
+    ex.fx.reply(msg.reply_to, msg.request_id, RequestAccepted())
+    return True
 
-    _accept(ex, msg, received, lambda run: msg.request_id in run.signal_ids)
+
+def _on_signal(ex: Execution, msg: SignalWorkflow) -> None:
+    """Record the signal, or refuse it when the run's code has no handler of that name.
+
+    Temporal accepts such a signal and buffers it until the code registers a handler
+    dynamically; Chronik's handlers are declared on the class and nothing can register
+    one later, so a signal without a handler could never be delivered. Recording it
+    anyway told the sender "accepted" for a typo, and a later deploy adding a handler of
+    that name would have delivered it on replay, where the recorded run never saw it.
+    A run whose type this worker does not know (its task fails) still records it: code
+    that has the type will deliver it.
+    """
+    if _taken_already(ex, msg, lambda run: msg.request_id in run.signal_ids):
+        return
+    run = _find_run(ex, msg, open_only=True)
+    if run is None:
+        return
+    definition = ex.registry.get(run.workflow_type)
+    if definition is not None and msg.signal_name not in definition.signals:
+        failure = unknown_signal_failure(
+            ex.workflow_id, run.workflow_type, msg.signal_name, definition.signals
+        )
+        _log.warning(
+            "signal without handler refused",
+            workflow_id=ex.workflow_id,
+            run_id=run.run_id,
+            signal=msg.signal_name,
+            sender=msg.reply_to or msg.request_id,
+        )
+        ex.fx.reply(msg.reply_to, msg.request_id, RequestFailed(failure))
+        return
+    ex.record(SignalReceived(msg.signal_name, msg.input, msg.request_id), run.run_id)
+    ex.fx.reply(msg.reply_to, msg.request_id, RequestAccepted())
 
 
 def _on_cancel(ex: Execution, msg: CancelWorkflow) -> None:
@@ -252,8 +290,11 @@ def _refuses_start(ex: Execution, current: RunState, msg: StartWorkflow) -> bool
 def _unknown_type_failure(ex: Execution, started: WorkflowStarted) -> Failure:
     known = ", ".join(ex.registry.names()) or "none"
     return Failure(
-        f"workflow type {started.workflow_type!r} is not registered on task queue "
-        f"{started.task_queue!r} (registered: {known})",
+        # Workflow types are not per task queue: the owner of the workflow id's partition
+        # runs it, so every workflow worker of the namespace must have every type.
+        f"workflow type {started.workflow_type!r} (task queue {started.task_queue!r}) is "
+        f"not registered with the workflow worker that owns {ex.workflow_id!r} "
+        f"(registered: {known})",
         type=TYPE_NOT_FOUND,
         non_retryable=True,
     )

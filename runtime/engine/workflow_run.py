@@ -32,6 +32,7 @@ from runtime.errors import (
     ReadOnlyContextError,
     exception_from_failure,
     failure_from_exception,
+    no_handler_message,
 )
 from runtime.events import (
     ActivityCancelRequested,
@@ -288,8 +289,13 @@ class WorkflowRun:
     def deliver_signal(self, name: str, payloads: Sequence[Payload]) -> None:
         handler = self.definition.signals.get(name)
         if handler is None:
-            if not self.replaying:  # said when it arrived, not again on every restore
-                _log.warning("signal without handler dropped", signal=name, **self._log_ctx())
+            # Only a signal recorded before this code (which has no such handler) was
+            # deployed gets here: a new one without a handler is refused, not recorded.
+            _log.warning(
+                "recorded signal has no handler in this code: dropped",
+                signal=name,
+                **self._log_ctx(),
+            )
             return
         self.loop.call_soon(self._invoke_handler, handler, payloads, None)
 
@@ -343,7 +349,8 @@ class WorkflowRun:
     def validate_update(self, name: str, payloads: Sequence[Payload]) -> Failure | None:
         handler = self.definition.updates.get(name)
         if handler is None:
-            return Failure(f"workflow {self.info.workflow_type} has no update {name!r}")
+            known = self.definition.updates
+            return Failure(no_handler_message("update", self.info.workflow_type, name, known))
         validator = handler.validator
         try:  # arguments that do not decode are refused like a validator's rejection
             args = self.converter.decode(payloads, handler.arg_types)
@@ -357,7 +364,8 @@ class WorkflowRun:
     def query(self, name: str, payloads: Sequence[Payload]) -> Payload | None:
         handler = self.definition.queries.get(name)
         if handler is None:
-            raise ValueError(f"workflow {self.info.workflow_type} has no query {name!r}")
+            known = self.definition.queries
+            raise ValueError(no_handler_message("query", self.info.workflow_type, name, known))
         args = self.converter.decode(payloads, handler.arg_types)
         with self._read_only("a query"):
             value = self.loop.run_in_context(lambda: handler.fn(self._instance, *args))

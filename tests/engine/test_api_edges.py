@@ -264,6 +264,14 @@ def test_a_run_of_an_unregistered_type_fails_its_task_and_says_so_to_queries() -
     assert isinstance(reply.body, QueryAnswer) and reply.body.failure is not None
     assert "workflow task failed" in reply.body.failure.message
 
+    # Replaying the capture with the wrong list: the advice is for the Replayer's caller.
+    with pytest.raises(WorkflowTypeNotRegisteredError) as replayed:
+        Replayer([BaseWf]).replay_workflow(list(recorded.history))
+    assert str(replayed.value) == (
+        "workflow type 'UnconvertibleUpdate' is not among the Replayer's workflows "
+        "(event 1; it has: BaseWf)"
+    )
+
 
 def test_top_level_bytes_come_back_as_bytes_without_a_hint() -> None:
     payload = C.encode_one(b"\x00\xffraw")

@@ -100,3 +100,5 @@ async def test_unknown_workflow_type_fails_naming_type_and_queue(env: WorkflowEn
     message = str(info.value.cause)
     assert "'nope'" in message
     assert "'elsewhere'" in message
+    # Types are per namespace, not per queue: the message must not say "on task queue".
+    assert "is not registered with the workflow worker that owns 'unknown'" in message

@@ -9,14 +9,26 @@ import pytest
 
 from runtime import (
     CancelledError,
+    DataConverter,
     TerminatedError,
+    UnknownSignalError,
     WorkflowFailureError,
     WorkflowUpdateFailedError,
     activity,
     workflow,
 )
-from runtime.events import ActivityCancelRequested, TimerCancelled
-from runtime.messages import WorkflowStatus
+from runtime.engine.instance import WorkflowInstance
+from runtime.engine.registry import WorkflowRegistry
+from runtime.events import (
+    ActivityCancelRequested,
+    ExternalSignalSent,
+    HistoryEvent,
+    SignalReceived,
+    TimerCancelled,
+    WorkflowStarted,
+)
+from runtime.messages import QueryWorkflow, RequestFailed, SignalWorkflow, WorkflowStatus
+from runtime.replay import Replayer
 from runtime.testing import WorkflowEnvironment
 from workers.worker import Worker
 
@@ -65,6 +77,90 @@ async def test_signals_queries_and_updates(env: WorkflowEnvironment) -> None:
         assert await handle.result() == "r-1 approved by alice,bob,carol"
         # Queries still answer from the closed run's state.
         assert await handle.query(Approval.status) == "3/3"
+
+
+async def test_a_signal_without_a_handler_is_refused_and_nothing_is_recorded(
+    env: WorkflowEnvironment,
+) -> None:
+    """A misspelled signal name used to be recorded, answered "accepted" and dropped by the
+    worker with a log line: the operator who typed it never learnt. Handlers are declared on
+    the class (nothing registers one later, as Temporal's dynamic handlers would), so such a
+    signal can never be delivered: the sender is told, by name, and the run goes on."""
+    async with Worker(env.client, task_queue="q", workflows=[Approval]):
+        handle = await env.client.start_workflow(Approval.run, "r-9", id="ap-9", task_queue="q")
+        with pytest.raises(UnknownSignalError) as refused:
+            await handle.signal("aprove", "alice")
+        message = str(refused.value)
+        assert "has no signal 'aprove'" in message and "did you mean 'approve'?" in message
+        assert "'ap-9'" in message and "nothing was recorded" in message
+        await handle.signal(Approval.approve, "bob")
+        await handle.signal(Approval.approve, "carol")
+        assert await handle.result() == "r-9 approved by bob,carol"
+        signals = [
+            e.attributes.signal_name
+            for e in await handle.fetch_history()
+            if isinstance(e.attributes, SignalReceived)
+        ]
+    assert signals == ["approve", "approve"]
+
+
+@workflow.defn
+async def takes_no_signals() -> None:
+    await workflow.sleep(timedelta(hours=1))
+
+
+@workflow.defn
+async def signals_another(target: str) -> None:
+    await workflow.get_external_workflow_handle(target).signal("no_such_signal", 1)
+
+
+async def test_a_function_workflow_refuses_signals_also_from_another_workflow(
+    env: WorkflowEnvironment,
+) -> None:
+    async with Worker(env.client, task_queue="q", workflows=[takes_no_signals, signals_another]):
+        target = await env.client.start_workflow(takes_no_signals, id="deaf", task_queue="q")
+        with pytest.raises(UnknownSignalError, match=r"its signals: none\)"):
+            await target.signal("anything")
+        # The sending workflow is not failed (an external signal is fire and forget), and
+        # the target records nothing.
+        await env.client.execute_workflow(signals_another, "deaf", id="sender", task_queue="q")
+        sender = env.client.get_workflow_handle("sender")
+        sent = [e.attributes for e in await sender.fetch_history()]
+        assert any(isinstance(a, ExternalSignalSent) for a in sent)
+        await env.sleep(timedelta(seconds=1))
+        received = [e.attributes for e in await target.fetch_history()]
+    assert not any(isinstance(a, SignalReceived) for a in received)
+
+
+_ARGS = tuple(DataConverter().encode(["r"]))
+
+
+def test_a_recorded_signal_the_code_has_no_handler_for_still_replays() -> None:
+    """A history recorded before the refusal (or by code that had the handler) keeps
+    replaying: the recorded signal is dropped there, with a warning."""
+    history = [
+        HistoryEvent("old", "r1", 1, 1000, WorkflowStarted("Approval", "q", _ARGS, "s")),
+        HistoryEvent("old", "r1", 2, 1001, SignalReceived("aprove", (), "sig-1")),
+    ]
+    result = Replayer([Approval]).replay_workflow(history, raise_on_error=False)
+    assert result.error is None and result.status is WorkflowStatus.RUNNING
+
+
+def test_a_repeated_signal_recorded_before_is_accepted_not_refused() -> None:
+    """Dedup comes first: a re-sent request whose first copy was recorded stays accepted."""
+    history = [
+        HistoryEvent("w", "r1", 1, 1000, WorkflowStarted("Approval", "q", _ARGS, "s")),
+        HistoryEvent("w", "r1", 2, 1001, SignalReceived("aprove", (), "sig-1")),
+    ]
+    instance = WorkflowInstance.restore("w", history, WorkflowRegistry([Approval]))
+    again = instance.handle(SignalWorkflow("w", None, "aprove", (), "sig-1", "c"), 2000)
+    assert again.events == [] and not any(isinstance(r.body, RequestFailed) for r in again.replies)
+    fresh = instance.handle(SignalWorkflow("w", None, "aprove", (), "sig-2", "c"), 2001)
+    [refused] = [r.body for r in fresh.replies]
+    assert fresh.events == [] and isinstance(refused, RequestFailed)
+    query = instance.handle(QueryWorkflow("w", None, "statsu", (), "q-1", "c"), 2002)
+    [answer] = [r.body for r in query.replies]
+    assert "has no query 'statsu'" in str(answer) and "did you mean 'status'?" in str(answer)
 
 
 @workflow.defn

@@ -7,7 +7,7 @@ from structlog.testing import capture_logs
 
 from runtime import Replayer, workflow
 from runtime.engine import WorkflowInstance, WorkflowRegistry
-from runtime.events import WorkflowFailed
+from runtime.events import SignalReceived, WorkflowFailed
 from runtime.messages import SignalWorkflow, StartWorkflow, WorkflowStatus
 from tests.engine.test_replay import pipeline_v1
 
@@ -33,14 +33,16 @@ async def deaf() -> None:
     await workflow.sleep(60)
 
 
-def test_a_dropped_signal_is_warned_about_once_not_on_every_restore() -> None:
-    """Replay re-applies the signal; the warning was for the operator when it arrived."""
+def test_a_signal_without_handler_is_refused_once_and_leaves_nothing_to_replay() -> None:
+    """The warning is for the operator when the signal arrives; nothing is recorded (the
+    sender is told), so a restore has nothing to say again."""
     registry = WorkflowRegistry([deaf])
     live = WorkflowInstance.restore("d", [], registry)
     history = list(live.handle(StartWorkflow("d", "deaf", "q", (), "s1"), 1_000).events)
     with capture_logs() as arrived:
         history += live.handle(SignalWorkflow("d", None, "nobody", (), "sig-1"), 2_000).events
-    assert [e["event"] for e in arrived] == ["signal without handler dropped"]
+    assert [e["event"] for e in arrived] == ["signal without handler refused"]
+    assert not any(isinstance(e.attributes, SignalReceived) for e in history)
     with capture_logs() as replayed:
         WorkflowInstance.restore("d", history, registry)
     assert replayed == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import io
 import json
 import subprocess
@@ -15,7 +16,7 @@ from typing import Any
 
 import fastavro
 import pytest
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from examples import order
 from runtime import activity, kafka_transport, workflow
@@ -79,6 +80,21 @@ async def test_undecodable_inbox_record_goes_to_the_dead_letter_topic(
     headers = dict(dead.headers())
     assert b"cannot decode" in headers["chronik.reason"]
     assert headers["chronik.topic"] == names.inbox.encode()
+
+    # What an operator reads, without writing a consumer: `chronik dlq tail`.
+    listed = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "workers.cli", "--bootstrap-servers", kafka_bootstrap,
+         "--namespace", topics_ready, "dlq", "tail", "--from-beginning", "--idle-exit", "2",
+         "--values"],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    [line] = [json.loads(text) for text in listed.stdout.splitlines()]
+    source = partition_for(workflow_id, 4)
+    assert line["source"].startswith(f"{names.inbox}[{source}]@")
+    assert line["reason"].startswith(f"cannot decode record at {line['source']}: starts with")
+    assert line["key"] == workflow_id and line["value_bytes"] == 16
+    assert base64.b64decode(line["value_base64"]) == b"\x00not avro at all"
 
 
 async def test_an_inbox_record_too_large_to_produce_again_is_dead_lettered_without_it(
@@ -216,11 +232,7 @@ def _single_object(schema: Any, record: dict[str, object]) -> bytes:
 async def test_a_plain_producer_with_only_the_avsc_files_starts_a_workflow(
     client: Client, kafka_bootstrap: str, topics_ready: str, order_worker: Worker
 ) -> None:
-    # Any published version of the inbox schema will do: readers resolve every one.
-    [envelope] = [
-        json.loads(path.read_text())
-        for path in sorted((AVRO_DIR / "versions" / "chronik.InboxEnvelope").glob("*.avsc"))
-    ][-1:]
+    envelope = _current("chronik.InboxEnvelope")
     workflow_id = f"foreign-{uuid.uuid4().hex[:6]}"
     start = {
         "workflow_id": workflow_id,
@@ -235,6 +247,78 @@ async def test_a_plain_producer_with_only_the_avsc_files_starts_a_workflow(
     producer.flush(10)
     result = await client.get_workflow_handle(workflow_id).result()
     assert result == ["payment-F-1", "reservation-F-1", "shipment-F-1", "confirmation-F-1"]
+
+
+def _current(name: str) -> Any:
+    """The version ``CURRENT`` names, as docs/topics.md says: the files are named by
+    fingerprint, in no order of age (sorted, the last Reply file was the oldest), and the
+    oldest inbox schema has no await_result, which fastavro drops without a word."""
+    versions = AVRO_DIR / "versions" / name
+    return json.loads((versions / f"{(versions / 'CURRENT').read_text().strip()}.avsc").read_text())
+
+
+def _one_reply(bootstrap: str, topic: str, client_id: str) -> dict[str, Any]:
+    """The first record for ``client_id`` on its replies partition, decoded with nothing but
+    the `.avsc` files: the writer schema by the header's fingerprint, `CURRENT` as reader."""
+    writers = {
+        path.stem: fastavro.parse_schema(json.loads(path.read_text()))
+        for path in (AVRO_DIR / "versions" / "chronik.Reply").glob("*.avsc")
+    }
+    newest = fastavro.parse_schema(_current("chronik.Reply"))
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "unused"})
+    consumer.assign([TopicPartition(topic, partition_for(client_id, 4), OFFSET_BEGINNING)])
+    try:
+        for _ in range(120):
+            record = consumer.poll(0.5)
+            if record is None or record.error() is not None or record.key() != client_id.encode():
+                continue
+            data = record.value()
+            assert data is not None and data[:2] == b"\xc3\x01"
+            reply = fastavro.schemaless_reader(
+                io.BytesIO(data[10:]),
+                writers[data[2:10].hex()],
+                newest,
+                return_record_name=True,  # which body: the union's branch by name
+                return_record_name_override=True,  # but a nullable record plain
+            )
+            assert isinstance(reply, dict)
+            return reply
+    finally:
+        consumer.close()
+    raise AssertionError(f"no reply for {client_id} on {topic}")
+
+
+async def test_a_plain_producer_awaits_the_outcome_and_decodes_the_reply_from_the_avsc_files(
+    kafka_bootstrap: str, topics_ready: str, order_worker: Worker
+) -> None:
+    """`reply_to` with `await_result`: the one answer is the run's outcome, read by a plain
+    consumer from the replies partition murmur2(client id) % N and decoded with the
+    `.avsc` files alone (writer schema by the header's fingerprint, reader `CURRENT`)."""
+    names = TopicNames(topics_ready)
+    client_id, request_id = f"foreign-{uuid.uuid4().hex[:6]}", uuid.uuid4().hex
+    workflow_id = f"foreign-await-{uuid.uuid4().hex[:6]}"
+    start = {
+        "workflow_id": workflow_id,
+        "workflow_type": "process_order",
+        "task_queue": "orders",
+        "input": [{"encoding": "json/plain", "data": b'"F-2"'}],
+        "request_id": request_id,
+        "reply_to": client_id,
+        "await_result": True,
+    }
+    value = _single_object(
+        _current("chronik.InboxEnvelope"), {"message": ("chronik.StartWorkflow", start)}
+    )
+    producer = Producer({"bootstrap.servers": kafka_bootstrap, "partitioner": "murmur2_random"})
+    producer.produce(names.inbox, key=workflow_id.encode(), value=value)
+    producer.flush(10)
+    answer = await asyncio.to_thread(_one_reply, kafka_bootstrap, names.replies, client_id)
+    assert answer["request_id"] == request_id
+    body_type, body = answer["body"]
+    assert body_type == "chronik.WorkflowOutcome" and body["status"] == "completed"
+    assert json.loads(body["result"]["data"]) == [
+        "payment-F-2", "reservation-F-2", "shipment-F-2", "confirmation-F-2",
+    ]  # fmt: skip
 
 
 async def test_our_producers_and_javas_partitioner_agree_on_a_workflows_partition(

@@ -8,9 +8,11 @@ import subprocess
 import sys
 
 import pytest
+from click.testing import CliRunner
 
 from tests.integration.conftest import Launcher
 from tests.integration.processes import ChronikProcess
+from workers.cli import cli
 
 pytestmark = pytest.mark.kafka
 
@@ -66,6 +68,19 @@ async def test_signal_query_and_result_of_a_waiting_workflow(
     assert json.loads(started.stdout)["workflow_id"] == "ap-1"
     waiting = await _chronik(kafka_bootstrap, topics_ready, "query", "ap-1", "status")
     assert json.loads(waiting.stdout) == "waiting"
+    pending = await _chronik(kafka_bootstrap, topics_ready, "result", "ap-1", "--timeout", "1")
+    assert (pending.returncode, pending.stderr) == (
+        3,
+        "Error: workflow 'ap-1' did not close within 1s "
+        "(`chronik workflow describe ap-1` says where it stands)\n",
+    )
+    # A misspelled signal is refused, saying so, instead of "accepted" and dropped.
+    typo = await _chronik(kafka_bootstrap, topics_ready, "signal", "ap-1", "aprove", "--arg", '"x"')
+    assert typo.returncode == 2, typo.stderr
+    assert typo.stderr.strip().splitlines() == [
+        "Error: workflow Approval has no signal 'aprove' (its signals: 'approve'; did you mean "
+        "'approve'?): workflow 'ap-1' did not take it, nothing was recorded"
+    ]
     signalled = await _chronik(
         kafka_bootstrap, topics_ready, "signal", "ap-1", "approve", "--arg", '"alice"'
     )
@@ -94,6 +109,62 @@ async def test_failures_are_one_line_with_an_exit_code(
     )
     assert bad.returncode == 2
     assert "is not JSON" in bad.stderr
+    unquoted = await _chronik(
+        kafka_bootstrap, topics_ready, "start", "Approval", "--id", "x", "-q", "q", "--arg", "R-1"
+    )
+    assert unquoted.returncode == 2
+    assert (
+        "Invalid value for '--arg': 'R-1' is not JSON (Expecting value) (a string is quoted: "
+        """--arg '"R-1"')""" in unquoted.stderr
+    )
+
+
+async def test_terminate_cancel_and_an_unknown_type_say_how_the_run_ended(
+    kafka_bootstrap: str, topics_ready: str, cli_worker: ChronikProcess
+) -> None:
+    """A terminated run printed "Error: workflow failed: <reason>", a cancelled one
+    "workflow failed: workflow cancelled"; an unknown type blamed the task queue, though
+    workflow types are per namespace."""
+    runs = {}
+    for workflow_id in ("cli-term", "cli-cancel"):
+        started = await _chronik(
+            kafka_bootstrap, topics_ready, "start", "Approval", "--id", workflow_id,
+            "-q", "orders", "--arg", '"R"', "--request-id", f"{workflow_id}-start",
+        )  # fmt: skip
+        assert started.returncode == 0, started.stderr
+        runs[workflow_id] = json.loads(started.stdout)
+    again = await _chronik(
+        kafka_bootstrap, topics_ready, "start", "Approval", "--id", "cli-term",
+        "-q", "orders", "--arg", '"R"', "--request-id", "cli-term-start",
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr  # the same request: the same run, no refusal
+    assert json.loads(again.stdout) == runs["cli-term"]
+    terminated = await _chronik(
+        kafka_bootstrap, topics_ready, "terminate", "cli-term", "--reason", "ops kill"
+    )
+    assert terminated.returncode == 0, terminated.stderr
+    result = await _chronik(kafka_bootstrap, topics_ready, "result", "cli-term")
+    assert (result.returncode, result.stderr) == (1, "Error: workflow terminated: ops kill\n")
+    await _chronik(kafka_bootstrap, topics_ready, "cancel", "cli-cancel")
+    result = await _chronik(kafka_bootstrap, topics_ready, "result", "cli-cancel")
+    assert (result.returncode, result.stderr) == (1, "Error: workflow cancelled\n")
+    unknown = await _chronik(
+        kafka_bootstrap, topics_ready, "start", "Aproval", "--id", "cli-unknown", "-q", "orders",
+        "--wait",
+    )  # fmt: skip
+    assert unknown.returncode == 1
+    assert unknown.stderr.startswith(
+        "Error: workflow failed: workflow type 'Aproval' (task queue 'orders') is not "
+        "registered with the workflow worker that owns 'cli-unknown' (registered: Approval, "
+    )
+    timed = await _chronik(
+        kafka_bootstrap, topics_ready, "start", "Approval", "--id", "cli-timed", "-q", "orders",
+        "--arg", '"R"', "--execution-timeout", "0.5", "--wait",
+    )  # fmt: skip
+    assert (timed.returncode, timed.stderr) == (
+        1,
+        "Error: workflow timed out: workflow execution timed out\n",
+    )
 
 
 async def _chronik_top(
@@ -111,8 +182,9 @@ async def _chronik_top(
         ("workflow", "describe", "x"),
         ("worker", "examples.order", "-q", "orders"),
         ("timers",),
+        ("history", "tail", "--idle-exit", "1"),
     ],
-    ids=["workflow", "worker", "timers"],
+    ids=["workflow", "worker", "timers", "history"],
 )
 async def test_a_namespace_without_topics_is_one_line_not_a_process_waiting_forever(
     kafka_bootstrap: str, args: tuple[str, ...]
@@ -145,3 +217,20 @@ async def test_an_argument_of_the_wrong_type_fails_the_workflow_saying_why(
     )  # fmt: skip
     assert done.returncode == 1, done.stderr
     assert "workflow failed" in done.stderr
+
+
+def test_a_bad_setting_from_the_environment_names_its_variable(kafka_bootstrap: str) -> None:
+    """`-X foo.bar=1` shows on the command line; CHRONIK_RDKAFKA_FOO_BAR=1 does not, so the
+    error names the variable (and only when its value is the one in use)."""
+    runner = CliRunner()
+    args = ["--bootstrap-servers", kafka_bootstrap, "kafka", "check"]
+    done = runner.invoke(cli, args, env={"CHRONIK_RDKAFKA_FOO_BAR": "1"})
+    assert done.exit_code == 2
+    assert done.output.strip() == (
+        'Error: a Kafka client setting is not valid: No such configuration property: "foo.bar"'
+        " (set by CHRONIK_RDKAFKA_FOO_BAR)"
+    )
+    overridden = runner.invoke(
+        cli, ["-X", "foo.bar=2", *args], env={"CHRONIK_RDKAFKA_FOO_BAR": "1"}
+    )
+    assert overridden.exit_code == 2 and "CHRONIK_RDKAFKA" not in overridden.output

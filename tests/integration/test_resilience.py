@@ -249,3 +249,42 @@ async def test_standalone_timer_service_fires_timers_and_survives_kill_9(
     assert (await second.describe()).status == WorkflowStatus.RUNNING
     launch.timer_service("timer-service-2")
     assert await asyncio.wait_for(second.result(), 60) == "slept 3.0"
+
+
+@pytest.mark.parametrize("role", ["workflow", "activity", "timers"])
+async def test_a_worker_fenced_by_a_second_process_with_its_id_exits_saying_so(
+    launch: Launcher, tmp_path: Path, role: str
+) -> None:
+    """Two processes started with one --worker-id: the broker fences the first static
+    member. Its consumer's fatal error came as a record whose `fatal()` is False, so the
+    first process stayed up for ever, logging "consume error" and owning nothing; it must
+    exit (code 1) with one line naming the cause, for a supervisor to see."""
+    if role == "timers":
+        first = launch.timer_service("twin")
+        args: tuple[str, ...] = ("timers",)
+    else:
+        first = launch.worker(role=role, worker_id="twin", modules=("examples.order",))
+        args = ("worker", "examples.order", "-q", "orders", "--role", role)
+    log = tmp_path / "twin.log"
+    # Every kind logs its assignments (the activity worker logged none: an operator could
+    # not tell which task partitions it held).
+    await _wait_for(lambda: "partitions assigned" in log.read_text(), 60, "the first worker")
+    started = {"workflow": '"workflow_types": ["one_activity", "process_order"]',
+               "activity": '"activity_types": ["noop", "reserve_inventory", "send_confirmation", '
+                           '"ship_order", "verify_payment"]',
+               "timers": f'"namespace": "{launch.namespace}"'}  # fmt: skip
+    assert started[role] in log.read_text()  # what a worker runs, for comparing replicas
+    second = ChronikProcess(
+        launch.bootstrap,
+        launch.namespace,
+        (*args, "--worker-id", "twin", "--state-dir", str(tmp_path / "state-2")),
+        tmp_path / "twin-2.log",
+    ).start()
+    launch.started.append(second)
+    await _wait_for(lambda: not first.alive(), 60, "the fenced worker to exit")
+    assert first.process is not None and first.process.returncode == 1
+    text = log.read_text()
+    assert "Error: worker 'twin' was fenced: " in text
+    assert "(is another process running with the same --worker-id?)" in text
+    assert "Traceback" not in text
+    assert second.alive()

@@ -29,8 +29,8 @@ def _start(service: TimerService, names: TopicNames) -> None:
     service._producer.init_transactions(60)
     service._consumer.subscribe(
         [names.timers],
-        on_assign=lambda _c, tps: service._to_restore.update(tp.partition for tp in tps),
-        on_revoke=lambda _c, tps: service._release([tp.partition for tp in tps]),
+        on_assign=service._on_assign,
+        on_revoke=lambda _c, tps: service._release([tp.partition for tp in tps], "revoked"),
     )
 
 

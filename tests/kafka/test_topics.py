@@ -129,6 +129,25 @@ def test_create_is_idempotent_and_check_passes(kafka_bootstrap: str, namespace: 
     assert "topics OK" in result.output
 
 
+def test_create_again_without_partitions_keeps_the_namespaces_count(
+    kafka_bootstrap: str, namespace: str
+) -> None:
+    """The README's `chronik topics create` is "once per namespace" and idempotent; run
+    again without --partitions on a namespace made with 4, it was refused ("Chronik needs
+    12"): the default is now the existing inbox's count, as for `topics check`."""
+    args = ["--bootstrap-servers", kafka_bootstrap, "--namespace", namespace, "topics"]
+    first = CliRunner().invoke(cli, [*args, "create", "--partitions", "1"])
+    assert first.exit_code == 0, first.output
+    assert first.output.splitlines()[-1].endswith("(6 created, 1 partition)")
+    again = CliRunner().invoke(cli, [*args, "create"])
+    assert again.exit_code == 0, again.output
+    assert again.output == f"namespace {namespace}: 6 topics ready (0 created, 1 partition)\n"
+    explicit = CliRunner().invoke(cli, [*args, "create", "--partitions", "12"])
+    assert explicit.exit_code == 2
+    assert "partitions=1, but Chronik needs 12; nothing was created" in explicit.output
+    assert "without --partitions the existing count is kept" in explicit.output
+
+
 def test_a_different_partition_count_is_refused_before_anything_is_created(
     kafka_bootstrap: str, namespace: str
 ) -> None:
@@ -150,6 +169,9 @@ def test_a_different_partition_count_is_refused_before_anything_is_created(
     result = CliRunner().invoke(cli, [*args, "check", "--partitions", "4"])
     assert result.exit_code == 2
     assert f"{catalogue.names.inbox}: missing" in result.output
+    assert f"`chronik --namespace {namespace} topics create` creates what is missing" in (
+        result.output
+    )
 
 
 def test_a_deleting_history_topic_is_refused(kafka_bootstrap: str, namespace: str) -> None:

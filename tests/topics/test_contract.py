@@ -21,7 +21,7 @@ from runtime import events, messages, payloads
 from topics import keys
 from topics.registry import VERSIONS_DIR
 from topics.schemas import TOP_LEVEL, current, load_definitions
-from topics.versions import snapshot_path
+from topics.versions import current_path, snapshot_path
 
 DEFINITIONS = load_definitions()
 
@@ -150,3 +150,8 @@ def test_current_schema_is_snapshotted_so_it_stays_readable(name: str) -> None:
     entry = current()[name]
     path = snapshot_path(name, entry.fingerprint, VERSIONS_DIR)
     assert path.exists(), f"{name} changed: run `python -m topics.versions` and commit {path}"
+    # What another language reads to know which of the fingerprint-named files is newest.
+    marker = current_path(name, VERSIONS_DIR)
+    assert marker.read_text(encoding="utf-8") == f"{entry.fingerprint.hex()}\n", (
+        f"{marker} does not name the current {name}: run `python -m topics.versions`"
+    )
