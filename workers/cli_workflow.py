@@ -224,9 +224,8 @@ def list_workflows(
 ) -> None:
     """List the namespace's workflows, newest first, as JSON lines.
 
-    One status record per line.
-    Running workflows and closed ones still in retention, read from the status topic (no
-    worker needs to run). It reads the whole topic: for many millions of workflows, index
+    One status record per line: running workflows and closed ones still in retention, read
+    from the status topic (no worker needs to run). It reads the whole topic: for many millions of workflows, index
     the topic elsewhere.
     """
 
