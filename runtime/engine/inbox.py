@@ -126,9 +126,18 @@ def _accept(
     A request the run has taken already (``seen``: the same request id) is accepted again
     even once the run closed: that is a client's retry after its first answer was lost,
     and answering "closed" would tell it the signal, cancel or terminate did not happen.
+
+    A request aimed at the current run (no run id) is looked for in every run: the run
+    that took it may since have continued as new, or been followed by a new start of the
+    id, and the retry must not signal, cancel or terminate that next run a second time
+    (request ids are unique per request, so a match elsewhere is this very request).
     """
-    taken = ex.runs.target(msg.run_id)
-    if taken is not None and seen(taken):
+    if msg.run_id:
+        taken = ex.runs.target(msg.run_id)
+        candidates = [] if taken is None else [taken]
+    else:
+        candidates = ex.runs.all()
+    if any(seen(run) for run in candidates):
         ex.fx.reply(msg.reply_to, msg.request_id, RequestAccepted())
         return
     run = _find_run(ex, msg, open_only=True)
