@@ -160,19 +160,26 @@ class KafkaTransport:
         def on_delivery(error: Any, _message: Any) -> None:  # in the thread that polls
             self._delivery_reports.append((delivered, error))
 
-        while True:
-            try:
-                self._producer.produce(
-                    self._names.inbox, key=key, value=value, on_delivery=on_delivery
-                )
-                break
-            except BufferError:
-                await asyncio.sleep(_QUEUE_FULL_PAUSE_S)
+        # Registered before it is produced, under the lock `close` collects the sends
+        # with: a close from another loop's thread either fails it or is seen here. A
+        # send registered after that close had flushed and collected waited forever.
+        with self._lock:
             if self._stop.is_set():
                 raise ClientClosedError(f"the client was closed: {type(message).__name__} not sent")
-        with self._lock:
             self._sending.add(delivered)
         try:
+            while True:
+                try:
+                    self._producer.produce(
+                        self._names.inbox, key=key, value=value, on_delivery=on_delivery
+                    )
+                    break
+                except BufferError:
+                    await asyncio.sleep(_QUEUE_FULL_PAUSE_S)
+                if self._stop.is_set():
+                    raise ClientClosedError(
+                        f"the client was closed: {type(message).__name__} not sent"
+                    )
             await delivered
         finally:
             with self._lock:

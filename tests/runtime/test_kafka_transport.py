@@ -171,6 +171,29 @@ async def test_a_reader_failing_while_a_request_registers_fails_that_request_too
         await asyncio.wait_for(transport.request(_signal(transport), None), 2)
 
 
+async def test_a_send_racing_a_close_from_another_loop_is_failed_not_left_waiting(
+    transport: KafkaTransport, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A transport serves loops of several threads. A send past its "closed?" check when
+    another loop's close flushed and failed the sends it knew of produced afterwards and
+    registered too late: no thread polled for its delivery any more, and it waited
+    forever. It is refused (or, registered, failed by the close) instead."""
+    real = serde.encode_inbox
+    armed = [True]
+
+    def encode_inbox(message: InboxMessage) -> bytes:
+        if armed:
+            armed.clear()  # the send is past its check: another loop closes just now
+            closing = threading.Thread(target=asyncio.run, args=(transport.close(),))
+            closing.start()
+            closing.join(30)
+        return real(message)
+
+    monkeypatch.setattr(serde, "encode_inbox", encode_inbox)
+    with pytest.raises(ClientClosedError):
+        await asyncio.wait_for(transport.send(_signal(transport)), 5)
+
+
 async def test_callers_sharing_a_request_id_each_hear_their_answer(
     transport: KafkaTransport, monkeypatch: pytest.MonkeyPatch
 ) -> None:
