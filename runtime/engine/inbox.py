@@ -132,7 +132,7 @@ def _accept(
     id, and the retry must not signal, cancel or terminate that next run a second time
     (request ids are unique per request, so a match elsewhere is this very request).
     """
-    if msg.run_id:
+    if msg.run_id or not msg.request_id:  # an empty id (another producer's) names nothing
         taken = ex.runs.target(msg.run_id)
         candidates = [] if taken is None else [taken]
     else:

@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 
 from runtime import WorkflowFailureError, WorkflowNotFoundError, workflow
-from runtime.messages import IdReusePolicy, WorkflowStatus
+from runtime.messages import IdReusePolicy, TerminateWorkflow, WorkflowStatus
 from runtime.testing import WorkflowEnvironment
 from workers.worker import Worker
 
@@ -116,3 +116,23 @@ async def test_a_retried_terminate_does_not_end_the_next_run_of_the_id(
         )
         await handle.terminate("enough", request_id="stop-9")  # the retry of the first
         assert (await handle.describe()).status is WorkflowStatus.RUNNING
+
+
+async def test_a_terminate_without_a_request_id_is_no_retry_of_an_earlier_run_s(
+    env: WorkflowEnvironment,
+) -> None:
+    """Other producers of the inbox may leave the request id empty: an empty id names no
+    request, so a terminate of the current run is not taken for a retry of the one that
+    ended the id's previous run."""
+    async with Worker(env.client, task_queue="q", workflows=[Counter]):
+        for _ in range(2):
+            await env.client.start_workflow(
+                Counter.run, id="counter-10", task_queue="q",
+                id_reuse_policy=IdReusePolicy.ALLOW_DUPLICATE,
+            )  # fmt: skip
+            await env.client.transport.send(
+                TerminateWorkflow("counter-10", None, "no id", "", None)
+            )
+            await env.sleep(timedelta(seconds=1))
+            description = await env.client.get_workflow_handle("counter-10").describe()
+            assert description.status is WorkflowStatus.TERMINATED
