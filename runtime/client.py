@@ -215,7 +215,8 @@ class Client:
         to the given status(es), workflow type and task queue. Over Kafka this reads the
         whole compacted status topic (`runtime.visibility`), asking no worker.
         """
-        wanted = {status} if isinstance(status, WorkflowStatus) else status
+        # A status's text is a str, and so an iterable of its characters: one status too.
+        wanted = {status} if isinstance(status, str) else status
         wanted = None if wanted is None else frozenset(WorkflowStatus(s) for s in wanted)
         records = await self.transport.workflow_statuses()
         for record in sorted(records, key=lambda r: (-r.start_time_ms, r.workflow_id)):

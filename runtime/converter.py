@@ -316,6 +316,8 @@ def _from_jsonable(value: Any, hint: Any) -> Any:
         if issubclass(hint, timedelta):
             return _from_duration(value)
         if issubclass(hint, uuid.UUID):
+            if not isinstance(value, str):  # UUID(5) raises AttributeError, past a union
+                raise TypeError(f"expected a UUID as text, got {type(value).__name__} {value!r}")
             return uuid.UUID(value)
         if issubclass(hint, Decimal):
             return _from_decimal(value)

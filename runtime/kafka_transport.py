@@ -160,19 +160,26 @@ class KafkaTransport:
         def on_delivery(error: Any, _message: Any) -> None:  # in the thread that polls
             self._delivery_reports.append((delivered, error))
 
-        while True:
-            try:
-                self._producer.produce(
-                    self._names.inbox, key=key, value=value, on_delivery=on_delivery
-                )
-                break
-            except BufferError:
-                await asyncio.sleep(_QUEUE_FULL_PAUSE_S)
+        # Registered before it is produced, under the lock `close` collects the sends
+        # with: a close from another loop's thread either fails it or is seen here. A
+        # send registered after that close had flushed and collected waited forever.
+        with self._lock:
             if self._stop.is_set():
                 raise ClientClosedError(f"the client was closed: {type(message).__name__} not sent")
-        with self._lock:
             self._sending.add(delivered)
         try:
+            while True:
+                try:
+                    self._producer.produce(
+                        self._names.inbox, key=key, value=value, on_delivery=on_delivery
+                    )
+                    break
+                except BufferError:
+                    await asyncio.sleep(_QUEUE_FULL_PAUSE_S)
+                if self._stop.is_set():
+                    raise ClientClosedError(
+                        f"the client was closed: {type(message).__name__} not sent"
+                    )
             await delivered
         finally:
             with self._lock:
@@ -190,6 +197,10 @@ class KafkaTransport:
         # once (an idempotent retry); every one of them hears the answer.
         key = (message.workflow_id, request_id)
         with self._lock:
+            # Again under the lock: the reader thread fails the waiting requests itself,
+            # and one checked above but not registered yet would wait for nothing.
+            if self._broken is not None:
+                raise self._broken
             self._waiting.setdefault(key, []).append(answer)
         try:
             # The timeout covers the send too: a broker that does not answer would otherwise
@@ -296,9 +307,13 @@ class KafkaTransport:
             self._fail_answers(RPCError(f"the client's reply reader failed: {error!r}"))
 
     def _fail_answers(self, error: RPCError) -> None:
-        """Every request waiting for an answer, and every later one, raises ``error``."""
-        self._broken = error
+        """Every request waiting for an answer, and every later one, raises ``error``.
+
+        Set and collected under the lock that registers requests (`request`): from the
+        reader thread, a request registering meanwhile is either collected here or sees
+        the error."""
         with self._lock:
+            self._broken = error
             failed = [(future, error) for futures in self._waiting.values() for future in futures]
         _hand_over(_fail_all, failed)
 

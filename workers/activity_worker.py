@@ -221,7 +221,12 @@ class ActivityWorker:
             await asyncio.wait(self._tasks, timeout=CANCEL_GRACE_S + 1)
         self._producer.flush(10)  # runs the delivery callbacks that mark tasks finished
         self._commit()
-        self._consumer.close()
+        # In the polling thread, after the poll under way: a cancelled `run` (what
+        # `asyncio.run` does to tasks left when its main returns) gets here mid-poll, and a
+        # close in the loop's thread then ran at once with that poll, whose rebalance
+        # callback waited for this very loop, blocked in the close. From the polling
+        # thread the close's own revoke callback hands its work to the loop, free here.
+        await asyncio.get_running_loop().run_in_executor(self._poller, self._consumer.close)
         self._poller.shutdown(wait=False)
         if self._config.executor is None:  # ours; the drain gave activities their time
             self._executor.shutdown(wait=False, cancel_futures=True)
@@ -456,7 +461,7 @@ class ActivityWorker:
         """``call(*args)`` in the loop's thread, waited for: the rebalance callbacks must
         have applied their change before librdkafka moves the partitions on.
 
-        Called in the loop's thread itself (the consumer closes there), it just calls."""
+        Called in the loop's thread itself, it just calls."""
         loop = self._loop
         try:
             here = asyncio.get_running_loop()

@@ -225,8 +225,8 @@ def list_workflows(
     """List the namespace's workflows, newest first, as JSON lines.
 
     One status record per line: running workflows and closed ones still in retention, read
-    from the status topic (no worker needs to run). It reads the whole topic: for many millions of workflows, index
-    the topic elsewhere.
+    from the status topic (no worker needs to run). It reads the whole topic: for many
+    millions of workflows, index the topic elsewhere.
     """
 
     async def action(client: Client) -> None:

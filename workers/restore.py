@@ -50,6 +50,9 @@ class Rebuild(StrEnum):
 
     #: Records were deleted between the checkpoint and the log start offset, unseen.
     BELOW_LOG_START = "below the log start"
+    #: The checkpoint is past the partition's end: the topic was deleted and created
+    #: again, or lost records (an unclean leader election). Its offsets name other records.
+    BEYOND_END = "beyond the end"
     #: Away long enough that tombstones appended meanwhile may be gone.
     STALE = "stale"
     #: Written before stores kept their fresh-as-of time: how stale is unknown.
@@ -66,6 +69,9 @@ class TopicView:
     #: The partition's log start offset: nothing below it can be read any more.
     log_start: int
     delete_retention_ms: int
+    #: The partition's high watermark (None: not known, no check). A checkpoint is at
+    #: most this: it is one past a record the topic holds, or the end the restore read.
+    end: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +111,8 @@ def rebuild_reason(
             continue
         if view.checkpoint < view.log_start:
             return Rebuild.BELOW_LOG_START, view
+        if view.end is not None and view.checkpoint > view.end:
+            return Rebuild.BEYOND_END, view
         if fresh_as_of_ms is None:
             return Rebuild.NO_FRESH_AS_OF, view
         if now_ms - fresh_as_of_ms >= usable_age_ms(view.delete_retention_ms):
@@ -254,7 +262,10 @@ def _assign(
     assignment, ends, rebuilt = [], {}, {}
     for partition, store in stores.items():
         marks = {t: _watermarks(consumer, TopicPartition(t, partition)) for t in topics}
-        views = [TopicView(t, store.checkpoint(t), marks[t][0], retention[t]) for t in topics]
+        views = [
+            TopicView(t, store.checkpoint(t), marks[t][0], retention[t], end=marks[t][1])
+            for t in topics
+        ]
         found = rebuild_reason(store.fresh_as_of(), views, now_ms)
         if found is not None:
             rebuilt[partition] = found[0]
@@ -276,10 +287,12 @@ def _assign(
 def _log_rebuild(
     partition: int, store: PartitionStore, reason: Rebuild, view: TopicView, now_ms: int
 ) -> None:
-    """Say why a store is read again from the start: records lost below the log start
-    are an operator's doing (a warning), a store away too long is not (info)."""
+    """Say why a store is read again from the start: records lost below the log start or
+    past the end are an operator's doing or a broker's loss (a warning), a store away too
+    long is not (info)."""
     fresh_as_of = store.fresh_as_of()
-    report = log.warning if reason is Rebuild.BELOW_LOG_START else log.info
+    faulty = reason in (Rebuild.BELOW_LOG_START, Rebuild.BEYOND_END)
+    report = log.warning if faulty else log.info
     report(
         "partition store rebuilt",
         partition=partition,
@@ -287,6 +300,7 @@ def _log_rebuild(
         topic=view.topic,
         checkpoint=view.checkpoint,
         log_start=view.log_start,
+        end=view.end,
         away_s=None if fresh_as_of is None else (now_ms - fresh_as_of) / 1000,
         delete_retention_s=view.delete_retention_ms / 1000,
     )

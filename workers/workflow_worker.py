@@ -47,6 +47,7 @@ from workers.membership import (
 from workers.partition import (
     DEFAULT_RETENTION_MS,
     DEFAULT_WAITER_LEASE_MS,
+    FRESH_AS_OF_EVERY_MS,
     Outbound,
     OwnedPartition,
     PendingWrites,
@@ -115,6 +116,8 @@ class WorkflowWorker:
         self._fence_offsets: dict[int, int] = {}
         #: A transaction failed inside a rebalance callback: rewind before processing more.
         self._must_rewind = False
+        #: When the last transaction was begun (`_idle_for_too_long`).
+        self._last_begun_ms = 0
 
     # --- lifecycle ---------------------------------------------------------------
 
@@ -206,8 +209,25 @@ class WorkflowWorker:
         if not self._settle():
             self._rewind()
             return
-        if next_offsets or any(p.pending.records for p in self._partitions.values()):
+        if (
+            next_offsets
+            or any(p.pending.records for p in self._partitions.values())
+            or self._idle_for_too_long(now)
+        ):
             self._begin_commit(next_offsets)
+
+    def _idle_for_too_long(self, now_ms: int) -> bool:
+        """Whether a transaction of the fence offsets alone is due.
+
+        A store is fresh as of the last transaction its owner committed
+        (`OwnedPartition.apply_committed`); an owner with nothing to process committed
+        none, so after a quiet day (a weekend) every store was older than the tombstones'
+        retention and a restart rebuilt each from offset 0. A transaction every
+        `FRESH_AS_OF_EVERY_MS` keeps them fresh: its commit proves the group still gives
+        this worker its partitions, which is all the freshness of a partition with no
+        writes rests on.
+        """
+        return bool(self._partitions) and now_ms - self._last_begun_ms >= FRESH_AS_OF_EVERY_MS
 
     def _poll_timeout(self) -> float:
         fire_times = [at for p in self._partitions.values() if (at := p.next_fire_at()) is not None]
@@ -289,7 +309,7 @@ class WorkflowWorker:
 
     def _begin_commit(self, next_offsets: dict[int, int]) -> None:
         """Start the transaction of what this step staged; `_settle` finishes it."""
-        now = _now_ms()  # before any record of it: the stores are fresh as of then
+        now = self._last_begun_ms = _now_ms()  # before any record: stores fresh as of then
         self._committing = {n: p.take_pending(now) for n, p in self._partitions.items()}
         self._ensure_task_topics(self._committing)
         records = self._task_placement.place(

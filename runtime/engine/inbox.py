@@ -144,10 +144,21 @@ def _accept(
 
 
 def _taken_already(ex: Execution, msg: _RunRequest, seen: Callable[[RunState], bool]) -> bool:
-    """Whether the targeted run (open or closed) took this very request: then it is
-    answered as accepted again, and nothing more happens."""
-    taken = ex.runs.target(msg.run_id)
-    if taken is None or not seen(taken):
+    """Whether a run took this very request: then it is answered as accepted again, and
+    nothing more happens.
+
+    A request aimed at the current run (no run id) is looked for in every run: the run
+    that took it may since have continued as new, or been followed by a new start of the
+    id, and the retry must not reach that next run a second time (request ids are unique
+    per request, so a match elsewhere is this very request). An empty id (another
+    producer's) names nothing but the targeted run.
+    """
+    if msg.run_id or not msg.request_id:
+        taken = ex.runs.target(msg.run_id)
+        candidates = [] if taken is None else [taken]
+    else:
+        candidates = ex.runs.all()
+    if not any(seen(run) for run in candidates):
         return False
     ex.fx.reply(msg.reply_to, msg.request_id, RequestAccepted())
     return True

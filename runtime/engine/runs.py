@@ -38,6 +38,10 @@ class Runs:
     def get(self, run_id: str) -> RunState | None:
         return self._by_id.get(run_id)
 
+    def all(self) -> list[RunState]:
+        """Every run of the workflow id the history holds, oldest first."""
+        return list(self._by_id.values())
+
     def started_by(self, request_id: str) -> str | None:
         """The run id a start request created, if it was seen."""
         return self._by_start_request.get(request_id)

@@ -40,3 +40,16 @@ async def test_workflows_are_listed_by_status_type_and_queue(env: WorkflowEnviro
         typed = [r.workflow_id async for r in client.list_workflows(workflow_type="process_order")]
         assert typed == ["order-1"]
         assert [r async for r in client.list_workflows(task_queue="payments")] == []
+
+
+async def test_a_status_given_as_its_text_narrows_like_the_member(
+    env: WorkflowEnvironment,
+) -> None:
+    """``status="completed"`` (the text `WorkflowStatus` is a StrEnum of) was iterated as
+    the characters of an iterable and raised ``'c' is not a valid WorkflowStatus``."""
+    client = env.client
+    async with Worker(client, task_queue="orders", workflows=[process_order],
+                      activities=ACTIVITIES):  # fmt: skip
+        await client.execute_workflow(process_order, "o-2", id="order-2", task_queue="orders")
+        done = [r.workflow_id async for r in client.list_workflows(status="completed")]  # type: ignore[arg-type]
+        assert done == ["order-2"]

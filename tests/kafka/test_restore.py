@@ -12,7 +12,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.admin._config import AlterConfigOpType, ConfigEntry, ConfigResource
 from confluent_kafka.admin._resource import ResourceType
@@ -187,6 +187,23 @@ def _set_topic_config(config: dict[str, str], topic: str, **settings: str) -> No
         future.result()
 
 
+def _delete_records(config: dict[str, str], below: TopicPartition) -> None:
+    """DeleteRecords below ``below``, once the broker applies the ``delete`` policy just
+    set: the partition's leader learns the topic's new configuration a moment after the
+    change was acknowledged, and refuses with POLICY_VIOLATION until then."""
+    admin = _admin(config)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            for future in admin.delete_records([below]).values():
+                future.result()
+            return
+        except KafkaException as error:
+            if error.args[0].code() != KafkaError.POLICY_VIOLATION or time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
 def _read_keys(config: dict[str, str], topic: str, partition: int) -> list[tuple[str, int]]:
     """The history keys ``topic[partition]`` holds now, tombstones included, in order."""
     consumer = Consumer(
@@ -285,9 +302,7 @@ def test_a_store_whose_checkpoint_is_below_the_log_start_is_rebuilt(
     _write(kafka_config, names, [(0, "a", 1, None)])  # offset 2: a's retention ended
     _write(kafka_config, names, [(0, "b", 1, b"b1")])  # offset 4
     _set_topic_config(kafka_config, names.history, cleanup_policy="compact,delete")
-    admin = _admin(kafka_config)
-    for future in admin.delete_records([TopicPartition(names.history, 0, 4)]).values():
-        future.result()
+    _delete_records(kafka_config, TopicPartition(names.history, 0, 4))
 
     with capture_logs() as logs:
         restore_partitions(kafka_config, names, stores, topics=(names.history,))
@@ -300,6 +315,33 @@ def test_a_store_whose_checkpoint_is_below_the_log_start_is_rebuilt(
     ]
     for store in stores.values():
         store.close()
+
+
+def test_a_store_whose_checkpoint_is_past_the_end_of_the_topic_is_rebuilt(
+    kafka_config: dict[str, str], namespace: str, tmp_path: Path
+) -> None:
+    """The topics were deleted and created again while the worker's state directory
+    stayed (a reset namespace): the store's checkpoint is past the new topic's end. It
+    resumed there, kept the old topic's histories and skipped the new one's records."""
+    TopicAdmin(kafka_config).create(Catalogue(namespace, PARTITIONS))
+    names = TopicNames(namespace)
+    _write(kafka_config, names, [(0, "a", 1, b"a1")])  # offset 0, its marker at 1
+    old = PartitionStore(tmp_path / "recreated" / "partition-0")
+    batch = StoreBatch()  # fresh, and far ahead: the topic it read had 100 offsets
+    batch.put_event("gone", 1, b"of the deleted topic")
+    batch.checkpoint(names.history, 100)
+    batch.mark_fresh(int(time.time() * 1000))
+    old.write(batch)
+
+    with capture_logs() as logs:
+        [stats] = restore_partitions(kafka_config, names, {0: old}, topics=(names.history,))
+
+    assert [wid for wid, _ in old.workflow_ids()] == ["a"]
+    assert old.checkpoint(names.history) == 1
+    assert stats.rebuilt is Rebuild.BEYOND_END
+    rebuilt = [entry for entry in logs if entry["event"] == "partition store rebuilt"]
+    assert [(entry["reason"], entry["end"]) for entry in rebuilt] == [("beyond the end", 2)]
+    old.close()
 
 
 def test_a_store_that_never_kept_its_fresh_as_of_time_is_rebuilt_once(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import math
+import uuid
 from collections.abc import Iterable, Mapping, MutableSequence, Sequence, Set
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -412,6 +413,15 @@ def test_dict_keys_that_write_the_same_text_are_refused_not_merged() -> None:
 
 def test_bytes_in_a_union_refuse_a_non_string_so_the_next_member_is_tried() -> None:
     assert C.decode_one(_json("5"), bytes | int) == 5  # AttributeError escaped the union
+
+
+def test_a_uuid_refuses_a_non_string_with_a_type_error_so_a_union_goes_on() -> None:
+    """`uuid.UUID(5)` raises AttributeError, which a union does not catch: ``UUID | int``
+    failed on the very int its second member is for, and a bare UUID hint raised an
+    error the callers that catch conversion errors (TypeError, ValueError) let through."""
+    assert C.decode_one(_json("5"), uuid.UUID | int) == 5
+    with pytest.raises(TypeError, match="UUID"):
+        C.decode_one(_json("5"), uuid.UUID)
 
 
 def test_without_pydantic_everything_else_converts(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -146,6 +146,54 @@ async def test_a_failed_reply_reader_fails_every_wait_and_every_later_request(
     reader.join(5)
 
 
+async def test_a_reader_failing_while_a_request_registers_fails_that_request_too(
+    transport: KafkaTransport, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reader thread fails the waiting requests itself now (no longer on the loop):
+    one that had passed the "broken?" check but was not registered yet was in neither
+    group, and waited for an answer no reader would bring (forever, without a timeout)."""
+    _answer_on_send(transport, monkeypatch, answer_at=0)
+    real = asyncio.get_running_loop
+    armed = [True]
+
+    def get_running_loop() -> asyncio.AbstractEventLoop:
+        loop = real()
+        if armed and threading.current_thread() is threading.main_thread():
+            armed.clear()  # the request made its future: the reader fails just then
+            broken = RPCError("the client's reply reader failed: boom")
+            failing = threading.Thread(target=transport._fail_answers, args=(broken,))
+            failing.start()
+            failing.join(5)
+        return loop
+
+    monkeypatch.setattr(asyncio, "get_running_loop", get_running_loop)
+    with pytest.raises(RPCError, match="reply reader failed"):
+        await asyncio.wait_for(transport.request(_signal(transport), None), 2)
+
+
+async def test_a_send_racing_a_close_from_another_loop_is_failed_not_left_waiting(
+    transport: KafkaTransport, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A transport serves loops of several threads. A send past its "closed?" check when
+    another loop's close flushed and failed the sends it knew of produced afterwards and
+    registered too late: no thread polled for its delivery any more, and it waited
+    forever. It is refused (or, registered, failed by the close) instead."""
+    real = serde.encode_inbox
+    armed = [True]
+
+    def encode_inbox(message: InboxMessage) -> bytes:
+        if armed:
+            armed.clear()  # the send is past its check: another loop closes just now
+            closing = threading.Thread(target=asyncio.run, args=(transport.close(),))
+            closing.start()
+            closing.join(30)
+        return real(message)
+
+    monkeypatch.setattr(serde, "encode_inbox", encode_inbox)
+    with pytest.raises(ClientClosedError):
+        await asyncio.wait_for(transport.send(_signal(transport)), 5)
+
+
 async def test_callers_sharing_a_request_id_each_hear_their_answer(
     transport: KafkaTransport, monkeypatch: pytest.MonkeyPatch
 ) -> None:

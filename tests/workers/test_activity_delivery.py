@@ -454,3 +454,53 @@ async def test_a_commit_kafka_refused_is_committed_again(worker: ActivityWorker)
     await asyncio.sleep(0)  # what the polling thread handed to the loop
 
     assert worker._offsets() == [TopicPartition(TASKS, 0, 7)]
+
+
+class _PollingConsumer(_CommitsConsumer):
+    """A consumer whose poll is under way until released, and whose close, like
+    librdkafka's, runs the revoke callback in the thread that closes and waits for it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.polling = threading.Event()
+        self.release = threading.Event()
+        self.in_poll = False
+        self.closed_during_poll: bool | None = None
+        self.on_revoke: Any = None
+
+    def subscribe(self, _topics: list[str], **callbacks: Any) -> None:
+        self.on_revoke = callbacks["on_revoke"]
+
+    def poll_once(self) -> list[Any]:
+        self.in_poll = True
+        self.polling.set()
+        self.release.wait(5)
+        self.in_poll = False
+        return []
+
+    def close(self) -> None:
+        self.closed_during_poll = self.in_poll
+        self.on_revoke(self, [TopicPartition(TASKS, 0)])
+
+
+async def test_a_cancelled_run_closes_the_consumer_after_the_poll_under_way(
+    worker: ActivityWorker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cancelled `run` (``asyncio.run`` cancels what is left when its main returns) went
+    on to close the consumer in the loop's thread while the polling thread was still in
+    the poll: librdkafka's close and poll ran at once, and a rebalance callback of that
+    poll waited on a loop blocked in the close. The close waits for the poll's end."""
+    consumer = _PollingConsumer()
+    monkeypatch.setattr(worker, "_consumer", consumer)
+    monkeypatch.setattr(worker._admin, "ensure_task_queue", lambda *_: 1)
+    monkeypatch.setattr(activity_worker, "consume_available", lambda c, *_: c.poll_once())
+    running = asyncio.create_task(worker.run(asyncio.Event()))
+    assert await asyncio.to_thread(consumer.polling.wait, 5)
+
+    running.cancel()
+    await asyncio.sleep(0.1)  # the drain: no task to wait for, on to the close
+    consumer.release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(running, 5)
+
+    assert consumer.closed_during_poll is False

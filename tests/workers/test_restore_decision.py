@@ -55,3 +55,13 @@ def test_a_store_without_a_fresh_as_of_time_is_rebuilt_once_it_holds_anything() 
 def test_a_topic_the_store_never_read_is_no_reason() -> None:
     long_ago = NOW - 5 * DAY_MS
     assert rebuild_reason(long_ago, [_history(None, log_start=7)], NOW) is None
+
+
+def test_a_checkpoint_past_the_end_of_the_topic_is_rebuilt_however_fresh() -> None:
+    """The topic was deleted and created again (or lost records in an unclean leader
+    election): the store's offsets name records that are not there, and resuming skipped
+    every record of the new topic up to its old checkpoint."""
+    view = TopicView("ns.history", 40, 0, DAY_MS, end=2)
+    assert rebuild_reason(NOW, [view], NOW) == (Rebuild.BEYOND_END, view)
+    caught_up = TopicView("ns.history", 40, 0, DAY_MS, end=40)
+    assert rebuild_reason(NOW, [caught_up], NOW) is None
