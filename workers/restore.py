@@ -38,6 +38,8 @@ from topics.transient import retry_transient
 log = structlog.get_logger(__name__)
 
 _WRITE_EVERY = 5_000
+#: How long a restore keeps asking an unanswering Kafka for the topics' configuration.
+ADMIN_PATIENCE_S = 30.0
 #: What a store's age must leave of ``delete.retention.ms`` at most (half of it when that
 #: is shorter): the restore reads the tombstones some time after it decided to resume (up
 #: to its timeout, five minutes), an owner that lost its partitions without knowing goes
@@ -239,11 +241,23 @@ def _time_finished(
 
 
 def _delete_retention(kafka_config: dict[str, Any], topics: tuple[str, ...]) -> dict[str, int]:
-    """``delete.retention.ms`` of each topic; a topic without one cannot be restored."""
-    try:
-        retention = TopicAdmin(kafka_config).delete_retention_ms(list(topics))
-    except KafkaUnavailableError as error:
-        raise RestoreError(f"restore: {error}") from error
+    """``delete.retention.ms`` of each topic; a topic without one cannot be restored.
+
+    Asked again for up to ``ADMIN_PATIENCE_S`` while Kafka does not answer: a restore runs
+    during a rebalance, when a coordinator or leader may be moving, and giving up at the
+    first refusal ended the worker.
+    """
+    deadline = time.monotonic() + ADMIN_PATIENCE_S
+    admin = TopicAdmin(kafka_config)
+    while True:
+        try:
+            retention = admin.delete_retention_ms(list(topics))
+            break
+        except KafkaUnavailableError as error:
+            if time.monotonic() > deadline:
+                raise RestoreError(f"restore: {error}") from error
+            log.info("topic configuration not answered yet; asking again", error=str(error))
+            time.sleep(1.0)
     missing = sorted(set(topics) - retention.keys())
     if missing:
         raise RestoreError(f"restore: no delete.retention.ms for {', '.join(missing)}")

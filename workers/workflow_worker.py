@@ -366,16 +366,26 @@ class WorkflowWorker:
         wanted = [TopicPartition(self._names.inbox, n) for n in numbers]
         # The committed offsets are unstable while a dead worker's transaction is open:
         # the broker makes the call wait until the coordinator aborted it (its timeout).
-        committed = retry_transient(
-            lambda: self._consumer.committed(wanted, timeout=TRANSACTION_TIMEOUT_MS / 1000 + 5),
-            timeout_s=120,
-        )
+        committed = retry_transient(lambda: self._committed(wanted), timeout_s=120)
         for tp in committed:
             offset = tp.offset
             if offset < 0:
                 low, _ = self._consumer.get_watermark_offsets(tp, timeout=10)
                 offset = low
             self._fence_offsets[tp.partition] = offset
+
+    def _committed(self, wanted: list[TopicPartition]) -> list[TopicPartition]:
+        """The group's committed offsets of ``wanted``; a partition's own error is raised.
+
+        Taken for "nothing committed" (its offset is -1001 then), the error made the
+        fence offset the partition's start, which a commit then wrote back as the group's
+        position: the partition's inbox would be read again from the start.
+        """
+        committed = self._consumer.committed(wanted, timeout=TRANSACTION_TIMEOUT_MS / 1000 + 5)
+        for tp in committed:
+            if tp.error is not None:
+                raise KafkaException(tp.error)
+        return list(committed)
 
     def _abort(self, exception: KafkaException) -> None:
         error: KafkaError = exception.args[0]

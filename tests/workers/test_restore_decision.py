@@ -6,6 +6,13 @@ shows the broker's log cleaner really removing the tombstones a stale store woul
 
 from __future__ import annotations
 
+import time
+
+import pytest
+
+from topics.admin import TopicAdmin
+from topics.errors import KafkaUnavailableError
+from workers import restore
 from workers.restore import MAX_SAFETY_MARGIN_MS, Rebuild, TopicView, rebuild_reason, usable_age_ms
 
 DAY_MS = 86_400_000
@@ -65,3 +72,27 @@ def test_a_checkpoint_past_the_end_of_the_topic_is_rebuilt_however_fresh() -> No
     assert rebuild_reason(NOW, [view], NOW) == (Rebuild.BEYOND_END, view)
     caught_up = TopicView("ns.history", 40, 0, DAY_MS, end=40)
     assert rebuild_reason(NOW, [caught_up], NOW) is None
+
+
+def test_the_topics_configuration_is_asked_again_while_kafka_does_not_answer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A restore runs during a rebalance; one refusal of describe_configs ended the worker."""
+    answers: list[Exception | dict[str, int]] = [
+        KafkaUnavailableError("coordinator moving"),
+        KafkaUnavailableError("still moving"),
+        {"ns.history": 86_400_000},
+    ]
+
+    def delete_retention_ms(_admin: object, _topics: list[str]) -> dict[str, int]:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    monkeypatch.setattr(TopicAdmin, "delete_retention_ms", delete_retention_ms)
+    monkeypatch.setattr(time, "sleep", lambda _s: None)
+
+    config = {"bootstrap.servers": "127.0.0.1:1"}
+    assert restore._delete_retention(config, ("ns.history",)) == {"ns.history": 86_400_000}
+    assert answers == []
