@@ -189,6 +189,18 @@ class TopicAdmin:
             return catalogue
         return dataclasses.replace(catalogue, partitions=inbox.partitions)
 
+    def group_has_members(self, group: str) -> bool | None:
+        """Whether consumer group ``group`` has a member now; None when Kafka does not say.
+
+        For warnings only (a task queue nobody polls), so a failure to ask is no error.
+        """
+        try:
+            futures = self._client.describe_consumer_groups([group], request_timeout=self._timeout)
+            description = futures[group].result()
+        except KafkaException:
+            return None
+        return bool(description.members)
+
     def ensure_task_queue(self, catalogue: Catalogue, queue: str) -> int:
         """Create the topic of ``queue`` unless it exists; its partition count either way.
 

@@ -422,6 +422,16 @@ class WorkflowWorker:
         for topic in wanted:
             queue = self._names.queue_of(topic)
             self._task_placement.learn(topic, self._admin.ensure_task_queue(self._catalogue, queue))
+            group = self._names.activity_group(queue)
+            if self._admin.group_has_members(group) is False:
+                # A misspelt task queue waits forever and says nothing (Temporal's UI shows
+                # "no pollers"): say it once, when the queue is first used here.
+                log.warning(
+                    "no activity worker polls this task queue: its tasks wait until one runs "
+                    "(chronik worker ... --task-queue QUEUE)",
+                    task_queue=queue,
+                    consumer_group=group,
+                )
 
     def _on_consume_error(self, error: KafkaError) -> None:
         on_consume_error(error, self._config.member.worker_id)

@@ -6,6 +6,8 @@ import asyncio
 import json
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -234,3 +236,22 @@ def test_a_bad_setting_from_the_environment_names_its_variable(kafka_bootstrap: 
         cli, ["-X", "foo.bar=2", *args], env={"CHRONIK_RDKAFKA_FOO_BAR": "1"}
     )
     assert overridden.exit_code == 2 and "CHRONIK_RDKAFKA" not in overridden.output
+
+
+async def test_a_task_queue_no_activity_worker_polls_is_named_in_the_worker_log(
+    kafka_bootstrap: str, topics_ready: str, launch: Launcher, tmp_path: Path
+) -> None:
+    """A misspelt task queue waited forever and nobody said why."""
+    launch.worker(role="workflow", worker_id="lonely", modules=MODULES)
+    started = await _chronik(
+        kafka_bootstrap, topics_ready,
+        "start", "process_order", "--id", "typo-1", "-q", "ordrs", "--arg", '"T-1"',
+    )  # fmt: skip
+    assert started.returncode == 0, started.stderr
+    log = tmp_path / "lonely.log"
+    deadline = time.monotonic() + 60
+    while "no activity worker polls this task queue" not in log.read_text():
+        assert time.monotonic() < deadline, log.read_text()[-2000:]
+        await asyncio.sleep(0.2)
+    line = next(json.loads(x) for x in log.read_text().splitlines() if "no activity worker" in x)
+    assert line["task_queue"] == "ordrs"

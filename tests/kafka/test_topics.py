@@ -318,3 +318,29 @@ def test_history_keys_survive_compaction_and_a_rewrite_replaces_the_first(
     rewritten = by_key[("wf", 3)][0].attributes
     assert isinstance(rewritten, events.SignalReceived)
     assert rewritten.request_id == "second"
+
+
+def test_a_group_has_members_only_while_a_consumer_is_in_it(
+    kafka_bootstrap: str, namespace: str
+) -> None:
+    admin = TopicAdmin({"bootstrap.servers": kafka_bootstrap})
+    catalogue = Catalogue(namespace, partitions=1)
+    admin.ensure_task_queue(catalogue, "q")
+    group = catalogue.names.activity_group("q")
+
+    def answer() -> bool | None:  # None while the group coordinator is still loading
+        deadline = time.monotonic() + 30
+        while (has := admin.group_has_members(group)) is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        return has
+
+    assert answer() is False  # nobody ever joined
+    consumer = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": group})
+    consumer.subscribe([catalogue.names.tasks("q")])
+    try:
+        deadline = time.monotonic() + 30
+        while not consumer.assignment() and time.monotonic() < deadline:
+            consumer.poll(0.2)
+        assert answer() is True
+    finally:
+        consumer.close()
