@@ -11,6 +11,7 @@ from runtime import workflow
 class Approval:
     def __init__(self) -> None:
         self._approver: str | None = None
+        self._reviewers: list[str] = []
 
     @workflow.run
     async def run(self, request_id: str) -> str:
@@ -29,6 +30,17 @@ class Approval:
     @workflow.query
     def status(self) -> str:
         return "approved" if self._approver else "waiting"
+
+    @workflow.update
+    def add_reviewer(self, name: str) -> list[str]:
+        """An update: changes the state and answers (the reviewers so far)."""
+        self._reviewers.append(name)
+        return list(self._reviewers)
+
+    @add_reviewer.validator
+    def _check_reviewer(self, name: str) -> None:
+        if not name.strip():
+            raise ValueError("a reviewer needs a name")
 
 
 WORKFLOWS = [Approval]

@@ -284,6 +284,10 @@ _handle_command("history", "Print the workflow's history as JSON lines.", _histo
 @click.argument("signal_name")
 @ARG
 @RUN_ID
+@click.option(
+    "--request-id", default=None,
+    help="Idempotency key: the same signal sent again (a retried script) is delivered once.",
+)  # fmt: skip
 @pass_cli
 def signal(
     ctx: CliContext,
@@ -292,12 +296,14 @@ def signal(
     signal_name: str,
     args: tuple[str, ...],
     run_id: str | None,
+    request_id: str | None,
 ) -> None:
     """Send SIGNAL_NAME to the workflow."""
     values = _json_args(args)
 
     async def action(client: Client) -> None:
-        await client.get_workflow_handle(workflow_id, run_id=run_id).signal(signal_name, *values)
+        handle = client.get_workflow_handle(workflow_id, run_id=run_id)
+        await handle.signal(signal_name, *values, request_id=request_id)
 
     _run(ctx, action)
 
@@ -317,6 +323,35 @@ def query(
     async def action(client: Client) -> Any:
         handle = client.get_workflow_handle(workflow_id, run_id=run_id)
         return await handle.query(query_name, *values)
+
+    _print(_run(ctx, action))
+
+
+@workflow.command()
+@click.argument("workflow_id")
+@click.argument("update_name")
+@ARG
+@RUN_ID
+@click.option(
+    "--update-id", default=None,
+    help="Idempotency key: the same update sent again is answered, not run twice.",
+)  # fmt: skip
+@pass_cli
+def update(
+    ctx: CliContext,
+    *,
+    workflow_id: str,
+    update_name: str,
+    args: tuple[str, ...],
+    run_id: str | None,
+    update_id: str | None,
+) -> None:
+    """Run UPDATE_NAME on the workflow and print its answer."""
+    values = _json_args(args)
+
+    async def action(client: Client) -> Any:
+        handle = client.get_workflow_handle(workflow_id, run_id=run_id)
+        return {"result": await handle.execute_update(update_name, *values, id=update_id)}
 
     _print(_run(ctx, action))
 

@@ -83,9 +83,24 @@ async def test_signal_query_and_result_of_a_waiting_workflow(
         "Error: workflow Approval has no signal 'aprove' (its signals: 'approve'; did you mean "
         "'approve'?): workflow 'ap-1' did not take it, nothing was recorded"
     ]
-    signalled = await _chronik(
-        kafka_bootstrap, topics_ready, "signal", "ap-1", "approve", "--arg", '"alice"'
+    updated = await _chronik(
+        kafka_bootstrap, topics_ready, "update", "ap-1", "add_reviewer", "--arg", '"bob"'
     )
+    assert json.loads(updated.stdout) == {"result": ["bob"]}, updated.stderr
+    refused = await _chronik(
+        kafka_bootstrap, topics_ready, "update", "ap-1", "add_reviewer", "--arg", '" "'
+    )
+    assert refused.returncode == 2 and "a reviewer needs a name" in refused.stderr
+    signalled = await _chronik(
+        kafka_bootstrap, topics_ready,
+        "signal", "ap-1", "approve", "--arg", '"alice"', "--request-id", "sig-ap-1",
+    )  # fmt: skip
+    assert signalled.returncode == 0, signalled.stderr
+    again = await _chronik(  # a retried script: delivered once, accepted again
+        kafka_bootstrap, topics_ready,
+        "signal", "ap-1", "approve", "--arg", '"alice"', "--request-id", "sig-ap-1",
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr
     assert signalled.returncode == 0, signalled.stderr
     result = await _chronik(kafka_bootstrap, topics_ready, "result", "ap-1")
     assert json.loads(result.stdout) == {"result": "R-9 approved by alice"}
