@@ -62,8 +62,22 @@ class TypeHints:
         return self._resolved[1]
 
 
+class _Hinted:
+    """A definition's argument and return hints, through its `TypeHints`."""
+
+    hints: TypeHints
+
+    @property
+    def arg_types(self) -> list[Any]:
+        return self.hints.args
+
+    @property
+    def return_type(self) -> Any:
+        return self.hints.returns
+
+
 @dataclass(frozen=True)
-class HandlerDefinition:
+class HandlerDefinition(_Hinted):
     """A signal, query or update method of a class-style workflow."""
 
     name: str
@@ -72,17 +86,9 @@ class HandlerDefinition:
     is_async: bool
     validator: Callable[..., Any] | None = None
 
-    @property
-    def arg_types(self) -> list[Any]:
-        return self.hints.args
-
-    @property
-    def return_type(self) -> Any:
-        return self.hints.returns
-
 
 @dataclass(frozen=True)
-class WorkflowDefinition:
+class WorkflowDefinition(_Hinted):
     name: str
     run_fn: Callable[..., Any]
     cls: type | None
@@ -91,29 +97,13 @@ class WorkflowDefinition:
     queries: dict[str, HandlerDefinition] = field(default_factory=dict)
     updates: dict[str, HandlerDefinition] = field(default_factory=dict)
 
-    @property
-    def arg_types(self) -> list[Any]:
-        return self.hints.args
-
-    @property
-    def return_type(self) -> Any:
-        return self.hints.returns
-
 
 @dataclass(frozen=True)
-class ActivityDefinition:
+class ActivityDefinition(_Hinted):
     name: str
     fn: Callable[..., Any]
     is_async: bool
     hints: TypeHints
-
-    @property
-    def arg_types(self) -> list[Any]:
-        return self.hints.args
-
-    @property
-    def return_type(self) -> Any:
-        return self.hints.returns
 
 
 def _handler(fn: Callable[..., Any], name: str) -> HandlerDefinition:

@@ -40,7 +40,7 @@ from topics.consumed import FETCH_WAIT_MS, Consumed, consume_available
 from topics.errors import DecodeError, TopicsMissingError
 from topics.partitioner import partition_for, producer_config
 from topics.reachability import ensure_reachable
-from topics.transient import retry_transient
+from topics.transient import watermarks
 
 log = structlog.get_logger(__name__)
 
@@ -128,9 +128,7 @@ class KafkaTransport:
         if not partitions:
             raise TopicsMissingError(self.namespace, [topic])
         partition = partition_for(self.client_id, len(partitions))
-        _, end = retry_transient(
-            lambda: self._replies.get_watermark_offsets(TopicPartition(topic, partition), timeout=5)
-        )
+        _, end = watermarks(self._replies, TopicPartition(topic, partition))
         self._replies.assign([TopicPartition(topic, partition, end)])
         for target in (self._read_replies, self._serve_deliveries):
             thread = threading.Thread(target=target, name=f"chronik-{target.__name__}", daemon=True)

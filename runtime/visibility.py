@@ -26,7 +26,7 @@ from topics import serde
 from topics.catalogue import TopicNames
 from topics.consumed import Consumed, consume_available
 from topics.errors import DecodeError, TopicsMissingError
-from topics.transient import retry_transient
+from topics.transient import watermarks
 
 log = structlog.get_logger(__name__)
 
@@ -65,7 +65,7 @@ def _read_to_end(
         raise TopicsMissingError(namespace, [topic])
     ends = {}
     for partition in sorted(metadata.partitions):
-        low, high = _watermarks(consumer, TopicPartition(topic, partition))
+        low, high = watermarks(consumer, TopicPartition(topic, partition))
         if low < high:
             ends[partition] = high
     consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
@@ -83,11 +83,6 @@ def _read_to_end(
         positions = consumer.position([TopicPartition(topic, p) for p in ends])
         ends = {p.partition: ends[p.partition] for p in positions if p.offset < ends[p.partition]}
     return latest
-
-
-def _watermarks(consumer: Consumer, where: TopicPartition) -> tuple[int, int]:
-    low, high = retry_transient(lambda: consumer.get_watermark_offsets(where, timeout=5))
-    return int(low), int(high)
 
 
 def _apply(latest: dict[str, StatusRecord], record: Consumed) -> None:

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 T = TypeVar("T")
 
@@ -43,6 +43,13 @@ def retry_transient(call: Callable[[], T], timeout_s: float = 30.0) -> T:
                 raise
         time.sleep(pause)
         pause = min(pause * 2, 1.0)
+
+
+def watermarks(consumer: Consumer, where: TopicPartition) -> tuple[int, int]:
+    """The (low, high) watermarks of ``where``, asked again while the broker answers with
+    a passing error (a partition just created, a leader moving)."""
+    low, high = retry_transient(lambda: consumer.get_watermark_offsets(where, timeout=5))
+    return int(low), int(high)
 
 
 def produce_when_room(producer: Producer, topic: str, **kwargs: Any) -> None:

@@ -33,7 +33,7 @@ from topics.admin import TopicAdmin
 from topics.catalogue import TopicNames
 from topics.consumed import consume_available, header_pairs
 from topics.errors import DecodeError, KafkaUnavailableError
-from topics.transient import retry_transient
+from topics.transient import watermarks
 
 log = structlog.get_logger(__name__)
 
@@ -275,7 +275,7 @@ def _assign(
     each store that cannot resume (`rebuild_reason`) was emptied to be read from 0."""
     assignment, ends, rebuilt = [], {}, {}
     for partition, store in stores.items():
-        marks = {t: _watermarks(consumer, TopicPartition(t, partition)) for t in topics}
+        marks = {t: watermarks(consumer, TopicPartition(t, partition)) for t in topics}
         views = [
             TopicView(t, store.checkpoint(t), marks[t][0], retention[t], end=marks[t][1])
             for t in topics
@@ -318,11 +318,6 @@ def _log_rebuild(
         away_s=None if fresh_as_of is None else (now_ms - fresh_as_of) / 1000,
         delete_retention_s=view.delete_retention_ms / 1000,
     )
-
-
-def _watermarks(consumer: Consumer, where: TopicPartition) -> tuple[int, int]:
-    low, high = retry_transient(lambda: consumer.get_watermark_offsets(where, timeout=5))
-    return int(low), int(high)
 
 
 def _reached(consumer: Consumer, where: tuple[str, int], end: int) -> bool:
