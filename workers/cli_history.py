@@ -21,7 +21,7 @@ import click
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, TopicPartition
 
 from runtime.history_json import event_to_dict
-from topics import serde
+from topics import dead_letters, serde
 from topics.catalogue import TopicNames
 from topics.consumed import Consumed, consume_available
 from topics.errors import DecodeError, TopicsMissingError
@@ -134,18 +134,18 @@ def dead_letter_to_dict(record: Consumed, *, with_value: bool = False) -> dict[s
     out: dict[str, Any] = {
         "partition": record.partition,
         "offset": record.offset,
-        "reason": headers.get("chronik.reason"),
+        "reason": headers.get(dead_letters.REASON),
         "source": (
-            f"{headers.get('chronik.topic')}[{headers.get('chronik.partition')}]"
-            f"@{headers.get('chronik.offset')}"
+            f"{headers.get(dead_letters.TOPIC)}[{headers.get(dead_letters.PARTITION)}]"
+            f"@{headers.get(dead_letters.OFFSET)}"
         ),
         "key": key.decode("utf-8", "backslashreplace"),
         "value_bytes": len(value),
         "value_head": value[:16].hex(),
     }
-    if "chronik.truncated" in headers:
+    if dead_letters.TRUNCATED in headers:
         out["truncated"] = True
-        out["original_size"] = int(headers.get("chronik.original_size", "0"))
+        out["original_size"] = int(headers.get(dead_letters.ORIGINAL_SIZE, "0"))
     if with_value:
         out["value_base64"] = base64.b64encode(value).decode()
     return out

@@ -32,7 +32,7 @@ from confluent_kafka import (
 )
 
 from runtime.engine import WorkflowRegistry
-from topics import serde
+from topics import dead_letters, serde
 from topics.admin import TopicAdmin
 from topics.catalogue import MAX_RECORD_BYTES, Catalogue, TopicNames
 from topics.consumed import Consumed, consume_available
@@ -265,16 +265,16 @@ class WorkflowWorker:
             reason = reason[:_MAX_DEAD_LETTER_TEXT] + "..."
         key, value = record.key or b"", record.value
         headers: tuple[tuple[str, bytes], ...] = (
-            ("chronik.reason", reason.encode()),
-            ("chronik.topic", record.topic.encode()),
-            ("chronik.partition", str(record.partition).encode()),
-            ("chronik.offset", str(record.offset).encode()),
+            (dead_letters.REASON, reason.encode()),
+            (dead_letters.TOPIC, record.topic.encode()),
+            (dead_letters.PARTITION, str(record.partition).encode()),
+            (dead_letters.OFFSET, str(record.offset).encode()),
         )
         size = len(key) + len(value or b"") + sum(len(n) + len(v) for n, v in headers)
         if size > MAX_RECORD_BYTES:
             headers += (
-                ("chronik.truncated", b"value"),
-                ("chronik.original_size", str(len(value or b"")).encode()),
+                (dead_letters.TRUNCATED, b"value"),
+                (dead_letters.ORIGINAL_SIZE, str(len(value or b"")).encode()),
             )
             key, value = key[:_MAX_DEAD_LETTER_TEXT], b""
         partition.pending.add(Outbound(self._names.inbox_dlq, key, value, headers=headers))

@@ -1,0 +1,15 @@
+"""The headers of a record on ``<ns>.inbox.dlq``: why it is there, where the original was.
+
+Written by the workflow worker, read by ``chronik dlq tail`` and by any operator's tool
+(docs/runtime.md names them): one place for the names both sides must agree on.
+"""
+
+from __future__ import annotations
+
+REASON = "chronik.reason"
+TOPIC = "chronik.topic"
+PARTITION = "chronik.partition"
+OFFSET = "chronik.offset"
+#: Present when the value was left out (too large to produce again); says what was cut.
+TRUNCATED = "chronik.truncated"
+ORIGINAL_SIZE = "chronik.original_size"
