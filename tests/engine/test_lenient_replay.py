@@ -4,11 +4,10 @@ code, and ends where the fixed code's own commands were recorded."""
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
 
 import pytest
 
-from runtime import NonDeterminismError, Replayer, activity, workflow
+from runtime import NonDeterminismError, Replayer, workflow
 from runtime.engine import WorkflowInstance, WorkflowRegistry
 from runtime.events import ActivityScheduled, HistoryEvent, WorkflowTaskFailed
 from runtime.messages import (
@@ -18,28 +17,7 @@ from runtime.messages import (
     StartWorkflow,
     TimerFiredReport,
 )
-
-T = timedelta(seconds=5)
-
-
-@activity.defn
-async def step_a() -> str:
-    return "a"
-
-
-@activity.defn
-async def step_b() -> str:
-    return "b"
-
-
-@activity.defn
-async def step_c() -> str:
-    return "c"
-
-
-@activity.defn
-async def step_d() -> str:
-    return "d"
+from tests.engine.steps import T, step_a, step_b, step_c, step_d
 
 
 @workflow.defn(name="gated")

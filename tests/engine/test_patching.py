@@ -8,42 +8,17 @@ stage records.
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
 
 import pytest
 
-from runtime import NonDeterminismError, Replayer, activity, workflow
+from runtime import NonDeterminismError, Replayer, workflow
 from runtime.engine import WorkflowInstance, WorkflowRegistry
 from runtime.engine.patches import is_deprecated_patch_marker, is_patch_marker
 from runtime.events import HistoryEvent, MarkerRecorded, WorkflowCompleted
 from runtime.messages import SignalWorkflow
 from runtime.testing import WorkflowEnvironment
+from tests.engine.steps import STEPS, T, step_a, step_b, step_c, step_d
 from workers.worker import Worker
-
-T = timedelta(seconds=5)
-
-
-@activity.defn
-async def step_a() -> str:
-    return "a"
-
-
-@activity.defn
-async def step_b() -> str:
-    return "b"
-
-
-@activity.defn
-async def step_c() -> str:
-    return "c"
-
-
-@activity.defn
-async def step_d() -> str:
-    return "d"
-
-
-ACTIVITIES = [step_a, step_b, step_c, step_d]
 
 
 @workflow.defn(name="flow")
@@ -79,7 +54,7 @@ async def flow_removed() -> str:
 
 
 async def _record(env: WorkflowEnvironment, wf: object, workflow_id: str) -> list[HistoryEvent]:
-    async with Worker(env.client, task_queue="q", workflows=[wf], activities=ACTIVITIES):
+    async with Worker(env.client, task_queue="q", workflows=[wf], activities=STEPS):
         assert await env.client.execute_workflow(wf, id=workflow_id, task_queue="q") in {
             "ab",
             "ac",
@@ -192,9 +167,7 @@ async def test_a_run_resumed_after_the_call_was_removed_keeps_its_later_patches(
     env: WorkflowEnvironment,
 ) -> None:
     """Markers after a passed-over one are matched by patch id, not by their number."""
-    async with Worker(
-        env.client, task_queue="q", workflows=[GatedDeprecated], activities=ACTIVITIES
-    ):
+    async with Worker(env.client, task_queue="q", workflows=[GatedDeprecated], activities=STEPS):
         handle = await env.client.start_workflow(GatedDeprecated.run, id="g", task_queue="q")
         for _ in range(1000):  # until it waits for the signal (activities run for real)
             if await handle.query(GatedDeprecated.where) == "waiting":
@@ -215,7 +188,7 @@ async def test_a_run_resumed_after_the_call_was_removed_keeps_its_later_patches(
         assert Replayer([code]).replay_workflow(partial + tail).error is None
 
     # The same through the environment (restoring per message in one of its two modes).
-    async with Worker(env.client, task_queue="q", workflows=[GatedRemoved], activities=ACTIVITIES):
+    async with Worker(env.client, task_queue="q", workflows=[GatedRemoved], activities=STEPS):
         await handle.signal(GatedRemoved.open)
         assert await handle.result() == "acd"
     history = env.histories()["g"]

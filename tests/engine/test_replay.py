@@ -2,35 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
-from runtime import NonDeterminismError, activity, workflow
+from runtime import NonDeterminismError, workflow
 from runtime.engine import WorkflowInstance, WorkflowRegistry
 from runtime.events import ActivityScheduled, MarkerRecorded, WorkflowTaskFailed
 from runtime.messages import ActivityCompletedReport, TimerFiredReport
 from runtime.replay import Replayer, history_from_json, history_to_json
 from runtime.testing import WorkflowEnvironment
+from tests.engine.steps import T, step_a, step_b, step_c
 from workers.worker import Worker
-
-T = timedelta(seconds=5)
-
-
-@activity.defn
-async def step_a() -> str:
-    return "a"
-
-
-@activity.defn
-async def step_b() -> str:
-    return "b"
-
-
-@activity.defn
-async def step_c() -> str:
-    return "c"
 
 
 @workflow.defn(name="pipeline")
