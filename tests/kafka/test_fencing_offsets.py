@@ -26,6 +26,29 @@ from workers.workflow_worker import WorkflowWorker, WorkflowWorkerConfig
 pytestmark = pytest.mark.kafka
 
 
+def _owner_of_both_partitions(
+    kafka_bootstrap: str, namespace: str, tmp_path: Path
+) -> WorkflowWorker:
+    """A workflow worker of its own id, stepped until it owns (has restored) both
+    partitions; the caller closes it."""
+    member = Member(kafka_bootstrap, namespace, f"w-{uuid.uuid4().hex[:6]}")
+    worker = WorkflowWorker(
+        WorkflowWorkerConfig(member=member, state_dir=tmp_path), WorkflowRegistry([])
+    )
+    worker._producer.init_transactions(60)
+    worker._consumer.subscribe(
+        [TopicNames(namespace).inbox], on_assign=worker._on_assign, on_revoke=worker._on_revoke
+    )
+    deadline = time.monotonic() + 30
+    try:
+        while sorted(worker._partitions) != [0, 1] and time.monotonic() < deadline:
+            worker._step()
+    except BaseException:
+        worker._close()
+        raise
+    return worker
+
+
 @pytest.mark.parametrize("committed_before", [False, True], ids=["fresh", "committed"])
 def test_a_partition_nothing_was_consumed_from_still_commits_its_offset(
     kafka_bootstrap: str, namespace: str, tmp_path: Path, committed_before: bool
@@ -38,18 +61,8 @@ def test_a_partition_nothing_was_consumed_from_still_commits_its_offset(
             offsets=[TopicPartition(names.inbox, p, 0) for p in (0, 1)], asynchronous=False
         )
         other.close()
-    member = Member(kafka_bootstrap, namespace, f"w-{uuid.uuid4().hex[:6]}")
-    worker = WorkflowWorker(
-        WorkflowWorkerConfig(member=member, state_dir=tmp_path), WorkflowRegistry([])
-    )
-    worker._producer.init_transactions(60)
-    worker._consumer.subscribe(
-        [names.inbox], on_assign=worker._on_assign, on_revoke=worker._on_revoke
-    )
-    deadline = time.monotonic() + 30
+    worker = _owner_of_both_partitions(kafka_bootstrap, namespace, tmp_path)
     try:
-        while sorted(worker._partitions) != [0, 1] and time.monotonic() < deadline:
-            worker._step()
         positions = worker._inbox_positions({})
         assert [(tp.partition, tp.offset) for tp in positions] == [(0, 0), (1, 0)]
     finally:
@@ -66,19 +79,8 @@ def test_an_idle_owner_keeps_its_stores_fresh(
     monkeypatch.setattr(partition_module, "FRESH_AS_OF_EVERY_MS", 300)
     monkeypatch.setattr(workflow_worker, "FRESH_AS_OF_EVERY_MS", 300)
     TopicAdmin({"bootstrap.servers": kafka_bootstrap}).create(Catalogue(namespace, 2))
-    names = TopicNames(namespace)
-    member = Member(kafka_bootstrap, namespace, f"w-{uuid.uuid4().hex[:6]}")
-    worker = WorkflowWorker(
-        WorkflowWorkerConfig(member=member, state_dir=tmp_path), WorkflowRegistry([])
-    )
-    worker._producer.init_transactions(60)
-    worker._consumer.subscribe(
-        [names.inbox], on_assign=worker._on_assign, on_revoke=worker._on_revoke
-    )
-    deadline = time.monotonic() + 30
+    worker = _owner_of_both_partitions(kafka_bootstrap, namespace, tmp_path)
     try:
-        while sorted(worker._partitions) != [0, 1] and time.monotonic() < deadline:
-            worker._step()
         restored = {n: p.store.fresh_as_of() for n, p in worker._partitions.items()}
         quiet_until = time.monotonic() + 1.5
         while time.monotonic() < quiet_until:
