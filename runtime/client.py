@@ -208,12 +208,15 @@ class Client:
         status: WorkflowStatus | Iterable[WorkflowStatus] | None = None,
         workflow_type: str | None = None,
         task_queue: str | None = None,
+        task_failing: bool | None = None,
     ) -> AsyncIterator[StatusRecord]:
         """The namespace's workflows, newest start first, as their status records say.
 
         Running ones and closed ones still in retention, each by its latest run; narrowed
-        to the given status(es), workflow type and task queue. Over Kafka this reads the
-        whole compacted status topic (`runtime.visibility`), asking no worker.
+        to the given status(es), workflow type and task queue, and with ``task_failing``
+        to the open runs whose workflow task fails (``True``: the ones waiting for fixed
+        code) or does not. Over Kafka this reads the whole compacted status topic
+        (`runtime.visibility`), asking no worker.
         """
         # A status's text is a str, and so an iterable of its characters: one status too.
         wanted = {status} if isinstance(status, str) else status
@@ -224,6 +227,7 @@ class Client:
                 (wanted is None or record.status in wanted)
                 and (workflow_type is None or record.workflow_type == workflow_type)
                 and (task_queue is None or record.task_queue == task_queue)
+                and (task_failing is None or (record.task_failure is not None) == task_failing)
             ):
                 yield record
 

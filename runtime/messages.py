@@ -341,6 +341,9 @@ class StatusRecord:
     close_time_ms: int | None
     history_length: int
     failure: Failure | None = None
+    #: Set while the open run's workflow task is failing (its code cannot follow the
+    #: history, or its type is not registered): the run waits for fixed code.
+    task_failure: Failure | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -212,6 +212,10 @@ async def _history(handle: WorkflowHandle) -> None:
 )  # fmt: skip
 @click.option("--type", "workflow_type", default=None, help="Only workflows of this type.")
 @click.option("--task-queue", "-q", default=None, help="Only workflows of this task queue.")
+@click.option(
+    "--task-failing", is_flag=True,
+    help="Only open runs whose workflow task fails (stuck until fixed code is deployed).",
+)  # fmt: skip
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="At most this many.")
 @pass_cli
 def list_workflows(
@@ -220,6 +224,7 @@ def list_workflows(
     statuses: tuple[str, ...],
     workflow_type: str | None,
     task_queue: str | None,
+    task_failing: bool,
     limit: int | None,
 ) -> None:
     """List the namespace's workflows, newest first, as JSON lines.
@@ -234,6 +239,7 @@ def list_workflows(
             status=[WorkflowStatus(s) for s in statuses] or None,
             workflow_type=workflow_type,
             task_queue=task_queue,
+            task_failing=True if task_failing else None,
         )
         printed = 0
         async for record in found:

@@ -76,6 +76,11 @@ class Execution:
             close_time_ms=run.close_time_ms,
             history_length=self.next_event_id() - 1,
             failure=run.failure,
+            task_failure=(
+                failure_from_exception(run.stuck, with_stack=False)
+                if run.stuck is not None and not run.closed
+                else None
+            ),
         )
 
     # --- replay -------------------------------------------------------------------------------
@@ -148,6 +153,9 @@ class Execution:
         run = self.runs.current
         if run is None or run.closed:
             return
+        if run.reported_stuck and run.stuck is None:  # fixed code follows the history
+            run.reported_stuck = False
+            self.fx.status(self.status_record(run))
         if run.stuck is not None and not run.stuck_recorded:
             failure = failure_from_exception(run.stuck, with_stack=False)
             self.record(WorkflowTaskFailed(failure))
@@ -221,6 +229,8 @@ class Execution:
             return
         apply_to_run(self.fx, run, event)
         self._note_stuck(run)
+        if run.reported_stuck and classify(attrs) is EventClass.COMMAND:
+            run.reported_stuck = False  # the code went on: a status said so (`catch_up`)
         if type(attrs) in _CLOSING_TYPES:
             self.runs.close(run)
             self.fx.status(self.status_record(run))
@@ -228,6 +238,9 @@ class Execution:
             self.waiters.answer_results(self.fx, self.runs)
         elif isinstance(attrs, UpdateCompleted):
             self.waiters.answer_update(self.fx, attrs)
+        elif isinstance(attrs, WorkflowTaskFailed):
+            run.reported_stuck = True
+            self.fx.status(self.status_record(run))
 
     def _open_run(self, event: HistoryEvent, attrs: WorkflowStarted) -> None:
         run = RunState(event.run_id, attrs, event.timestamp_ms)

@@ -9,7 +9,7 @@ import pytest
 from runtime import NonDeterminismError, workflow
 from runtime.engine import WorkflowInstance, WorkflowRegistry
 from runtime.events import ActivityScheduled, MarkerRecorded, WorkflowTaskFailed
-from runtime.messages import ActivityCompletedReport, TimerFiredReport
+from runtime.messages import ActivityCompletedReport, TimerFiredReport, WorkflowStatus
 from runtime.replay import Replayer, history_from_json, history_to_json
 from runtime.testing import WorkflowEnvironment
 from tests.engine.steps import T, step_a, step_b, step_c
@@ -138,7 +138,15 @@ async def test_nondeterminism_fails_the_task_once_and_keeps_the_run_open(
     stale = TimerFiredReport("nd", run_id, "sleep:99", 0)
     first = instance.handle(stale, partial[-1].timestamp_ms + 1)
     assert [type(e.attributes) for e in first.events] == [WorkflowTaskFailed]
-    assert first.replies == [] and first.status is None
+    assert first.replies == []
+    # The status record says the task is failing, and why; so does describe.
+    assert first.status is not None and first.status.status is WorkflowStatus.RUNNING
+    assert first.status.task_failure is not None
+    assert first.status.task_failure.type == "NonDeterminismError"
+    recorded = first.events[0].attributes
+    assert isinstance(recorded, WorkflowTaskFailed)
+    assert first.status.task_failure.message == recorded.failure.message
+    assert instance.status() == first.status
     second = instance.handle(stale, partial[-1].timestamp_ms + 2)
     assert second.events == []
     # The activity's completion is still recorded, so nothing is lost until fixed code arrives.
@@ -150,7 +158,36 @@ async def test_nondeterminism_fails_the_task_once_and_keeps_the_run_open(
         "nd", partial + first.events + done.events, WorkflowRegistry([pipeline_v1])
     )
     assert fixed.task_failures == []
-    assert fixed.status() is not None
+    assert (fixed_status := fixed.status()) is not None and fixed_status.task_failure is None
+    # Its first message tells the status topic the task no longer fails; later ones do not.
+    recovered = fixed.handle(stale, partial[-1].timestamp_ms + 4)
+    assert recovered.status is not None and recovered.status.task_failure is None
+    assert fixed.handle(stale, partial[-1].timestamp_ms + 5).status is None
+
+
+async def test_a_restore_past_the_fixed_code_s_next_command_reports_no_recovery(
+    env: WorkflowEnvironment,
+) -> None:
+    """The status topic heard of the recovery when the fixed code went on (`catch_up`)."""
+    assert await _record(env, pipeline_v1, "rec") == "ab"
+    history = list(env.histories()["rec"])
+    cut = next(i for i, e in enumerate(history) if isinstance(e.attributes, ActivityScheduled))
+    partial, run_id = history[: cut + 1], history[cut].run_id
+    broken = WorkflowInstance.restore("rec", partial, WorkflowRegistry([pipeline_reordered]))
+    now = partial[-1].timestamp_ms
+    failed = broken.handle(ActivityCompletedReport("rec", run_id, 1, 1, None), now + 1)
+    assert isinstance(failed.events[0].attributes, WorkflowTaskFailed)
+    assert failed.status is not None and failed.status.task_failure is not None
+    so_far = [*partial, *failed.events]
+    fixed = WorkflowInstance.restore("rec", so_far, WorkflowRegistry([pipeline_v1]))
+    stale = TimerFiredReport("rec", run_id, "sleep:99", 0)
+    recovered = fixed.handle(stale, now + 2)
+    assert recovered.status is not None and recovered.status.task_failure is None
+    assert [type(e.attributes) for e in recovered.events] == [ActivityScheduled]  # step_b
+    again = WorkflowInstance.restore(
+        "rec", [*so_far, *recovered.events], WorkflowRegistry([pipeline_v1])
+    )
+    assert again.handle(stale, now + 3).status is None
 
 
 def test_restore_of_empty_history_has_no_run() -> None:
