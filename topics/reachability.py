@@ -18,7 +18,7 @@ import socket
 import time
 from collections.abc import Mapping
 
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 
 from topics.errors import KafkaConfigError, KafkaUnavailableError
@@ -128,4 +128,23 @@ def ensure_reachable(
     except KafkaException as exc:
         error = exc.args[0]
         detail = error.str() if hasattr(error, "str") else str(error)
-        raise KafkaUnreachableError(bootstrap, f"no metadata answer: {detail}") from None
+        hint = _hint(error.code() if isinstance(error, KafkaError) else None, settings)
+        raise KafkaUnreachableError(bootstrap, f"no metadata answer: {detail}{hint}") from None
+
+
+def _hint(code: int | None, settings: Mapping[str, object]) -> str:
+    """What usually causes the failures librdkafka names only by their symptom.
+
+    A TCP connect succeeded, so something listens there; these say what it likely is.
+    """
+    protocol = str(settings.get("security.protocol", "plaintext")).upper()
+    if code == KafkaError._UNSUPPORTED_FEATURE:
+        return " (something answers there, but not a broker's listener: a KRaft controller port?)"
+    if code == KafkaError._TRANSPORT:
+        return (
+            f" (the connection closed in the handshake: does that listener speak {protocol}? "
+            "set security.protocol to its protocol, with -X or CHRONIK_RDKAFKA_SECURITY_PROTOCOL)"
+        )
+    if code in (KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED):
+        return " (check sasl.mechanism, sasl.username and sasl.password, or the SSL key store)"
+    return ""

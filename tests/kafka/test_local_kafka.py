@@ -151,3 +151,30 @@ def test_the_cleaner_back_off_is_one_second_unless_a_benchmark_asks_for_kafkas_d
 
     assert "log.cleaner.backoff.ms=1000\n" in local_kafka.server_properties(tests_broker)
     assert "log.cleaner.backoff.ms=15000\n" in local_kafka.server_properties(bench_broker)
+
+
+def _kafka_check(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "workers.cli", *args, "kafka", "check"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+
+# librdkafka names only the symptom ("Broker transport failure", "Required feature not
+# supported by broker"); the one line of the error also says the likely cause.
+
+
+def test_a_security_protocol_the_listener_does_not_speak_is_named(kafka_bootstrap: str) -> None:
+    result = _kafka_check("--bootstrap-servers", kafka_bootstrap, "-X", "security.protocol=SSL")
+    assert result.returncode == 2
+    assert "does that listener speak SSL?" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_kraft_controller_port_is_named(local_broker: local_kafka.BrokerConfig | None) -> None:
+    if local_broker is None:
+        pytest.skip("the controller port is known only for the suite's own broker (CI's)")
+    result = _kafka_check("--bootstrap-servers", f"127.0.0.1:{local_broker.ctrl_port}")
+    assert result.returncode == 2
+    assert "a KRaft controller port?" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
