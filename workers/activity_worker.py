@@ -63,6 +63,7 @@ from topics.consumed import Consumed, consume_available
 from topics.errors import DecodeError
 from topics.partitioner import producer_config
 from topics.transient import produce_when_room
+from workers.loop_watch import LoopWatch
 from workers.membership import Member, on_consume_error
 from workers.offsets import PartitionProgress
 
@@ -99,6 +100,9 @@ class ActivityWorkerConfig:
     executor: Executor | None = None
     #: On stop, how long running activities may finish before they are cancelled.
     drain_s: float = 30.0
+    #: How long the event loop may stand still before the log says which code blocks it
+    #: (`workers.loop_watch`): a healthy loop ticks within milliseconds.
+    blocked_loop_warning_s: float = 2.0
 
 
 @dataclass(slots=True)
@@ -193,6 +197,13 @@ class ActivityWorker:
             task_queue=self._config.task_queue,
             activity_types=self._registry.names(),
         )
+        watch = LoopWatch(
+            loop,
+            threshold_s=self._config.blocked_loop_warning_s,
+            running=self._running_types,
+            what="activity worker's",
+        )
+        watch.start()
         try:
             while not stop.is_set():
                 records = await loop.run_in_executor(
@@ -204,7 +215,14 @@ class ActivityWorker:
                 self._commit()
                 self._producer.poll(0)
         finally:
-            await self._drain()
+            try:
+                await self._drain()
+            finally:
+                watch.stop()
+
+    def _running_types(self) -> list[str]:
+        """The activity types in flight; read from the watch's thread while the loop stands."""
+        return sorted({running.task.activity_type for running in list(self._running.values())})
 
     async def _drain(self) -> None:
         """Let running activities finish and their reports arrive, then commit and close.
