@@ -18,6 +18,7 @@ from topics.errors import KafkaConfigError, TopicsMissingError
 from topics.reachability import KafkaUnreachableError, client_config_from_env
 from workers.cli_context import CliContext
 from workers.cli_history import dlq, history
+from workers.cli_replay import replay
 from workers.cli_timers import timers
 from workers.cli_topics import topics
 from workers.cli_worker import worker
@@ -113,6 +114,7 @@ cli.add_command(history)
 cli.add_command(dlq)
 cli.add_command(timers)
 cli.add_command(workflow)
+cli.add_command(replay)
 
 
 def main() -> None:

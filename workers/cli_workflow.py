@@ -9,7 +9,6 @@ or 3 (``result --timeout`` ran out while the run was still open).
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
 import sys
@@ -96,19 +95,8 @@ def _json(value: Any) -> str:
 
 def _run(ctx: CliContext, action: Callable[[Client], Awaitable[T]]) -> T:
     """Connect, run ``action``, close; typed errors become one line and an exit code."""
-    ctx.ensure_kafka()
-
-    async def main() -> T:
-        client = await Client.connect(
-            ctx.bootstrap_servers, namespace=ctx.namespace, **dict[str, Any](ctx.kafka_config)
-        )
-        try:
-            return await action(client)
-        finally:
-            await client.close()
-
     try:
-        return asyncio.run(main())
+        return ctx.with_client(action)
     except WorkflowFailureError as failure:
         click.echo(f"Error: {_outcome_line(failure.cause)}", err=True)
         sys.exit(1)

@@ -7,18 +7,16 @@ import asyncio
 import json
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
 from confluent_kafka import Producer
 
-from runtime import workflow
-from runtime.client import Client, WorkflowHandle
+from runtime.client import Client
 from runtime.errors import WorkflowFailureError
-from runtime.events import ActivityCompleted
 from runtime.messages import StatusRecord, WorkflowStatus
-from tests.engine.steps import STEPS, T, step_a, step_b
+from tests.engine.steps import STEPS
+from tests.integration import drift_v1, drift_v2
 from tests.integration.conftest import Launcher
 from topics.catalogue import TopicNames
 from topics.partitioner import producer_config
@@ -89,43 +87,6 @@ async def test_the_namespace_s_workflows_newest_first_filtered_and_without_retir
     ]
 
 
-@workflow.defn(name="Drifting")
-class DriftingV1:
-    """Runs step_a, then waits for `go`."""
-
-    def __init__(self) -> None:
-        self.going = False
-
-    @workflow.run
-    async def run(self) -> str:
-        first: str = await workflow.execute_activity(step_a, start_to_close_timeout=T)
-        await workflow.wait_condition(lambda: self.going)
-        return first
-
-    @workflow.signal
-    def go(self) -> None:
-        self.going = True
-
-
-@workflow.defn(name="Drifting")
-class DriftingV2(DriftingV1):
-    """A deploy that broke determinism: its first step is another activity."""
-
-    @workflow.run
-    async def run(self) -> str:
-        first: str = await workflow.execute_activity(step_b, start_to_close_timeout=T)
-        await workflow.wait_condition(lambda: self.going)
-        return first
-
-
-async def _until(check: Callable[[], Awaitable[bool]], what: str) -> None:
-    for _ in range(300):
-        if await check():
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"never: {what}")
-
-
 async def test_a_run_whose_task_fails_is_listed_and_described_until_fixed_code_resumes_it(
     client: Client, kafka_bootstrap: str, topics_ready: str, tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -136,12 +97,10 @@ async def test_a_run_whose_task_fails_is_listed_and_described_until_fixed_code_r
         return Worker(client, task_queue="drift", workflows=[workflow_class], activities=STEPS)
 
     handle = client.get_workflow_handle("drifting")
-    async with worker(DriftingV1):
-        await client.start_workflow(DriftingV1.run, id="drifting", task_queue="drift")
-        await _until(
-            lambda: _has_completed_activity(handle), "step_a completed under the first code"
-        )
-    async with worker(DriftingV2):
+    async with worker(drift_v1.Drifting):
+        await client.start_workflow(drift_v1.Drifting.run, id="drifting", task_queue="drift")
+        await drift_v1.until_first_step_done(handle)
+    async with worker(drift_v2.Drifting):
         described = await handle.describe()  # the broken code replays the history: stuck
         assert described.status is WorkflowStatus.RUNNING and described.task_failure is not None
         assert described.task_failure.type == "NonDeterminismError"
@@ -156,17 +115,12 @@ async def test_a_run_whose_task_fails_is_listed_and_described_until_fixed_code_r
         [line] = [json.loads(line) for line in shown.stdout.splitlines()]
         assert line["workflow_id"] == "drifting"
         assert line["task_failure"]["type"] == "NonDeterminismError"
-    async with worker(DriftingV1):  # fixed code: the run goes on where it stood
+    async with worker(drift_v1.Drifting):  # fixed code: the run goes on where it stood
         assert (await handle.describe()).task_failure is None
         [record] = await _listed(client)  # the status topic heard of it too
         assert record.status is WorkflowStatus.RUNNING and record.task_failure is None
-        await handle.signal(DriftingV1.go)
+        await handle.signal(drift_v1.Drifting.go)
         assert await handle.result() == "a"
     assert await _listed(client, task_failing=True) == []
     [record] = await _listed(client)
     assert record.status is WorkflowStatus.COMPLETED and record.task_failure is None
-
-
-async def _has_completed_activity(handle: WorkflowHandle) -> bool:
-    history = await handle.fetch_history()
-    return any(isinstance(e.attributes, ActivityCompleted) for e in history)

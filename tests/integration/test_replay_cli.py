@@ -1,0 +1,89 @@
+"""``chronik replay``: production histories against changed code, before the deploy."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from runtime.client import Client
+from tests.engine.steps import STEPS
+from tests.integration import drift_v1
+from workers.worker import Worker
+
+pytestmark = pytest.mark.kafka
+
+V1, V2 = "tests.integration.drift_v1", "tests.integration.drift_v2"
+
+
+async def _chronik(bootstrap: str, namespace: str, *args: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "workers.cli", "--bootstrap-servers", bootstrap,
+               "--namespace", namespace, *args]  # fmt: skip
+    return await asyncio.to_thread(
+        subprocess.run, command, capture_output=True, text=True, timeout=120
+    )
+
+
+def _lines(result: subprocess.CompletedProcess[str]) -> dict[str, dict[str, Any]]:
+    return {line["workflow_id"]: line for line in map(json.loads, result.stdout.splitlines())}
+
+
+async def test_open_runs_and_captured_histories_replay_against_old_and_new_code(
+    client: Client, kafka_bootstrap: str, topics_ready: str, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    monkeypatch.setenv("CHRONIK_STATE_DIR", str(tmp_path / "state"))
+    chronik = functools.partial(_chronik, kafka_bootstrap, topics_ready)
+    async with Worker(client, task_queue="drift", workflows=drift_v1.WORKFLOWS, activities=STEPS):
+        for name in ("r-1", "r-2"):
+            handle = await client.start_workflow(drift_v1.Drifting.run, id=name, task_queue="drift")
+            await drift_v1.until_first_step_done(handle)
+        await handle.signal(drift_v1.Drifting.go)
+        assert await handle.result() == "a"  # r-2 closed: --open leaves it out
+
+        same_code = await chronik("replay", V1, "--open")
+        assert same_code.returncode == 0, same_code.stderr
+        assert {i: line["ok"] for i, line in _lines(same_code).items()} == {"r-1": True}
+        assert "replayed 1 workflows: 0 do not replay" in same_code.stderr
+
+        changed = await chronik("replay", V2, "--open", "--type", "Drifting")
+        assert changed.returncode == 1
+        [line] = _lines(changed).values()
+        assert line["workflow_id"] == "r-1" and line["ok"] is False
+        assert "step_a" in line["error"] and "step_b" in line["error"]
+
+        both = await chronik("replay", V2, "--workflow-id", "r-1", "--workflow-id", "r-2")
+        assert both.returncode == 1
+        assert {i: line["ok"] for i, line in _lines(both).items()} == {"r-1": False, "r-2": False}
+
+        captured = await chronik("workflow", "history", "r-2")
+        assert captured.returncode == 0, captured.stderr
+    path = tmp_path / "r-2.jsonl"
+    path.write_text(captured.stdout)
+    offline = await chronik("replay", V1, "--history", str(path))  # no Kafka needed for files
+    assert offline.returncode == 0, offline.stderr
+    assert _lines(offline)["r-2"]["status"] == "completed"
+
+
+async def test_replay_refuses_what_it_cannot_replay_in_one_line(
+    kafka_bootstrap: str, topics_ready: str, tmp_path: Path
+) -> None:
+    chronik = functools.partial(_chronik, kafka_bootstrap, topics_ready)
+    nothing = await chronik("replay", V1)
+    assert nothing.returncode == 2 and "nothing to replay" in nothing.stderr
+    not_json = tmp_path / "notes.txt"
+    not_json.write_text("not a history\n")
+    bad_file = await chronik("replay", V1, "--history", str(not_json))
+    assert bad_file.returncode == 2 and "is not a Chronik history" in bad_file.stderr
+    unknown_type = await chronik("replay", V1, "--open", "--type", "Nope")
+    assert unknown_type.returncode == 2 and "define no workflow 'Nope'" in unknown_type.stderr
+    unknown_id = await chronik("replay", V1, "--workflow-id", "never-started")
+    assert unknown_id.returncode == 2 and "never-started" in unknown_id.stderr
+    for result in (nothing, bad_file, unknown_type, unknown_id):
+        assert "Traceback" not in result.stderr
