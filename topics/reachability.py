@@ -16,7 +16,8 @@ import os
 import re
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
@@ -58,6 +59,8 @@ def _env_origin(detail: str, settings: Mapping[str, object]) -> str:
             return f" (set by {variable})"
     return ""
 
+
+_AUTHENTICATION_ERRORS = (KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED)
 
 QUIET: dict[str, str | int | float | bool] = {"log_level": 0}
 """Client settings that silence librdkafka's own log lines (its retries while probing)."""
@@ -116,8 +119,12 @@ def ensure_reachable(
         raise KafkaUnreachableError(bootstrap, failure)
     settings: dict[str, str | int | float | bool] = {**QUIET, "bootstrap.servers": bootstrap}
     settings.update(client_config_from_env() if config is None else config)
+    # librdkafka reports a refused login to the error callback only; the metadata request
+    # itself then fails as a mere "Broker transport failure".
+    refused: list[KafkaError] = []
     try:
-        admin = AdminClient(settings)
+        probe: dict[str, Any] = {**settings, "error_cb": _keep_authentication(refused)}
+        admin = AdminClient(probe)
     except (KafkaException, ValueError, TypeError) as exc:  # librdkafka refuses a setting
         detail = exc.args[0].str() if isinstance(exc, KafkaException) else str(exc)
         raise KafkaConfigError(
@@ -126,10 +133,19 @@ def ensure_reachable(
     try:
         admin.list_topics(timeout=max(0.5, deadline - time.monotonic()))
     except KafkaException as exc:
-        error = exc.args[0]
+        admin.poll(0)  # serves the error callback
+        error = refused[0] if refused else exc.args[0]
         detail = error.str() if hasattr(error, "str") else str(error)
         hint = _hint(error.code() if isinstance(error, KafkaError) else None, settings)
         raise KafkaUnreachableError(bootstrap, f"no metadata answer: {detail}{hint}") from None
+
+
+def _keep_authentication(refused: list[KafkaError]) -> Callable[[KafkaError], None]:
+    def on_error(error: KafkaError) -> None:
+        if error.code() in _AUTHENTICATION_ERRORS:
+            refused.append(error)
+
+    return on_error
 
 
 def _hint(code: int | None, settings: Mapping[str, object]) -> str:
@@ -145,6 +161,6 @@ def _hint(code: int | None, settings: Mapping[str, object]) -> str:
             f" (the connection closed in the handshake: does that listener speak {protocol}? "
             "set security.protocol to its protocol, with -X or CHRONIK_RDKAFKA_SECURITY_PROTOCOL)"
         )
-    if code in (KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED):
+    if code in _AUTHENTICATION_ERRORS:
         return " (check sasl.mechanism, sasl.username and sasl.password, or the SSL key store)"
     return ""

@@ -80,6 +80,9 @@ class BrokerConfig:
     #: on them). The compose file's broker is run this way in its test, on machines with
     #: no Docker engine.
     settings: tuple[tuple[str, str], ...] | None = None
+    #: The librdkafka settings a client needs to reach a broker whose `settings` secure its
+    #: listener (SASL, SSL): what this module's own readiness checks connect with.
+    client_settings: tuple[tuple[str, str], ...] = ()
 
     @property
     def ctrl_port(self) -> int:
@@ -231,10 +234,15 @@ def ensure_jars(home: Path) -> bool:
 
 
 def server_properties(config: BrokerConfig) -> str:
-    """The broker configuration: one KRaft node, every internal topic at replication 1."""
+    """The broker configuration: `config.settings`, or `single_node_settings`."""
     if config.settings is not None:
         return _properties_text(dict(config.settings))
-    settings = {
+    return _properties_text(single_node_settings(config))
+
+
+def single_node_settings(config: BrokerConfig) -> dict[str, str]:
+    """One KRaft node, every internal topic at replication 1, a PLAINTEXT listener."""
+    return {
         "node.id": "1",
         "process.roles": "broker,controller",
         "controller.quorum.voters": f"1@127.0.0.1:{config.ctrl_port}",
@@ -256,7 +264,6 @@ def server_properties(config: BrokerConfig) -> str:
         "log.cleaner.backoff.ms": str(config.cleaner_backoff_ms),
         "auto.create.topics.enable": "false",
     }
-    return _properties_text(settings)
 
 
 def _properties_text(settings: dict[str, str]) -> str:
@@ -334,9 +341,12 @@ def _is_our_broker(pid: int, config: BrokerConfig) -> bool:
     return b"kafka.Kafka" in cmdline and str(config.properties).encode() in cmdline
 
 
-def answers(bootstrap: str, timeout: float = 2.0) -> bool:
-    """True when a broker at ``bootstrap`` answers a metadata request within ``timeout``."""
-    admin = AdminClient({**QUIET, "bootstrap.servers": bootstrap})
+def answers(
+    bootstrap: str, timeout: float = 2.0, settings: tuple[tuple[str, str], ...] = ()
+) -> bool:
+    """True when a broker at ``bootstrap`` answers a metadata request within ``timeout``
+    (connecting with the librdkafka ``settings`` its listener needs)."""
+    admin = AdminClient({**QUIET, **dict(settings), "bootstrap.servers": bootstrap})
     try:
         admin.list_topics(timeout=timeout)
     except KafkaException:
@@ -361,7 +371,7 @@ def status(config: BrokerConfig) -> BrokerStatus:
     """Is the broker of ``config`` running and answering, and where are its logs."""
     pid = _read_pid(config)
     alive = pid is not None and _is_our_broker(pid, config)
-    running = alive and answers(config.bootstrap)
+    running = alive and answers(config.bootstrap, settings=config.client_settings)
     return BrokerStatus(
         running=running, bootstrap=config.bootstrap, pid=pid if alive else None,
         log=config.server_log,
@@ -378,7 +388,7 @@ def _wait_ready(config: BrokerConfig, process: subprocess.Popen[bytes], timeout:
                 f"the Kafka broker exited with code {process.returncode} while starting; "
                 f"logs in {config.log_dir}:\n{_log_tail(config)}"
             )
-        if answers(config.bootstrap, timeout=1.0):
+        if answers(config.bootstrap, timeout=1.0, settings=config.client_settings):
             return
         time.sleep(0.2)
     stop(config)
