@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import click
+import structlog
+from prometheus_client import CollectorRegistry
 
 from runtime.definitions import (
     ActivityDefinition,
@@ -31,6 +33,9 @@ from runtime.definitions import (
 from runtime.worker_spec import WorkerSpec
 from workers.cli_context import CliContext, pass_cli
 from workers.kafka_host import Cluster, Role, default_state_dir, run_kafka_worker
+from workers.metrics import MetricsServer, serve
+
+log = structlog.get_logger(__name__)
 
 #: The worker process allocates a few hundred objects per inbox message and keeps tens of
 #: thousands of live workflows (coroutines, futures) in its cache. CPython's default
@@ -193,6 +198,14 @@ def usable_state_dir(state_dir: Path | None) -> Path:
     is_flag=True,
     help="Do not fire timers here: a `chronik timers` service does.",
 )
+@click.option(
+    "--metrics-port", type=click.IntRange(min=0, max=65535), envvar="CHRONIK_METRICS_PORT",
+    default=None, help="Serve Prometheus metrics at http://HOST:PORT/metrics [default: none].",
+)  # fmt: skip
+@click.option(
+    "--metrics-host", envvar="CHRONIK_METRICS_HOST", default="127.0.0.1", show_default=True,
+    help="The address --metrics-port binds (0.0.0.0: every interface, as in a container).",
+)  # fmt: skip
 @pass_cli
 def worker(
     ctx: CliContext,
@@ -205,6 +218,8 @@ def worker(
     max_concurrent_activities: int,
     no_timers: bool,
     retention_seconds: float,
+    metrics_port: int | None,
+    metrics_host: str,
 ) -> None:
     """Run a worker for MODULES (each with WORKFLOWS / ACTIVITIES lists) until SIGTERM."""
     try:
@@ -223,17 +238,36 @@ def worker(
         activities=activities,
         max_concurrent_activities=max_concurrent_activities,
     )
-    asyncio.run(
-        _serve(
-            ctx,
-            spec,
-            Role(role),
-            worker_id,
-            state_dir,
-            fire_timers=not no_timers,
-            retention_s=retention_seconds,
+    registry = CollectorRegistry()
+    server = None if metrics_port is None else _serve_metrics(registry, metrics_host, metrics_port)
+    try:
+        asyncio.run(
+            _serve(
+                ctx,
+                spec,
+                Role(role),
+                worker_id,
+                state_dir,
+                fire_timers=not no_timers,
+                retention_s=retention_seconds,
+                metrics=registry,
+            )
         )
-    )
+    finally:
+        if server is not None:
+            server.close()
+
+
+def _serve_metrics(registry: CollectorRegistry, host: str, port: int) -> MetricsServer:
+    try:
+        server = serve(registry, host, port)
+    except OSError as error:  # taken, or an address this machine does not have
+        raise click.BadParameter(
+            f"cannot serve metrics on {host}:{port}: {error.strerror or error}",
+            param_hint="'--metrics-port'",
+        ) from None
+    log.info("metrics served", url=f"http://{host}:{server.port}/metrics")
+    return server
 
 
 def _check_role(
@@ -256,6 +290,7 @@ async def _serve(
     *,
     fire_timers: bool,
     retention_s: float,
+    metrics: CollectorRegistry,
 ) -> None:
     cluster = Cluster(ctx.bootstrap_servers, ctx.namespace, dict(ctx.kafka_config))
     job = asyncio.ensure_future(
@@ -267,6 +302,7 @@ async def _serve(
             state_dir=state_dir,
             fire_timers=fire_timers,
             retention_s=retention_s,
+            metrics=metrics,
         )
     )
     loop = asyncio.get_running_loop()

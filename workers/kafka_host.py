@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import structlog
+from prometheus_client import CollectorRegistry
 
 from runtime.client import Client
 from runtime.kafka_transport import KafkaTransport
@@ -28,6 +29,7 @@ from topics.admin import TopicAdmin
 from topics.catalogue import TopicNames
 from workers.activity_worker import ActivityWorker, ActivityWorkerConfig
 from workers.membership import Member
+from workers.metrics import WorkflowWorkerMetrics
 from workers.workflow_worker import WorkflowWorker, WorkflowWorkerConfig
 
 log = structlog.get_logger(__name__)
@@ -83,8 +85,10 @@ async def run_kafka_worker(
     state_dir: Path | None = None,
     fire_timers: bool = True,
     retention_s: float | None = None,
+    metrics: CollectorRegistry | None = None,
 ) -> None:
-    """Run until cancelled. ``fire_timers=False`` leaves timers to `chronik timers`.
+    """Run until cancelled. ``fire_timers=False`` leaves timers to `chronik timers`;
+    ``metrics``: the registry the workers' metrics join (`workers.metrics`).
 
     Raises `TopicsMissingError` at once when the namespace has no topics: subscribed to
     topics that do not exist, the worker would wait for nothing, looking healthy.
@@ -115,6 +119,7 @@ async def run_kafka_worker(
                     retention_ms=round(retention * 1000),
                 ),
                 spec.workflow_registry(),
+                WorkflowWorkerMetrics(metrics) if metrics is not None else None,
             )
             jobs.append(loop.run_in_executor(own_thread, workflow_worker.run, stop_thread))
         if role in (Role.ALL, Role.ACTIVITY) and spec.activities:

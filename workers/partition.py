@@ -9,15 +9,26 @@ the producer and decides when to commit.
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import NoReturn
 
 import structlog
 
-from runtime.engine import Transition, WorkflowInstance, WorkflowRegistry, is_activity_timer
-from runtime.events import HistoryEvent, WorkflowContinuedAsNew, WorkflowTaskFailed
+from runtime.engine import (
+    Transition,
+    WorkflowInstance,
+    WorkflowRegistry,
+    closed_status,
+    is_activity_timer,
+)
+from runtime.events import (
+    HistoryEvent,
+    WorkflowContinuedAsNew,
+    WorkflowStarted,
+    WorkflowTaskFailed,
+)
 from runtime.messages import (
     CancelActivityTask,
     DurableTimer,
@@ -75,6 +86,24 @@ class Outbound:
 
 
 @dataclass(slots=True)
+class Tally:
+    """What one transaction did, for the worker's metrics (`workers.metrics`).
+
+    Counted with the writes and read once the transaction committed: a step that aborted
+    and ran again is counted once, as its effects happened once.
+    """
+
+    messages: int = 0
+    dead_letters: int = 0
+    #: By workflow type.
+    started: Counter[str] = field(default_factory=Counter)
+    #: By (workflow type, the status the run closed with).
+    closed: Counter[tuple[str, str]] = field(default_factory=Counter)
+    #: By workflow type.
+    task_failures: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass(slots=True)
 class PendingWrites:
     """What one transaction will write, and the store changes that follow its commit.
 
@@ -93,6 +122,7 @@ class PendingWrites:
     #: When the transaction was taken to be committed (None: not said). Once it commits,
     #: nothing past the partition's new checkpoints was appended before then.
     taken_at_ms: int | None = None
+    tally: Tally = field(default_factory=Tally)
 
     def add(self, record: Outbound) -> None:
         self.records.append(record)
@@ -246,6 +276,11 @@ class OwnedPartition:
         except RecordTooLargeError:
             log.exception("timer fire dropped", partition=self.number, timer=timer_id)
         return 1
+
+    @property
+    def cached_count(self) -> int:
+        """How many workflows are in memory."""
+        return len(self._cache)
 
     def caches(self, workflow_id: str) -> bool:
         """Whether the workflow is in memory (running, or holding callers that wait)."""
@@ -469,6 +504,7 @@ class OwnedPartition:
             if (size := len(record.key) + len(record.value or b"")) > self._max_record_bytes:
                 self._refuse(size, f"{record.topic} record")
         self._apply_timers(timers)
+        self._count(transition, pending.tally)
         for index, ((event, key), raw) in enumerate(zip(history, values, strict=True)):
             headers = carried if index == len(history) - 1 else ()
             self._put_event(event.workflow_id, event.event_id, key, raw, headers)
@@ -485,6 +521,21 @@ class OwnedPartition:
             # closed workflows filled the cache and every full garbage collection walked
             # them all: 1.5 s pauses once a minute at 1,000 workflows/s.
             self._cache.pop(instance.workflow_id, None)
+
+    @staticmethod
+    def _count(transition: Transition, tally: Tally) -> None:
+        """The starts, closes and task failures of a transition that is staged."""
+        status = transition.status
+        for event in transition.events:
+            attrs = event.attributes
+            if isinstance(attrs, WorkflowStarted):
+                tally.started[attrs.workflow_type] += 1
+            elif status is None:
+                continue
+            elif (closed := closed_status(attrs)) is not None:
+                tally.closed[(status.workflow_type, closed.value)] += 1
+            elif isinstance(attrs, WorkflowTaskFailed):
+                tally.task_failures[status.workflow_type] += 1
 
     def _refuse(self, size: int, what: str) -> NoReturn:
         """Raise for a record over the limit (the message is built only then: this is on

@@ -30,6 +30,7 @@ from confluent_kafka import (
     Producer,
     TopicPartition,
 )
+from prometheus_client import CollectorRegistry
 
 from runtime.engine import WorkflowRegistry
 from topics import dead_letters, serde
@@ -44,6 +45,7 @@ from workers.membership import (
     WorkerFencedError,
     on_consume_error,
 )
+from workers.metrics import WorkflowWorkerMetrics
 from workers.partition import (
     DEFAULT_RETENTION_MS,
     DEFAULT_WAITER_LEASE_MS,
@@ -88,9 +90,19 @@ def _now_ms() -> int:
 
 
 class WorkflowWorker:
-    def __init__(self, config: WorkflowWorkerConfig, registry: WorkflowRegistry) -> None:
+    def __init__(
+        self,
+        config: WorkflowWorkerConfig,
+        registry: WorkflowRegistry,
+        metrics: WorkflowWorkerMetrics | None = None,
+    ) -> None:
         self._config = config
         self._registry = registry
+        self._metrics = metrics or WorkflowWorkerMetrics(CollectorRegistry())
+        self._metrics.watch(
+            partitions=lambda: len(self._partitions),
+            cached=lambda: sum(p.cached_count for p in list(self._partitions.values())),
+        )
         member = config.member
         self._names = TopicNames(member.namespace)
         self._base = member.client_config()
@@ -118,6 +130,9 @@ class WorkflowWorker:
         self._must_rewind = False
         #: When the last transaction was begun (`_idle_for_too_long`).
         self._last_begun_ms = 0
+        #: The transaction under way: when it began (monotonic) and how many records.
+        self._began_s = 0.0
+        self._records_under_way = 0
 
     # --- lifecycle ---------------------------------------------------------------
 
@@ -237,6 +252,7 @@ class WorkflowWorker:
 
     def _process(self, partition: OwnedPartition, record: Consumed, now: int) -> None:
         number, offset = record.partition, record.offset
+        partition.pending.tally.messages += 1
         try:
             message = record.decode(serde.decode_inbox)
         except DecodeError as error:
@@ -261,6 +277,7 @@ class WorkflowWorker:
         and its size say so); the headers still locate the original on the inbox.
         """
         log.warning("inbox record dead-lettered", reason=reason, at=record.location)
+        partition.pending.tally.dead_letters += 1
         if len(reason) > _MAX_DEAD_LETTER_TEXT:
             reason = reason[:_MAX_DEAD_LETTER_TEXT] + "..."
         key, value = record.key or b"", record.value
@@ -283,6 +300,7 @@ class WorkflowWorker:
         """Restore every newly assigned partition (together: one consumer), then own them."""
         if not self._to_restore:
             return
+        began = time.monotonic()
         stores = open_restored(
             self._base,
             self._names,
@@ -291,6 +309,7 @@ class WorkflowWorker:
             prefix="partition",
             topics=cached_topics(self._names, fires_timers=self._config.fire_timers),
         )
+        self._metrics.restore_seconds.observe(time.monotonic() - began)
         self._learn_fence_offsets(list(stores))
         for number, store in stores.items():
             self._to_restore.discard(number)
@@ -315,6 +334,7 @@ class WorkflowWorker:
         records = self._task_placement.place(
             record for pending in self._committing.values() for record in pending.records
         )
+        self._began_s, self._records_under_way = time.monotonic(), len(records)
         self._transactions.start(
             records, self._inbox_positions(next_offsets), self._consumer.consumer_group_metadata()
         )
@@ -331,8 +351,14 @@ class WorkflowWorker:
         try:
             last_offsets = self._transactions.wait()
         except KafkaException as exception:
+            self._metrics.aborted()
             self._abort(exception)
             return False
+        self._metrics.committed(
+            (pending.tally for pending in committing.values()),
+            self._records_under_way,
+            time.monotonic() - self._began_s,
+        )
         for number, pending in committing.items():
             partition = self._partitions.get(number)
             if partition is not None:

@@ -9,6 +9,7 @@ from runtime.engine.activity_executor import run_activity
 from runtime.engine.ids import is_activity_timer
 from runtime.engine.instance import WorkflowInstance, derive_run_id
 from runtime.engine.registry import ActivityRegistry, WorkflowRegistry
+from runtime.engine.run_events import closed_status
 from runtime.engine.transition import Transition
 
 __all__ = [
@@ -16,6 +17,7 @@ __all__ = [
     "Transition",
     "WorkflowInstance",
     "WorkflowRegistry",
+    "closed_status",
     "derive_run_id",
     "is_activity_timer",
     "run_activity",

@@ -72,6 +72,14 @@ _CLOSED_STATUS = {
     WorkflowContinuedAsNew: WorkflowStatus.CONTINUED_AS_NEW,
 }
 
+
+
+def closed_status(attrs: object) -> WorkflowStatus | None:
+    """The status a run has once ``attrs`` (an event's attributes) closed it; None if they
+    close nothing."""
+    return _CLOSED_STATUS.get(type(attrs))
+
+
 #: attrs is typed per applier; the table is keyed by that very type.
 _Applier = Callable[[Effects, RunState, Any, int], None]
 
