@@ -90,11 +90,15 @@ async def run_activity(
             task_queue=task.task_queue,
             seq=task.seq,
             attempt=task.attempt,
-            scheduled_time=datetime.fromtimestamp(task.scheduled_time_ms / 1000, tz=UTC),
+            # A task written before it carried its first schedule knows only this
+            # attempt's, which is the first one's on attempt 1.
+            scheduled_time=_datetime(task.first_scheduled_time_ms or task.scheduled_time_ms),
+            current_attempt_scheduled_time=_datetime(task.scheduled_time_ms),
             idempotency_key=task.idempotency_key,
             heartbeat_details=conv.decode(task.heartbeat_details),
             heartbeat_timeout=_timedelta(task.heartbeat_timeout_ms),
             start_to_close_timeout=_timedelta(task.start_to_close_timeout_ms),
+            schedule_to_close_timeout=_timedelta(task.schedule_to_close_timeout_ms),
         )
         ctx = contextvars.copy_context()
         ctx.run(set_context, ActivityContext(info, heartbeat, stop))
@@ -153,6 +157,10 @@ def _unless_over(
     """A heartbeat handed over from another thread, unless the attempt ended meanwhile."""
     if not over.is_set():
         on_heartbeat(payloads)
+
+
+def _datetime(epoch_ms: int) -> datetime:
+    return datetime.fromtimestamp(epoch_ms / 1000, tz=UTC)
 
 
 def _timedelta(ms: int) -> timedelta | None:
