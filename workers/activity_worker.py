@@ -63,6 +63,7 @@ from topics.consumed import Consumed, consume_available
 from topics.errors import DecodeError
 from topics.partitioner import producer_config
 from topics.transient import produce_when_room
+from workers.daemon_pool import DaemonThreadPool
 from workers.membership import Member, on_consume_error
 from workers.offsets import PartitionProgress
 
@@ -94,8 +95,9 @@ class ActivityWorkerConfig:
     #: Heartbeats without a heartbeat timeout are still sent (their details survive a
     #: retry), at most this often.
     heartbeat_interval_s: float = 10.0
-    #: Where sync activities run; None: a pool of ``max_concurrent`` threads of the
-    #: worker's own (shut down with it).
+    #: Where sync activities run; None: a pool of ``max_concurrent`` daemon threads of
+    #: the worker's own (shut down with it), which an abandoned activity cannot keep from
+    #: exiting.
     executor: Executor | None = None
     #: On stop, how long running activities may finish before they are cancelled.
     drain_s: float = 30.0
@@ -165,7 +167,7 @@ class ActivityWorker:
         #: still hold records of a revoked partition: they are the new owner's to run, and
         #: committing their offsets would move the new owner's position back.
         self._assigned: set[int] = set()
-        self._executor: Executor = config.executor or ThreadPoolExecutor(
+        self._executor: Executor = config.executor or DaemonThreadPool(
             max_workers=config.max_concurrent, thread_name_prefix="chronik-activity"
         )
         #: The loop that owns the state above (set by `run`).
