@@ -120,11 +120,16 @@ class _Running:
     watchdog: asyncio.TimerHandle | None = None
     #: Why the attempt was cancelled: the first reason counts.
     cancel_reason: CancelReason | None = None
+    #: The attempt ended with the activity still running: it ignored its cancellation.
+    abandoned: bool = False
 
     def cancel(self, reason: CancelReason) -> None:
         if self.cancel_reason is None:
             self.cancel_reason = reason
         self.cancelled.set()
+
+    def abandon(self) -> None:
+        self.abandoned = True
 
 
 class _Queued(NamedTuple):
@@ -291,6 +296,8 @@ class ActivityWorker:
                     )
                 )
             report = outcome(await self._run_with_deadline(running), running.cancel_reason)
+            if running.abandoned:
+                _log_abandoned(running, reported=report is not None)
             if report is None:  # stopped: its offset stays open, it runs again elsewhere
                 settled = True
                 return
@@ -327,6 +334,7 @@ class ActivityWorker:
                 on_heartbeat=lambda details: self._heartbeat(running, details),
                 cancelled=running.cancelled,
                 executor=self._executor,
+                on_abandoned=running.abandon,
             )
         finally:
             for handle in (deadline, running.watchdog):
@@ -562,6 +570,24 @@ def _first_deadline(task: ActivityTask, now_s: float) -> tuple[float, CancelReas
         left = max(0.0, task.close_deadline_ms / 1000 - now_s)
         candidates.append((left, CancelReason.SCHEDULE_TO_CLOSE))
     return min(candidates) if candidates else None
+
+
+def _log_abandoned(running: _Running, *, reported: bool) -> None:
+    """Name an attempt whose activity ignored its cancellation and runs on unwatched.
+
+    A stopping worker reports nothing for it (it runs again on the partition's next
+    owner); a sync one also keeps its thread until it returns, which an operator can only
+    see here.
+    """
+    task = running.task
+    reason = running.cancel_reason
+    log.warning(
+        "activity abandoned: it did not stop within its cancellation grace",
+        activity=task.activity_type, workflow_id=task.workflow_id, run_id=task.run_id,
+        seq=task.seq, attempt=task.attempt, idempotency_key=task.idempotency_key,
+        reason=None if reason is None else reason.value, grace_s=CANCEL_GRACE_S,
+        reported=reported,
+    )  # fmt: skip
 
 
 def _finish(progress: PartitionProgress, offset: int, running: _Running) -> None:

@@ -38,12 +38,15 @@ async def run_activity(
     cancelled: asyncio.Event,
     executor: Executor | None = None,
     cancel_grace_s: float = CANCEL_GRACE_S,
+    on_abandoned: Callable[[], None] = lambda: None,
 ) -> ActivityCompletedReport | ActivityFailedReport:
     """Run `task` once; never raises (except for the caller's own cancellation).
 
     Once ``cancelled`` is set, the activity has ``cancel_grace_s`` to finish (async ones
     get `asyncio.CancelledError`; every one sees `activity.is_cancelled()`); the attempt
-    is then reported cancelled."""
+    is then reported cancelled. ``on_abandoned`` is called when the attempt ends with the
+    activity still running past that grace — a thread runs on, which its host may want
+    to tell the operator about, since only the host knows whether that matters."""
     conv = converter or registry.converter
     defn = registry.get(task.activity_type)
 
@@ -124,6 +127,7 @@ async def run_activity(
             await asyncio.wait({work}, timeout=cancel_grace_s)
             if not work.done():
                 work.cancel()  # a sync one's thread runs on: Python cannot stop it
+                on_abandoned()
             return failed(Failure("activity cancelled", kind="cancelled"))
         if work.cancelled():
             return failed(Failure("activity cancelled", kind="cancelled"))

@@ -212,16 +212,42 @@ async def test_a_cancelled_sync_activity_that_stops_in_its_grace_ends_its_attemp
     cancelled = asyncio.Event()
     asyncio.get_running_loop().call_later(0.05, cancelled.set)
 
+    abandoned: list[bool] = []
+
     report = await run_activity(
         ActivityRegistry([stops_when_told]),
         _task("stops_when_told"),
         on_heartbeat=lambda _d: None,
         cancelled=cancelled,
         cancel_grace_s=5,
+        on_abandoned=lambda: abandoned.append(True),
     )
 
     assert stopped.is_set()  # the attempt ended after the activity did, not before
     assert isinstance(report, ActivityFailedReport) and report.failure.kind == "cancelled"
+    assert abandoned == []
+
+
+async def test_an_attempt_ended_with_its_activity_still_running_tells_the_host() -> None:
+    """Only the host knows whether a thread left running matters — a stopping worker logs
+    each attempt it gives up on — so the executor says when it leaves one."""
+    release.clear()
+    cancelled = asyncio.Event()
+    asyncio.get_running_loop().call_later(0.05, cancelled.set)
+    abandoned: list[bool] = []
+
+    report = await run_activity(
+        REGISTRY,
+        _task("ignores_cancellation"),
+        on_heartbeat=lambda _d: None,
+        cancelled=cancelled,
+        cancel_grace_s=0.1,
+        on_abandoned=lambda: abandoned.append(True),
+    )
+    release.set()
+
+    assert isinstance(report, ActivityFailedReport) and report.failure.kind == "cancelled"
+    assert abandoned == [True]
 
 
 ran: list[str] = []
