@@ -56,6 +56,7 @@ from runtime.messages import (
     attempt_key,
 )
 from runtime.payloads import Failure, Payload
+from runtime.worker_spec import DEFAULT_GRACEFUL_SHUTDOWN
 from topics import serde
 from topics.admin import TopicAdmin
 from topics.catalogue import MAX_RECORD_BYTES, Catalogue, TopicNames
@@ -99,8 +100,10 @@ class ActivityWorkerConfig:
     #: the worker's own (shut down with it), which an abandoned activity cannot keep from
     #: exiting.
     executor: Executor | None = None
-    #: On stop, how long running activities may finish before they are cancelled.
-    drain_s: float = 30.0
+    #: On stop, how long running activities may finish before they are cancelled
+    #: (Temporal's ``graceful_shutdown_timeout``); those that do not stop within
+    #: `CANCEL_GRACE_S` of their cancellation are then abandoned.
+    graceful_shutdown_s: float = DEFAULT_GRACEFUL_SHUTDOWN.total_seconds()
 
 
 @dataclass(slots=True)
@@ -216,12 +219,14 @@ class ActivityWorker:
     async def _drain(self) -> None:
         """Let running activities finish and their reports arrive, then commit and close.
 
-        Those still running after ``drain_s`` are cancelled (`activity.is_cancelled()`), and
-        get `CANCEL_GRACE_S` to stop; their offsets stay uncommitted, so they run again.
+        Those still running after ``graceful_shutdown_s`` are cancelled
+        (`activity.is_cancelled()`), and get `CANCEL_GRACE_S` to stop; their offsets stay
+        uncommitted, so they run again. One that ignores its cancellation is abandoned
+        (logged, nothing reported): waiting for it kept the worker from ever stopping.
         """
         self._stopping = True
         if self._tasks:
-            await asyncio.wait(self._tasks, timeout=self._config.drain_s)
+            await asyncio.wait(self._tasks, timeout=self._config.graceful_shutdown_s)
         if self._tasks:
             for running in self._running.values():
                 running.cancel(CancelReason.STOPPING)
