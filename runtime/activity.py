@@ -47,14 +47,18 @@ class ActivityInfo:
     task_queue: str
     seq: int
     attempt: int
-    #: When this attempt was dispatched (Temporal's ``current_attempt_scheduled_time``).
+    #: When the activity was scheduled (its first attempt dispatched), as in Temporal:
+    #: how long it has been trying, which its schedule-to-close timeout bounds.
     scheduled_time: datetime
+    #: When this attempt was dispatched (after the previous one's retry backoff).
+    current_attempt_scheduled_time: datetime
     #: Same for every delivery of one attempt: dedupe side effects on it.
     idempotency_key: str
     #: The last details the previous attempt heartbeated (decoded), to resume from.
     heartbeat_details: Sequence[Any]
     heartbeat_timeout: timedelta | None = None
     start_to_close_timeout: timedelta | None = None
+    schedule_to_close_timeout: timedelta | None = None
     #: When this worker started the attempt.
     started_time: datetime = field(default_factory=lambda: datetime.now(UTC))
     #: Chronik has no local activities.
@@ -70,11 +74,6 @@ class ActivityInfo:
         """The activity's id within its run: its sequence number (Temporal's default id);
         with `workflow_run_id`, the idempotency key Temporal's documentation suggests."""
         return str(self.seq)
-
-    @property
-    def current_attempt_scheduled_time(self) -> datetime:
-        """Temporal's name for `scheduled_time`, which is this attempt's."""
-        return self.scheduled_time
 
 
 @dataclass

@@ -278,6 +278,12 @@ class ActivityTask:
     #: with start-to-close and the heartbeat timeout, what lets a worker free the slot of
     #: an attempt the workflow no longer waits for without hearing a cancellation.
     close_deadline_ms: int = 0
+    #: When the activity was scheduled (its first attempt dispatched; `scheduled_time_ms`
+    #: is this attempt's), and its schedule-to-close timeout (0: none): what
+    #: `activity.info()` reports as Temporal's ``scheduled_time`` and
+    #: ``schedule_to_close_timeout``. Records written before these fields carry 0.
+    first_scheduled_time_ms: int = 0
+    schedule_to_close_timeout_ms: int = 0
 
     @property
     def idempotency_key(self) -> str:

@@ -56,6 +56,7 @@ from runtime.messages import (
     attempt_key,
 )
 from runtime.payloads import Failure, Payload
+from runtime.worker_spec import DEFAULT_GRACEFUL_SHUTDOWN
 from topics import serde
 from topics.admin import TopicAdmin
 from topics.catalogue import MAX_RECORD_BYTES, Catalogue, TopicNames
@@ -63,6 +64,7 @@ from topics.consumed import Consumed, consume_available
 from topics.errors import DecodeError
 from topics.partitioner import producer_config
 from topics.transient import produce_when_room
+from workers.daemon_pool import DaemonThreadPool
 from workers.loop_watch import LoopWatch
 from workers.membership import Member, on_consume_error
 from workers.offsets import PartitionProgress
@@ -95,11 +97,14 @@ class ActivityWorkerConfig:
     #: Heartbeats without a heartbeat timeout are still sent (their details survive a
     #: retry), at most this often.
     heartbeat_interval_s: float = 10.0
-    #: Where sync activities run; None: a pool of ``max_concurrent`` threads of the
-    #: worker's own (shut down with it).
+    #: Where sync activities run; None: a pool of ``max_concurrent`` daemon threads of
+    #: the worker's own (shut down with it), which an abandoned activity cannot keep from
+    #: exiting.
     executor: Executor | None = None
-    #: On stop, how long running activities may finish before they are cancelled.
-    drain_s: float = 30.0
+    #: On stop, how long running activities may finish before they are cancelled
+    #: (Temporal's ``graceful_shutdown_timeout``); those that do not stop within
+    #: `CANCEL_GRACE_S` of their cancellation are then abandoned.
+    graceful_shutdown_s: float = DEFAULT_GRACEFUL_SHUTDOWN.total_seconds()
     #: How long the event loop may stand still before the log says which code blocks it
     #: (`workers.loop_watch`): a healthy loop ticks within milliseconds.
     blocked_loop_warning_s: float = 2.0
@@ -122,11 +127,16 @@ class _Running:
     watchdog: asyncio.TimerHandle | None = None
     #: Why the attempt was cancelled: the first reason counts.
     cancel_reason: CancelReason | None = None
+    #: The attempt ended with the activity still running: it ignored its cancellation.
+    abandoned: bool = False
 
     def cancel(self, reason: CancelReason) -> None:
         if self.cancel_reason is None:
             self.cancel_reason = reason
         self.cancelled.set()
+
+    def abandon(self) -> None:
+        self.abandoned = True
 
 
 class _Queued(NamedTuple):
@@ -169,7 +179,7 @@ class ActivityWorker:
         #: still hold records of a revoked partition: they are the new owner's to run, and
         #: committing their offsets would move the new owner's position back.
         self._assigned: set[int] = set()
-        self._executor: Executor = config.executor or ThreadPoolExecutor(
+        self._executor: Executor = config.executor or DaemonThreadPool(
             max_workers=config.max_concurrent, thread_name_prefix="chronik-activity"
         )
         #: The loop that owns the state above (set by `run`).
@@ -227,12 +237,14 @@ class ActivityWorker:
     async def _drain(self) -> None:
         """Let running activities finish and their reports arrive, then commit and close.
 
-        Those still running after ``drain_s`` are cancelled (`activity.is_cancelled()`), and
-        get `CANCEL_GRACE_S` to stop; their offsets stay uncommitted, so they run again.
+        Those still running after ``graceful_shutdown_s`` are cancelled
+        (`activity.is_cancelled()`), and get `CANCEL_GRACE_S` to stop; their offsets stay
+        uncommitted, so they run again. One that ignores its cancellation is abandoned
+        (logged, nothing reported): waiting for it kept the worker from ever stopping.
         """
         self._stopping = True
         if self._tasks:
-            await asyncio.wait(self._tasks, timeout=self._config.drain_s)
+            await asyncio.wait(self._tasks, timeout=self._config.graceful_shutdown_s)
         if self._tasks:
             for running in self._running.values():
                 running.cancel(CancelReason.STOPPING)
@@ -307,6 +319,8 @@ class ActivityWorker:
                     )
                 )
             report = outcome(await self._run_with_deadline(running), running.cancel_reason)
+            if running.abandoned:
+                _log_abandoned(running, reported=report is not None)
             if report is None:  # stopped: its offset stays open, it runs again elsewhere
                 settled = True
                 return
@@ -343,6 +357,7 @@ class ActivityWorker:
                 on_heartbeat=lambda details: self._heartbeat(running, details),
                 cancelled=running.cancelled,
                 executor=self._executor,
+                on_abandoned=running.abandon,
             )
         finally:
             for handle in (deadline, running.watchdog):
@@ -578,6 +593,24 @@ def _first_deadline(task: ActivityTask, now_s: float) -> tuple[float, CancelReas
         left = max(0.0, task.close_deadline_ms / 1000 - now_s)
         candidates.append((left, CancelReason.SCHEDULE_TO_CLOSE))
     return min(candidates) if candidates else None
+
+
+def _log_abandoned(running: _Running, *, reported: bool) -> None:
+    """Name an attempt whose activity ignored its cancellation and runs on unwatched.
+
+    A stopping worker reports nothing for it (it runs again on the partition's next
+    owner); a sync one also keeps its thread until it returns, which an operator can only
+    see here.
+    """
+    task = running.task
+    reason = running.cancel_reason
+    log.warning(
+        "activity abandoned: it did not stop within its cancellation grace",
+        activity=task.activity_type, workflow_id=task.workflow_id, run_id=task.run_id,
+        seq=task.seq, attempt=task.attempt, idempotency_key=task.idempotency_key,
+        reason=None if reason is None else reason.value, grace_s=CANCEL_GRACE_S,
+        reported=reported,
+    )  # fmt: skip
 
 
 def _finish(progress: PartitionProgress, offset: int, running: _Running) -> None:

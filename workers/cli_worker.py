@@ -17,6 +17,7 @@ import re
 import signal
 import sys
 import traceback
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ from runtime.definitions import (
     activity_definition,
     workflow_definition,
 )
-from runtime.worker_spec import WorkerSpec
+from runtime.worker_spec import DEFAULT_GRACEFUL_SHUTDOWN, WorkerSpec
 from workers.cli_context import CliContext, pass_cli
 from workers.kafka_host import Cluster, Role, default_state_dir, run_kafka_worker
 from workers.metrics import MetricsServer, serve
@@ -186,6 +187,19 @@ def usable_state_dir(state_dir: Path | None) -> Path:
     help="Activities this worker runs at once; further tasks wait.",
 )
 @click.option(
+    "--graceful-shutdown-timeout",
+    "graceful_shutdown_s",
+    metavar="SECONDS",
+    type=click.FloatRange(min=0),
+    envvar="CHRONIK_GRACEFUL_SHUTDOWN_TIMEOUT",
+    default=DEFAULT_GRACEFUL_SHUTDOWN.total_seconds(),
+    show_default=True,
+    help=(
+        "On SIGTERM, how long running activities may finish before they are cancelled; "
+        "one still running 5 s after its cancellation is abandoned (it runs again elsewhere)."
+    ),
+)
+@click.option(
     "--retention-seconds",
     type=click.FloatRange(min=0),
     envvar="CHRONIK_RETENTION_SECONDS",
@@ -216,6 +230,7 @@ def worker(
     worker_id: str | None,
     state_dir: Path | None,
     max_concurrent_activities: int,
+    graceful_shutdown_s: float,
     no_timers: bool,
     retention_seconds: float,
     metrics_port: int | None,
@@ -237,6 +252,7 @@ def worker(
         workflows=workflows,
         activities=activities,
         max_concurrent_activities=max_concurrent_activities,
+        graceful_shutdown_timeout=timedelta(seconds=graceful_shutdown_s),
     )
     registry = CollectorRegistry()
     server = None if metrics_port is None else _serve_metrics(registry, metrics_host, metrics_port)

@@ -129,6 +129,7 @@ async def run_kafka_worker(
                     task_queue=spec.task_queue,
                     max_concurrent=spec.max_concurrent_activities,
                     executor=spec.activity_executor,
+                    graceful_shutdown_s=spec.graceful_shutdown_timeout.total_seconds(),
                 ),
                 spec.activity_registry(),
                 spec.data_converter,

@@ -10,11 +10,12 @@ import asyncio
 import contextlib
 from collections.abc import Sequence
 from concurrent.futures import Executor
+from datetime import timedelta
 from types import TracebackType
 from typing import Any
 
 from runtime.client import Client
-from runtime.worker_spec import WorkerSpec
+from runtime.worker_spec import DEFAULT_GRACEFUL_SHUTDOWN, WorkerSpec
 
 
 class Worker:
@@ -27,7 +28,12 @@ class Worker:
         activities: Sequence[Any] = (),
         activity_executor: Executor | None = None,
         max_concurrent_activities: int = 100,
+        graceful_shutdown_timeout: timedelta = DEFAULT_GRACEFUL_SHUTDOWN,
     ) -> None:
+        """``graceful_shutdown_timeout``, as in Temporal: how long running activities may
+        finish once the worker stops, before they are cancelled (on Kafka; the in-memory
+        environment keeps them running). One that ignores its cancellation for 5 s more
+        is abandoned, and its attempt runs again on another worker."""
         self.client = client
         self.spec = WorkerSpec(
             task_queue=task_queue,
@@ -36,6 +42,7 @@ class Worker:
             activity_executor=activity_executor,
             max_concurrent_activities=max_concurrent_activities,
             data_converter=client.data_converter,
+            graceful_shutdown_timeout=graceful_shutdown_timeout,
         )
         self._task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()

@@ -76,6 +76,8 @@ def dispatch_attempt(fx: Effects, run: RunState, state: ActivityState, ts: int) 
                 if sched.schedule_to_close_timeout_ms
                 else 0
             ),
+            first_scheduled_time_ms=state.scheduled_time_ms,
+            schedule_to_close_timeout_ms=sched.schedule_to_close_timeout_ms,
         )
     )
 

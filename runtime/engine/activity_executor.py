@@ -38,12 +38,15 @@ async def run_activity(
     cancelled: asyncio.Event,
     executor: Executor | None = None,
     cancel_grace_s: float = CANCEL_GRACE_S,
+    on_abandoned: Callable[[], None] = lambda: None,
 ) -> ActivityCompletedReport | ActivityFailedReport:
     """Run `task` once; never raises (except for the caller's own cancellation).
 
     Once ``cancelled`` is set, the activity has ``cancel_grace_s`` to finish (async ones
     get `asyncio.CancelledError`; every one sees `activity.is_cancelled()`); the attempt
-    is then reported cancelled."""
+    is then reported cancelled. ``on_abandoned`` is called when the attempt ends with the
+    activity still running past that grace — a thread runs on, which its host may want
+    to tell the operator about, since only the host knows whether that matters."""
     conv = converter or registry.converter
     defn = registry.get(task.activity_type)
 
@@ -90,11 +93,15 @@ async def run_activity(
             task_queue=task.task_queue,
             seq=task.seq,
             attempt=task.attempt,
-            scheduled_time=datetime.fromtimestamp(task.scheduled_time_ms / 1000, tz=UTC),
+            # A task written before it carried its first schedule knows only this
+            # attempt's, which is the first one's on attempt 1.
+            scheduled_time=_datetime(task.first_scheduled_time_ms or task.scheduled_time_ms),
+            current_attempt_scheduled_time=_datetime(task.scheduled_time_ms),
             idempotency_key=task.idempotency_key,
             heartbeat_details=conv.decode(task.heartbeat_details),
             heartbeat_timeout=_timedelta(task.heartbeat_timeout_ms),
             start_to_close_timeout=_timedelta(task.start_to_close_timeout_ms),
+            schedule_to_close_timeout=_timedelta(task.schedule_to_close_timeout_ms),
         )
         ctx = contextvars.copy_context()
         ctx.run(set_context, ActivityContext(info, heartbeat, stop))
@@ -120,6 +127,7 @@ async def run_activity(
             await asyncio.wait({work}, timeout=cancel_grace_s)
             if not work.done():
                 work.cancel()  # a sync one's thread runs on: Python cannot stop it
+                on_abandoned()
             return failed(Failure("activity cancelled", kind="cancelled"))
         if work.cancelled():
             return failed(Failure("activity cancelled", kind="cancelled"))
@@ -153,6 +161,10 @@ def _unless_over(
     """A heartbeat handed over from another thread, unless the attempt ended meanwhile."""
     if not over.is_set():
         on_heartbeat(payloads)
+
+
+def _datetime(epoch_ms: int) -> datetime:
+    return datetime.fromtimestamp(epoch_ms / 1000, tz=UTC)
 
 
 def _timedelta(ms: int) -> timedelta | None:

@@ -73,7 +73,6 @@ _CLOSED_STATUS = {
 }
 
 
-
 def closed_status(attrs: object) -> WorkflowStatus | None:
     """The status a run has once ``attrs`` (an event's attributes) closed it; None if they
     close nothing."""

@@ -284,3 +284,49 @@ def test_a_task_carries_the_schedule_to_close_deadline_of_its_first_schedule() -
     [second] = instance.handle(fired, retry_timer.fire_at_ms).tasks
     assert isinstance(second, ActivityTask) and second.attempt == 2
     assert second.close_deadline_ms == 1_000 + 10_000
+    assert (second.first_scheduled_time_ms, second.schedule_to_close_timeout_ms) == (1_000, 10_000)
+    assert second.scheduled_time_ms == retry_timer.fire_at_ms
+
+
+seen: list[activity.ActivityInfo] = []
+
+
+@activity.defn
+async def fails_its_first_attempt() -> None:
+    seen.append(activity.info())
+    if activity.info().attempt == 1:
+        raise RuntimeError("first attempt")
+
+
+@workflow.defn
+async def retried_once() -> None:
+    await workflow.execute_activity(
+        fails_its_first_attempt,
+        schedule_to_close_timeout=timedelta(minutes=5),
+        start_to_close_timeout=timedelta(seconds=10),
+        heartbeat_timeout=timedelta(seconds=30),
+        retry_policy=RetryPolicy(initial_interval=timedelta(seconds=2)),
+    )
+
+
+async def test_activity_info_tells_the_first_schedule_from_this_attempts(
+    env: WorkflowEnvironment,
+) -> None:
+    """As in Temporal, `scheduled_time` is the activity's first schedule and
+    `current_attempt_scheduled_time` the attempt's: code measuring how long an activity
+    has been trying (against its schedule-to-close timeout) read the latest attempt's."""
+    seen.clear()
+    async with Worker(
+        env.client, task_queue="q", workflows=[retried_once], activities=[fails_its_first_attempt]
+    ):
+        await env.client.execute_workflow(retried_once, id="info", task_queue="q")
+    first, second = seen
+    assert first.current_attempt_scheduled_time == first.scheduled_time
+    assert second.scheduled_time == first.scheduled_time
+    assert second.current_attempt_scheduled_time - first.scheduled_time >= timedelta(seconds=2)
+    timeouts = (
+        second.schedule_to_close_timeout,
+        second.start_to_close_timeout,
+        second.heartbeat_timeout,
+    )
+    assert timeouts == (timedelta(minutes=5), timedelta(seconds=10), timedelta(seconds=30))

@@ -139,6 +139,8 @@ async def reads_its_info() -> dict[str, Any]:
         "activity_id": info.activity_id,
         "heartbeat_timeout": info.heartbeat_timeout,
         "start_to_close_timeout": info.start_to_close_timeout,
+        "schedule_to_close_timeout": info.schedule_to_close_timeout,
+        "scheduled_time": info.scheduled_time,
         "current_attempt_scheduled_time": info.current_attempt_scheduled_time,
         "started_after_scheduled": info.started_time >= info.scheduled_time,
         "is_local": info.is_local,
@@ -150,23 +152,46 @@ async def test_activity_info_has_the_fields_temporal_code_reads() -> None:
     activities read their timeouts: code moved over by changing imports raised
     AttributeError on each."""
     registry = ActivityRegistry([reads_its_info])
-    task = ActivityTask("wf", "run-7", "T", 3, 1, "reads_its_info", "q", (), 1_000, 30_000, 5_000)
+    task = ActivityTask(
+        "wf", "run-7", "T", 3, 2, "reads_its_info", "q", (), 3_000, 30_000, 5_000,
+        first_scheduled_time_ms=1_000, schedule_to_close_timeout_ms=60_000,
+    )  # fmt: skip
 
-    report = await run_activity(
-        registry, task, on_heartbeat=lambda _d: None, cancelled=asyncio.Event()
-    )
+    info = await _info_of(registry, task)
 
-    assert isinstance(report, ActivityCompletedReport)
-    info = registry.converter.decode_one(report.result)
     assert info == {
         "workflow_run_id": "run-7",
         "activity_id": "3",
         "heartbeat_timeout": "5s",  # timedeltas travel as duration text
         "start_to_close_timeout": "30s",
-        "current_attempt_scheduled_time": "1970-01-01T00:00:01+00:00",
+        "schedule_to_close_timeout": "60s",
+        "scheduled_time": "1970-01-01T00:00:01+00:00",
+        "current_attempt_scheduled_time": "1970-01-01T00:00:03+00:00",
         "started_after_scheduled": True,
         "is_local": False,
     }
+
+
+async def test_a_task_from_before_the_first_schedule_time_reports_its_attempts() -> None:
+    """A task record written before it carried the first schedule (the field's default,
+    0) gives this attempt's schedule time, not 1970, and no schedule-to-close timeout."""
+    registry = ActivityRegistry([reads_its_info])
+    task = ActivityTask("wf", "run-7", "T", 3, 2, "reads_its_info", "q", (), 3_000, 0, 0)
+
+    info = await _info_of(registry, task)
+
+    assert info["scheduled_time"] == info["current_attempt_scheduled_time"]
+    assert info["schedule_to_close_timeout"] is None
+
+
+async def _info_of(registry: ActivityRegistry, task: ActivityTask) -> dict[str, Any]:
+    """What ``reads_its_info`` returned for ``task``."""
+    report = await run_activity(
+        registry, task, on_heartbeat=lambda _d: None, cancelled=asyncio.Event()
+    )
+    assert isinstance(report, ActivityCompletedReport)
+    info: dict[str, Any] = registry.converter.decode_one(report.result)
+    return info
 
 
 @activity.defn
@@ -187,16 +212,42 @@ async def test_a_cancelled_sync_activity_that_stops_in_its_grace_ends_its_attemp
     cancelled = asyncio.Event()
     asyncio.get_running_loop().call_later(0.05, cancelled.set)
 
+    abandoned: list[bool] = []
+
     report = await run_activity(
         ActivityRegistry([stops_when_told]),
         _task("stops_when_told"),
         on_heartbeat=lambda _d: None,
         cancelled=cancelled,
         cancel_grace_s=5,
+        on_abandoned=lambda: abandoned.append(True),
     )
 
     assert stopped.is_set()  # the attempt ended after the activity did, not before
     assert isinstance(report, ActivityFailedReport) and report.failure.kind == "cancelled"
+    assert abandoned == []
+
+
+async def test_an_attempt_ended_with_its_activity_still_running_tells_the_host() -> None:
+    """Only the host knows whether a thread left running matters — a stopping worker logs
+    each attempt it gives up on — so the executor says when it leaves one."""
+    release.clear()
+    cancelled = asyncio.Event()
+    asyncio.get_running_loop().call_later(0.05, cancelled.set)
+    abandoned: list[bool] = []
+
+    report = await run_activity(
+        REGISTRY,
+        _task("ignores_cancellation"),
+        on_heartbeat=lambda _d: None,
+        cancelled=cancelled,
+        cancel_grace_s=0.1,
+        on_abandoned=lambda: abandoned.append(True),
+    )
+    release.set()
+
+    assert isinstance(report, ActivityFailedReport) and report.failure.kind == "cancelled"
+    assert abandoned == [True]
 
 
 ran: list[str] = []

@@ -174,7 +174,7 @@ async def test_a_stop_cancels_what_still_runs_after_the_drain(
 ) -> None:
     _capture_produced(monkeypatch)
     monkeypatch.setattr(
-        worker, "_config", ActivityWorkerConfig(worker._config.member, "q", drain_s=0)
+        worker, "_config", ActivityWorkerConfig(worker._config.member, "q", graceful_shutdown_s=0)
     )
     task = ActivityTask("wf", "run", "T", 1, 1, "slow", "q", (), 0, 0, 0)
     running = activity_worker._Running(task, asyncio.Event())
@@ -319,7 +319,9 @@ async def test_an_activity_still_running_at_the_stop_is_not_reported_and_runs_ag
     consumer = _CommitsConsumer()
     monkeypatch.setattr(worker, "_consumer", consumer)
     monkeypatch.setattr(
-        worker, "_config", ActivityWorkerConfig(worker._config.member, "q", drain_s=0.05)
+        worker,
+        "_config",
+        ActivityWorkerConfig(worker._config.member, "q", graceful_shutdown_s=0.05),
     )
     worker._dispatch(_message(partition=0, offset=7, task=HUNG))
     await asyncio.sleep(0.01)
@@ -427,7 +429,9 @@ async def test_a_stop_lets_a_cancelled_async_activity_finish_its_cleanup(
     worker._registry = ActivityRegistry([cleans_up_when_cancelled])
     monkeypatch.setattr(worker, "_consumer", _CommitsConsumer())
     monkeypatch.setattr(
-        worker, "_config", ActivityWorkerConfig(worker._config.member, "q", drain_s=0.05)
+        worker,
+        "_config",
+        ActivityWorkerConfig(worker._config.member, "q", graceful_shutdown_s=0.05),
     )
     cleaned_up.clear()
     task = replace(HUNG, activity_type="cleans_up_when_cancelled")

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
+from collections.abc import Iterator
 
 import pytest
 from confluent_kafka import Producer
+from structlog.testing import capture_logs
 
+from runtime import activity
 from runtime.engine import ActivityRegistry
+from runtime.engine.activity_executor import CANCEL_GRACE_S
 from runtime.messages import ActivityTask
 from topics import serde
 from topics.admin import TopicAdmin
@@ -56,3 +61,50 @@ async def test_partitions_assigned_while_the_worker_is_paused_start_paused(
     finally:
         await asyncio.to_thread(consumer.close)
         worker._executor.shutdown(wait=False)
+
+
+released = threading.Event()
+
+
+@activity.defn
+def holds_its_thread() -> None:
+    released.wait(60)  # never reads activity.is_cancelled()
+
+
+@pytest.fixture
+def holding() -> Iterator[None]:
+    released.clear()
+    try:
+        yield
+    finally:
+        released.set()
+
+
+async def test_an_attempt_timed_out_with_its_thread_still_running_is_logged_as_abandoned(
+    kafka_bootstrap: str, namespace: str, holding: None
+) -> None:
+    """The slot is freed and the timeout reported, but the thread runs on, unseen: the
+    log is where an operator learns which activity holds it."""
+    names = TopicNames(namespace)
+    TopicAdmin({"bootstrap.servers": kafka_bootstrap}).ensure_task_queue(Catalogue(namespace), "q")
+    task = ActivityTask("wf", "run", "T", 1, 1, "holds_its_thread", "q", (), 0, 200, 0)
+    producer = Producer({"bootstrap.servers": kafka_bootstrap})
+    producer.produce(names.tasks("q"), key=b"wf/1", value=serde.encode_task(task))
+    assert producer.flush(10) == 0
+    registry = ActivityRegistry([holds_its_thread])
+    config = ActivityWorkerConfig(Member(kafka_bootstrap, namespace, "w-1"), "q")
+    worker = ActivityWorker(config, registry, registry.converter)
+    stop = asyncio.Event()
+
+    with capture_logs() as logs:
+        running = asyncio.create_task(worker.run(stop))
+        deadline = time.monotonic() + 30 + CANCEL_GRACE_S
+        while not (abandoned := [e for e in logs if e["event"].startswith("activity abandoned")]):
+            assert time.monotonic() < deadline and not running.done()
+            await asyncio.sleep(0.1)
+        stop.set()
+        await running
+
+    [entry] = abandoned
+    assert (entry["idempotency_key"], entry["reason"]) == (task.idempotency_key, "start_to_close")
+    assert entry["reported"] is True  # the timeout the engine records
