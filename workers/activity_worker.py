@@ -40,6 +40,7 @@ from confluent_kafka import (
     Producer,
     TopicPartition,
 )
+from prometheus_client import CollectorRegistry
 
 from runtime.converter import DataConverter
 from runtime.engine import ActivityRegistry, run_activity
@@ -67,6 +68,7 @@ from topics.transient import produce_when_room
 from workers.daemon_pool import DaemonThreadPool
 from workers.loop_watch import LoopWatch
 from workers.membership import Member, on_consume_error
+from workers.metrics import ActivityWorkerMetrics
 from workers.offsets import PartitionProgress
 
 log = structlog.get_logger(__name__)
@@ -154,10 +156,13 @@ class ActivityWorker:
         config: ActivityWorkerConfig,
         registry: ActivityRegistry,
         converter: DataConverter,
+        metrics: ActivityWorkerMetrics | None = None,
     ) -> None:
         self._config = config
         self._registry = registry
         self._converter = converter
+        self._metrics = metrics or ActivityWorkerMetrics(CollectorRegistry())
+        self._metrics.watch(running=lambda: len(self._running))
         member = config.member
         self._names = TopicNames(member.namespace)
         self._consumer = Consumer(
@@ -318,7 +323,11 @@ class ActivityWorker:
                         self._config.member.worker_id,
                     )
                 )
+            began = time.monotonic()
             report = outcome(await self._run_with_deadline(running), running.cancel_reason)
+            self._metrics.finished(
+                task.activity_type, outcome_label(report), time.monotonic() - began
+            )
             if running.abandoned:
                 _log_abandoned(running, reported=report is not None)
             if report is None:  # stopped: its offset stays open, it runs again elsewhere
@@ -581,6 +590,16 @@ def outcome(report: InboxMessage, reason: CancelReason | None) -> InboxMessage |
         return None
     assert isinstance(report, ActivityFailedReport)
     return replace(report, failure=timeout_failure(reason.value))
+
+
+def outcome_label(report: InboxMessage | None) -> str:
+    """How an attempt ended, for the metrics: completed, stopped (the worker stopped, it
+    runs again elsewhere), or its failure's kind (application, timeout, cancelled)."""
+    if report is None:
+        return "stopped"
+    if isinstance(report, ActivityFailedReport):
+        return report.failure.kind
+    return "completed"
 
 
 def _first_deadline(task: ActivityTask, now_s: float) -> tuple[float, CancelReason] | None:

@@ -29,7 +29,7 @@ from topics.admin import TopicAdmin
 from topics.catalogue import TopicNames
 from workers.activity_worker import ActivityWorker, ActivityWorkerConfig
 from workers.membership import Member
-from workers.metrics import WorkflowWorkerMetrics
+from workers.metrics import ActivityWorkerMetrics, WorkflowWorkerMetrics
 from workers.workflow_worker import WorkflowWorker, WorkflowWorkerConfig
 
 log = structlog.get_logger(__name__)
@@ -108,9 +108,12 @@ async def run_kafka_worker(
             [names.inbox, names.history, names.timers, names.replies, names.status],
         )
         jobs: list[asyncio.Future[None]] = []
+        measured: list[WorkflowWorkerMetrics | ActivityWorkerMetrics] = []  # left on stop
         stop_thread = threading.Event()
         stop_async = asyncio.Event()
         if role in (Role.ALL, Role.WORKFLOW) and spec.workflows:
+            workflow_metrics = None if metrics is None else WorkflowWorkerMetrics(metrics)
+            measured += [workflow_metrics] if workflow_metrics else []
             workflow_worker = WorkflowWorker(
                 WorkflowWorkerConfig(
                     member=member,
@@ -119,10 +122,12 @@ async def run_kafka_worker(
                     retention_ms=round(retention * 1000),
                 ),
                 spec.workflow_registry(),
-                WorkflowWorkerMetrics(metrics) if metrics is not None else None,
+                workflow_metrics,
             )
             jobs.append(loop.run_in_executor(own_thread, workflow_worker.run, stop_thread))
         if role in (Role.ALL, Role.ACTIVITY) and spec.activities:
+            activity_metrics = None if metrics is None else ActivityWorkerMetrics(metrics)
+            measured += [activity_metrics] if activity_metrics else []
             activity_worker = ActivityWorker(
                 ActivityWorkerConfig(
                     member=member,
@@ -133,6 +138,7 @@ async def run_kafka_worker(
                 ),
                 spec.activity_registry(),
                 spec.data_converter,
+                activity_metrics,
             )
             jobs.append(asyncio.ensure_future(activity_worker.run(stop_async)))
         if not jobs:
@@ -146,6 +152,8 @@ async def run_kafka_worker(
             stop_thread.set()
             stop_async.set()
             await asyncio.gather(*jobs, return_exceptions=True)
+            for leaving in measured:
+                leaving.close()
             log.info("worker stopped", worker_id=member.worker_id)
     finally:
         own_thread.shutdown(wait=False)

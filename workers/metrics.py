@@ -14,9 +14,11 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import TypeVar
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.registry import Collector
 
 from workers.partition import Tally
 
@@ -27,51 +29,78 @@ _RESTORE_BUCKETS = (0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 1800.0)
 _ACTIVITY_BUCKETS = (0.005, 0.025, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0, 600.0, 3600.0)
 _RECORD_BUCKETS = (1, 10, 50, 100, 250, 500, 1000, 2500, 5000)
 
+_C = TypeVar("_C", bound=Collector)
 
-class WorkflowWorkerMetrics:
+
+class _Metrics:
+    """Metrics that leave their registry on `close`: a worker run again (an embedded
+    `Worker` entered twice) registers the same names anew."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._registry = registry
+        self._collectors: list[Collector] = []
+
+    def close(self) -> None:
+        for collector in self._collectors:
+            self._registry.unregister(collector)
+        self._collectors.clear()
+
+    def _counter(self, name: str, doc: str, labels: tuple[str, ...] = ()) -> Counter:
+        return self._keep(Counter(name, doc, labels, registry=self._registry))
+
+    def _histogram(
+        self, name: str, doc: str, buckets: tuple[float, ...], labels: tuple[str, ...] = ()
+    ) -> Histogram:
+        return self._keep(Histogram(name, doc, labels, buckets=buckets, registry=self._registry))
+
+    def _gauge(self, name: str, doc: str) -> Gauge:
+        return self._keep(Gauge(name, doc, registry=self._registry))
+
+    def _keep(self, collector: _C) -> _C:
+        self._collectors.append(collector)
+        return collector
+
+
+class WorkflowWorkerMetrics(_Metrics):
     """The partition owner's: messages, workflows, transactions, restores, memory."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.messages = Counter(
-            "chronik_inbox_messages", "Inbox records processed (committed).", registry=registry
+        super().__init__(registry)
+        self.messages = self._counter(
+            "chronik_inbox_messages", "Inbox records processed (committed)."
         )
-        self.dead_letters = Counter(
-            "chronik_dead_letters", "Inbox records sent to the dead-letter topic.",
-            registry=registry,
-        )  # fmt: skip
-        self.started = Counter(
-            "chronik_workflows_started", "Workflow runs started.", ["workflow_type"],
-            registry=registry,
-        )  # fmt: skip
-        self.closed = Counter(
+        self.dead_letters = self._counter(
+            "chronik_dead_letters", "Inbox records sent to the dead-letter topic."
+        )
+        self.started = self._counter(
+            "chronik_workflows_started", "Workflow runs started.", ("workflow_type",)
+        )
+        self.closed = self._counter(
             "chronik_workflows_closed", "Workflow runs closed, by how.",
-            ["workflow_type", "status"], registry=registry,
+            ("workflow_type", "status"),
         )  # fmt: skip
-        self.task_failures = Counter(
+        self.task_failures = self._counter(
             "chronik_workflow_task_failures",
             "Workflow tasks failed: code that cannot follow its history, or an unknown type.",
-            ["workflow_type"], registry=registry,
-        )  # fmt: skip
-        self.transactions = Counter(
-            "chronik_transactions", "Kafka transactions, by outcome.", ["outcome"],
-            registry=registry,
-        )  # fmt: skip
-        self.commit_seconds = Histogram(
-            "chronik_transaction_seconds", "From a transaction's start to its commit.",
-            buckets=_COMMIT_BUCKETS, registry=registry,
-        )  # fmt: skip
-        self.transaction_records = Histogram(
-            "chronik_transaction_records", "Records written per transaction.",
-            buckets=_RECORD_BUCKETS, registry=registry,
-        )  # fmt: skip
-        self.restore_seconds = Histogram(
-            "chronik_restore_seconds", "Rebuilding or resuming the stores of newly owned "
-            "partitions from the history topic.", buckets=_RESTORE_BUCKETS, registry=registry,
-        )  # fmt: skip
-        self.partitions = Gauge(
-            "chronik_partitions_owned", "Inbox partitions this worker owns.", registry=registry
+            ("workflow_type",),
         )
-        self.cached = Gauge("chronik_workflows_cached", "Workflows in memory.", registry=registry)
+        self.transactions = self._counter(
+            "chronik_transactions", "Kafka transactions, by outcome.", ("outcome",)
+        )
+        self.commit_seconds = self._histogram(
+            "chronik_transaction_seconds", "From a transaction's start to its commit.",
+            _COMMIT_BUCKETS,
+        )  # fmt: skip
+        self.transaction_records = self._histogram(
+            "chronik_transaction_records", "Records written per transaction.", _RECORD_BUCKETS
+        )
+        self.restore_seconds = self._histogram(
+            "chronik_restore_seconds",
+            "Rebuilding or resuming the stores of newly owned partitions from the history topic.",
+            _RESTORE_BUCKETS,
+        )
+        self.partitions = self._gauge("chronik_partitions_owned", "Inbox partitions owned.")
+        self.cached = self._gauge("chronik_workflows_cached", "Workflows in memory.")
 
     def watch(self, partitions: Callable[[], int], cached: Callable[[], int]) -> None:
         """The gauges read the worker's state when scraped (from the server's thread:
@@ -99,21 +128,20 @@ class WorkflowWorkerMetrics:
         self.transactions.labels("aborted").inc()
 
 
-class ActivityWorkerMetrics:
+class ActivityWorkerMetrics(_Metrics):
     """The activity worker's: attempts by outcome, how long they run, how many run."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.attempts = Counter(
+        super().__init__(registry)
+        self.attempts = self._counter(
             "chronik_activity_attempts", "Activity attempts finished, by outcome.",
-            ["activity_type", "outcome"], registry=registry,
+            ("activity_type", "outcome"),
         )  # fmt: skip
-        self.seconds = Histogram(
-            "chronik_activity_seconds", "How long an attempt ran.", ["activity_type"],
-            buckets=_ACTIVITY_BUCKETS, registry=registry,
+        self.seconds = self._histogram(
+            "chronik_activity_seconds", "How long an attempt ran.", _ACTIVITY_BUCKETS,
+            ("activity_type",),
         )  # fmt: skip
-        self.running = Gauge(
-            "chronik_activities_running", "Activity attempts running now.", registry=registry
-        )
+        self.running = self._gauge("chronik_activities_running", "Activity attempts running.")
 
     def watch(self, running: Callable[[], int]) -> None:
         self.running.set_function(running)

@@ -14,6 +14,8 @@ from datetime import timedelta
 from types import TracebackType
 from typing import Any
 
+from prometheus_client import CollectorRegistry
+
 from runtime.client import Client
 from runtime.worker_spec import DEFAULT_GRACEFUL_SHUTDOWN, WorkerSpec
 
@@ -29,12 +31,18 @@ class Worker:
         activity_executor: Executor | None = None,
         max_concurrent_activities: int = 100,
         graceful_shutdown_timeout: timedelta = DEFAULT_GRACEFUL_SHUTDOWN,
+        metrics: CollectorRegistry | None = None,
     ) -> None:
         """``graceful_shutdown_timeout``, as in Temporal: how long running activities may
         finish once the worker stops, before they are cancelled (on Kafka; the in-memory
         environment keeps them running). One that ignores its cancellation for 5 s more
-        is abandoned, and its attempt runs again on another worker."""
+        is abandoned, and its attempt runs again on another worker.
+
+        ``metrics``: a Prometheus registry the worker's metrics join (on Kafka:
+        `workers.metrics`), e.g. ``prometheus_client.REGISTRY``, which the application
+        serves already; a worker started twice must be given a new registry each time."""
         self.client = client
+        self.metrics = metrics
         self.spec = WorkerSpec(
             task_queue=task_queue,
             workflows=list(workflows),
@@ -61,7 +69,9 @@ class Worker:
             return
         from workers.kafka_host import Cluster, run_kafka_worker  # type: ignore[import-not-found,unused-ignore]  # noqa: PLC0415
 
-        runner = asyncio.ensure_future(run_kafka_worker(Cluster.of(self.client), self.spec))
+        runner = asyncio.ensure_future(
+            run_kafka_worker(Cluster.of(self.client), self.spec, metrics=self.metrics)
+        )
         stopper = asyncio.ensure_future(self._stop.wait())
         try:
             await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)

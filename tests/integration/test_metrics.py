@@ -8,8 +8,10 @@ import subprocess
 import sys
 import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from examples import order
@@ -17,6 +19,7 @@ from runtime.client import Client
 from runtime.errors import WorkflowFailureError
 from tests.conftest import free_ports
 from tests.integration.conftest import PARTITIONS, Launcher
+from workers.worker import Worker
 
 pytestmark = pytest.mark.kafka
 
@@ -66,7 +69,7 @@ async def test_workflows_transactions_and_state_are_counted_once_committed(
 
     def counted(samples: Samples) -> bool:
         closed = "chronik_workflows_closed_total"
-        return (
+        return (  # the activity reports were committed before the closes they led to
             _value(samples, closed, workflow_type="process_order", status="completed") == 3
             and _value(samples, closed, workflow_type="process_order", status="failed") == 1
         )
@@ -82,6 +85,11 @@ async def test_workflows_transactions_and_state_are_counted_once_committed(
     assert _value(samples, "chronik_restore_seconds_count") >= 1
     assert _value(samples, "chronik_dead_letters_total") == 0
     assert _value(samples, "chronik_workflow_task_failures_total") == 0
+    for activity in ("verify_payment", "reserve_inventory", "ship_order", "send_confirmation"):
+        attempts = "chronik_activity_attempts_total"
+        assert _value(samples, attempts, activity_type=activity, outcome="completed") == 3
+        assert _value(samples, "chronik_activity_seconds_count", activity_type=activity) == 3
+    assert _value(samples, "chronik_activities_running") == 0
 
 
 def test_a_metrics_port_already_taken_is_refused_in_one_line(
@@ -100,3 +108,30 @@ def test_a_metrics_port_already_taken_is_refused_in_one_line(
     assert result.returncode == 2
     assert f"cannot serve metrics on 127.0.0.1:{port}" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+async def test_an_embedded_worker_joins_the_application_s_registry_and_leaves_it(
+    client: Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CHRONIK_STATE_DIR", str(tmp_path / "state"))
+    registry = CollectorRegistry()
+    for run in range(2):  # the same registry again: the first run's metrics left it
+        async with Worker(
+            client, task_queue="orders", workflows=order.WORKFLOWS,
+            activities=order.ACTIVITIES, metrics=registry,
+        ):  # fmt: skip
+            await client.execute_workflow(
+                order.one_activity, id=f"embedded-{run}", task_queue="orders"
+            )
+            for _ in range(100):  # the commit's counts follow the reply it carried
+                if registry.get_sample_value(
+                    "chronik_workflows_closed_total",
+                    {"workflow_type": "one_activity", "status": "completed"},
+                ):
+                    break
+                await asyncio.sleep(0.1)
+            assert registry.get_sample_value(
+                "chronik_activity_attempts_total", {"activity_type": "noop", "outcome": "completed"}
+            ) == 1  # fmt: skip
+        started = {"workflow_type": "one_activity"}
+        assert registry.get_sample_value("chronik_workflows_started_total", started) is None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from runtime.messages import ActivityCompletedReport, ActivityFailedReport, ActivityHeartbeat
 from runtime.payloads import Failure, Payload
 from topics import serde
-from workers.activity_worker import encode_report
+from workers.activity_worker import CancelReason, encode_report, outcome, outcome_label
 
 LIMIT = 1_000
 
@@ -77,3 +77,14 @@ def test_a_failure_too_large_even_cut_becomes_record_too_large() -> None:
     assert value is not None
     sent = serde.decode_inbox(value)
     assert isinstance(sent, ActivityFailedReport) and sent.failure.type == "RecordTooLarge"
+
+
+def test_the_metrics_name_how_an_attempt_ended() -> None:
+    completed = ActivityCompletedReport("wf", "run", 1, 1, None)
+    cancelled = ActivityFailedReport("wf", "run", 1, 1, Failure("stop", kind="cancelled"))
+    failed = ActivityFailedReport("wf", "run", 1, 1, Failure("boom"))
+    assert outcome_label(completed) == "completed"
+    assert outcome_label(failed) == "application"
+    assert outcome_label(outcome(cancelled, CancelReason.REQUESTED)) == "cancelled"
+    assert outcome_label(outcome(cancelled, CancelReason.HEARTBEAT)) == "timeout"
+    assert outcome_label(outcome(cancelled, CancelReason.STOPPING)) == "stopped"
