@@ -105,7 +105,7 @@ def _to_jsonable(value: Any) -> Any:
         return _to_jsonable(value.model_dump(mode="json"))
     if isinstance(value, dict):
         return _dict_to_jsonable(value)
-    if isinstance(value, list | tuple | set | frozenset):
+    if isinstance(value, list | tuple):
         items = []
         for index, item in enumerate(value):
             try:
@@ -114,9 +114,57 @@ def _to_jsonable(value: Any) -> Any:
                 refused.steps.append(f"[{index}]")
                 raise
         return items
+    if isinstance(value, set | frozenset):
+        return _set_to_jsonable(value)
     if isinstance(value, bytes):
         return value.decode("latin-1")
     raise _UnconvertibleError(type(value).__name__)
+
+
+#: Element types whose values all compare with each other, totally: a set of them is
+#: written sorted by value. Each family is one ``isinstance`` test; ``datetime`` comes
+#: before ``date`` because it is one, yet the two do not compare.
+_ORDERED_FAMILIES: tuple[type | tuple[type, ...], ...] = (
+    str,
+    (int, float, Decimal),
+    bytes,
+    datetime,
+    date,
+    time,
+    timedelta,
+    uuid.UUID,
+)
+
+
+def _set_to_jsonable(value: set[Any] | frozenset[Any]) -> list[Any]:
+    """A set's items in an order that does not depend on the process: iteration order
+    follows hashes, and `str` hashes are salted per process, so the same set would write
+    different bytes in two workers (payloads are recorded, compared, used as keys).
+
+    Sorted by value when every item is of one totally ordered family (``{10, 9}`` is
+    ``[9,10]``); otherwise by each item's JSON text, which is deterministic whatever the
+    items are (a set of enums, of frozensets, of mixed types). A partial order such as
+    frozensets' subset test would sort differently by input order, hence the families."""
+    items = list(value)
+    plain = []
+    for item in items:  # first, so that what JSON refuses is refused before it is compared
+        try:
+            plain.append(_to_jsonable(item))
+        except _UnconvertibleError as refused:
+            refused.steps.append(" (a set item)")
+            raise
+    if len(items) < 2:
+        return plain
+    family = next((f for f in _ORDERED_FAMILIES if isinstance(items[0], f)), None)
+    if family is not None and all(isinstance(item, family) for item in items):
+        try:
+            order = sorted(range(len(items)), key=items.__getitem__)
+        except TypeError:  # naive with aware datetimes or times: no order, so the text's
+            pass
+        else:
+            return [plain[index] for index in order]
+    plain.sort(key=_JSON.encode)
+    return plain
 
 
 def _object_to_jsonable(fields: dict[str, Any]) -> dict[str, Any]:
