@@ -13,6 +13,7 @@ import dataclasses
 import enum
 import functools
 import importlib
+import itertools
 import json
 import math
 import re
@@ -21,7 +22,7 @@ import typing
 import uuid
 import zlib
 from collections import abc
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import date, datetime, time, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Any, Protocol
@@ -314,9 +315,56 @@ def _expect_shape(value: Any, shape: type, hint: Any) -> None:
         raise TypeError(f"expected a JSON {name} for {hint}, got {type(value).__name__} {value!r}")
 
 
+class _NullRefusedError(TypeError):
+    """A JSON null where the hint does not admit None, with the path to it collected on
+    the way out (as `_UnconvertibleError` does). A `TypeError`, so that a union goes on to
+    its next member."""
+
+    def __init__(self, hint: Any) -> None:
+        super().__init__(f"null for {_hint_text(hint)}")
+        self.hint = hint
+        self.steps: list[str] = []  # innermost first
+
+    def error(self) -> TypeError:
+        where = "$" + "".join(reversed(self.steps))
+        return TypeError(
+            f"cannot decode null at {where} as {_hint_text(self.hint)}: the hint does not "
+            "admit None (Optional[...] or `| None` does)"
+        )
+
+
+def _hint_text(hint: Any) -> str:
+    return hint.__qualname__ if isinstance(hint, type) else repr(hint).replace("typing.", "")
+
+
+def _admits_none(hint: Any) -> bool:
+    """Whether a hint says None is a value the code expects. A dataclass field's default of
+    None does not count: the default stands in for a field the JSON lacks, and a writer
+    that sends null for ``x: int`` hands the code a value its type says cannot be there."""
+    if hint is None or hint is Any or hint is object or hint is type(None):
+        return True
+    if isinstance(hint, typing.TypeVar):  # a bare generic's parameter: anything, as JSON
+        return True
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_admits_none(member) for member in args)
+    if origin is typing.Annotated:
+        return _admits_none(args[0])
+    if origin is typing.Literal:
+        return None in args
+    if isinstance(hint, typing.NewType):
+        return _admits_none(hint.__supertype__)
+    return False
+
+
 def _from_jsonable(value: Any, hint: Any) -> Any:
-    if hint is None or hint is Any or value is None:
+    if hint is None or hint is Any:
         return value
+    if value is None:
+        if _admits_none(hint):
+            return None
+        raise _NullRefusedError(hint)
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
@@ -338,13 +386,13 @@ def _from_jsonable(value: Any, hint: Any) -> Any:
         if container is tuple and len(args) >= 1 and args[-1] is not Ellipsis:
             if len(value) != len(args):  # a fixed tuple: cutting or padding would lose data
                 raise TypeError(f"expected {len(args)} items for {hint}, got {len(value)}")
-            return tuple(_from_jsonable(v, h) for v, h in zip(value, args, strict=True))
+            return tuple(_from_items(value, args))
         item = args[0] if args else None
-        return container(_from_jsonable(v, item) for v in value)
+        return container(_from_items(value, itertools.repeat(item)))
     if container is dict:
         _expect_shape(value, dict, hint)
         key_hint, value_hint = args if args else (None, None)
-        return {_from_key(k, key_hint): _from_jsonable(v, value_hint) for k, v in value.items()}
+        return _from_dict(value, key_hint, value_hint)
     if isinstance(hint, type):
         if dataclasses.is_dataclass(hint):
             return _from_dataclass(value, hint)
@@ -385,6 +433,49 @@ def _from_jsonable(value: Any, hint: Any) -> Any:
                 "builtins (use a custom PayloadConverter for others)"
             )
     return value
+
+
+def _from_items(value: list[Any], hints: Iterable[Any]) -> list[Any]:
+    out: list[Any] = []
+    try:
+        for item, hint in zip(value, hints, strict=False):  # `hints` may be endless
+            out.append(_from_jsonable(item, hint))
+    except _NullRefusedError as refused:
+        refused.steps.append(f"[{len(out)}]")  # the index of the item that failed
+        raise
+    return out
+
+
+def _from_dict(value: dict[str, Any], key_hint: Any, value_hint: Any) -> dict[Any, Any]:
+    out: dict[Any, Any] = {}
+    key = ""
+    try:
+        for key, item in value.items():
+            out[_from_key(key, key_hint)] = _from_jsonable(item, value_hint)
+    except _NullRefusedError as refused:
+        refused.steps.append(_member_step(key))
+        raise
+    return out
+
+
+def _member_step(name: str) -> str:
+    return f".{name}" if name.isidentifier() else f"[{name!r}]"
+
+
+def _from_fields(
+    value: dict[str, Any], names: Iterable[str], hints: dict[str, Any]
+) -> dict[str, Any]:
+    """The named members of a JSON object decoded by their hints, those it lacks left out."""
+    out: dict[str, Any] = {}
+    name = ""
+    try:
+        for name in names:
+            if name in value:
+                out[name] = _from_jsonable(value[name], hints.get(name))
+    except _NullRefusedError as refused:
+        refused.steps.append(_member_step(name))
+        raise
+    return out
 
 
 @functools.lru_cache(maxsize=4096)
@@ -437,13 +528,7 @@ def _from_dataclass(value: Any, hint: Any, bound: dict[Any, Any] | None = None) 
     field_hints = _field_hints(hint)
     if bound:
         field_hints = {name: _substitute(h, bound) for name, h in field_hints.items()}
-    return hint(
-        **{
-            f.name: _from_jsonable(value[f.name], field_hints.get(f.name))
-            for f in fields
-            if f.name in value
-        }
-    )
+    return hint(**_from_fields(value, [f.name for f in fields], field_hints))
 
 
 def _from_named_tuple(value: Any, hint: Any) -> Any:
@@ -456,7 +541,7 @@ def _from_named_tuple(value: Any, hint: Any) -> Any:
         listed = ", ".join(repr(name) for name in missing)
         raise TypeError(f"cannot decode {hint.__qualname__}: {listed} missing from the JSON")
     item_hints = _field_hints(hint)
-    return hint(*(_from_jsonable(v, item_hints.get(f)) for f, v in zip(names, value, strict=False)))
+    return hint(*_from_items(value, [item_hints.get(name) for name in names]))
 
 
 def _from_literal(value: Any, hint: Any, allowed: tuple[Any, ...]) -> Any:
@@ -489,7 +574,7 @@ def _from_typed_dict(value: Any, hint: Any) -> dict[str, Any]:
     if missing:
         names = ", ".join(repr(k) for k in missing)
         raise TypeError(f"cannot decode {hint.__qualname__}: {names} missing from the JSON")
-    return {k: _from_jsonable(v, field_hints.get(k)) for k, v in value.items()}
+    return _from_fields(value, value.keys(), field_hints)
 
 
 def _from_key(key: str, hint: Any) -> Any:
@@ -526,12 +611,17 @@ class JsonPayloadConverter:
 
     def from_payload(self, payload: Payload, type_hint: Any = None) -> Any:
         if payload.encoding == NULL_ENCODING:
-            return None
+            if _admits_none(type_hint):
+                return None
+            raise _NullRefusedError(type_hint).error()
         if payload.encoding == BINARY_ENCODING:
             return payload.data
         if payload.encoding != JSON_ENCODING:
             raise ValueError(f"unknown payload encoding {payload.encoding!r} (missing codec?)")
-        return _from_jsonable(json.loads(payload.data), type_hint)
+        try:
+            return _from_jsonable(json.loads(payload.data), type_hint)
+        except _NullRefusedError as refused:
+            raise refused.error() from None
 
 
 class ZlibCodec:

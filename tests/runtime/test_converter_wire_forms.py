@@ -7,6 +7,7 @@ pin the bytes as well as the round trip.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import os
 import subprocess
@@ -14,7 +15,7 @@ import sys
 import uuid
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Annotated, Any, Literal, NewType, Optional, TypedDict
 
 import pytest
 
@@ -94,3 +95,83 @@ def test_a_set_without_a_total_order_is_written_by_json_text(value: Any, text: b
 
 def test_a_set_in_a_value_round_trips() -> None:
     assert C.decode_one(C.encode_one({"ids": {3, 1, 2}}), dict[str, set[int]]) == {"ids": {1, 2, 3}}
+
+
+# --- null ------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Item:
+    sku: str
+    qty: int = 0
+    note: str | None = None
+
+
+class Row(TypedDict):
+    count: int
+
+
+Count = NewType("Count", int)
+
+
+@pytest.mark.parametrize(
+    ("text", "hint", "where", "named"),
+    [
+        ("null", int, r"\$", "int"),
+        ('{"sku":"a","qty":null}', Item, r"\$\.qty", "int"),
+        ('{"sku":null}', Item, r"\$\.sku", "str"),
+        ("[1,null]", list[int], r"\$\[1\]", "int"),
+        ('[1,"a",null]', tuple[int, str, float], r"\$\[2\]", "float"),
+        ('{"a":1,"b c":null}', dict[str, int], r"\$\['b c'\]", "int"),
+        ('{"count":null}', Row, r"\$\.count", "int"),
+        ('{"rows":[{"sku":"a"},{"sku":"b","qty":null}]}', dict[str, list[Item]], "", "int"),
+        ("null", list[int], r"\$", r"list\[int\]"),
+        ("null", Item, r"\$", "Item"),
+        ("null", Literal["a", "b"], r"\$", "Literal"),
+        ("[null]", list[Count], r"\$\[0\]", ".*Count"),
+    ],
+)
+def test_a_null_the_hint_does_not_admit_is_refused_naming_path_and_hint(
+    text: str, hint: Any, where: str, named: str
+) -> None:
+    """`x: int` took a null and handed the code a None its type says cannot be there."""
+    where = where or r"\$\.rows\[1\]\.qty"
+    with pytest.raises(TypeError, match=rf"cannot decode null at {where} as {named}"):
+        C.decode_one(_json(text), hint)
+
+
+def test_a_top_level_none_is_refused_where_the_hint_does_not_admit_it() -> None:
+    """None travels as `binary/null`, a hint that does not admit it refuses it as well."""
+    with pytest.raises(TypeError, match=r"cannot decode null at \$ as int"):
+        C.decode_one(C.encode_one(None), int)
+    assert C.decode_one(C.encode_one(None), int | None) is None
+
+
+@pytest.mark.parametrize(
+    "hint",
+    [
+        None,
+        Any,
+        object,
+        type(None),
+        int | None,
+        Optional[int],  # noqa: UP045 - the spelling under test
+        Literal["a", None],
+        Annotated[int | None, "meta"],
+    ],
+)
+def test_a_null_is_none_where_the_hint_admits_it(hint: Any) -> None:
+    assert C.decode_one(_json("null"), hint) is None
+    assert C.decode_one(_json("[null]"), list[hint]) == [None]
+
+
+def test_a_field_default_of_none_does_not_admit_a_null() -> None:
+    """The default stands in for a field the JSON lacks, not for a null it sends."""
+    assert C.decode_one(_json('{"sku":"a"}'), Item) == Item("a")
+    assert C.decode_one(_json('{"sku":"a","note":null}'), Item) == Item("a")
+    with pytest.raises(TypeError, match=r"\$\.qty as int"):
+        C.decode_one(_json('{"sku":"a","qty":null}'), Item)
+
+
+def test_a_union_member_refusing_a_null_lets_the_next_member_try() -> None:
+    assert C.decode_one(_json('{"sku":null}'), Item | dict[str, Any]) == {"sku": None}
