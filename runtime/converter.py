@@ -9,6 +9,8 @@ therefore needs its key on workflow workers, clients and activity workers, never
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
 import enum
 import functools
@@ -17,6 +19,7 @@ import itertools
 import json
 import math
 import re
+import threading
 import types
 import typing
 import uuid
@@ -40,6 +43,12 @@ NULL_ENCODING = "binary/null"
 #: Top-level bytes travel as they are (Temporal's encoding name): read back as bytes even
 #: without a type hint (an activity called by name, heartbeat details), not as text.
 BINARY_ENCODING = "binary/plain"
+#: JSON whose nested bytes are base64 text, as protobuf's JSON, Go, Java and .NET write
+#: bytes. A value with nested bytes travels under this name, a value without them under
+#: ``json/plain`` as before: earlier writers put nested bytes in ``json/plain`` as latin-1
+#: text, which nothing in the JSON tells from base64 (``"abcd"`` is both), and recorded
+#: histories must read as they were written.
+JSON_BASE64_BYTES_ENCODING = "json/plain;bytes=base64"
 
 
 class PayloadConverter(Protocol):
@@ -72,6 +81,34 @@ class _UnconvertibleError(Exception):
         where = "$" + "".join(reversed(self.steps))
         why = f": {self.why}" if self.why else ""
         return TypeError(f"cannot convert {self.what} to JSON at {where}{why}")
+
+
+class _NestedBytesError(Exception):
+    """Bytes met while walking a value for ``json/plain``: the walk starts again for the
+    base64 encoding, so that a value without bytes (nearly all) pays nothing for them."""
+
+
+class _BytesForm(threading.local):
+    """How the walk in this thread writes and reads nested bytes: base64 for the encoding
+    that says so, latin-1 (the old form) for ``json/plain``. Per thread because activities
+    convert on pool threads; saved and restored around each walk (`_in_bytes_form`) since a
+    pydantic serializer or validator may call a converter from inside one."""
+
+    base64 = False
+
+
+_bytes_form = _BytesForm()
+
+
+def _in_bytes_form(as_base64: bool, walk: typing.Callable[..., Any], *args: Any) -> Any:
+    outer = _bytes_form.base64
+    if outer is as_base64:  # the usual case: json/plain, outside any other walk
+        return walk(*args)
+    _bytes_form.base64 = as_base64
+    try:
+        return walk(*args)
+    finally:
+        _bytes_form.base64 = outer
 
 
 def _to_jsonable(value: Any) -> Any:
@@ -118,7 +155,9 @@ def _to_jsonable(value: Any) -> Any:
     if isinstance(value, set | frozenset):
         return _set_to_jsonable(value)
     if isinstance(value, bytes):
-        return value.decode("latin-1")
+        if not _bytes_form.base64:
+            raise _NestedBytesError
+        return base64.b64encode(value).decode("ascii")
     raise _UnconvertibleError(type(value).__name__)
 
 
@@ -420,7 +459,12 @@ def _from_jsonable(value: Any, hint: Any) -> Any:
         if hint is bytes:
             if not isinstance(value, str):
                 raise TypeError(f"expected bytes as text, got {type(value).__name__} {value!r}")
-            return value.encode("latin-1")
+            if not _bytes_form.base64:
+                return value.encode("latin-1")
+            try:
+                return base64.b64decode(value, validate=True)
+            except binascii.Error:
+                raise ValueError(f"{value!r} is not base64") from None
         if hint in _PRIMITIVE_JSON:
             if not _fits(value, hint):
                 # Converting would lose or invent data: 3.99 as an int, a dict as a str.
@@ -594,8 +638,9 @@ _JSON = json.JSONEncoder(separators=(",", ":"), sort_keys=True, allow_nan=False)
 
 
 class JsonPayloadConverter:
-    """JSON with type-hint-guided decoding; `None` travels as a `binary/null` payload and
-    top-level bytes as `binary/plain`."""
+    """JSON with type-hint-guided decoding; `None` travels as a `binary/null` payload,
+    top-level bytes as `binary/plain`, a value with nested bytes as
+    ``json/plain;bytes=base64``."""
 
     def to_payload(self, value: Any) -> Payload:
         """Raises `TypeError` naming a value JSON cannot carry and its path (``$.lines[1]``)."""
@@ -603,11 +648,16 @@ class JsonPayloadConverter:
             return Payload(NULL_ENCODING, b"")
         if isinstance(value, bytes):
             return Payload(BINARY_ENCODING, value)
+        encoding = JSON_ENCODING
         try:
-            plain = _to_jsonable(value)
+            try:
+                plain = _in_bytes_form(False, _to_jsonable, value)
+            except _NestedBytesError:
+                encoding = JSON_BASE64_BYTES_ENCODING
+                plain = _in_bytes_form(True, _to_jsonable, value)
         except _UnconvertibleError as refused:
             raise refused.error() from None
-        return Payload(JSON_ENCODING, _JSON.encode(plain).encode())
+        return Payload(encoding, _JSON.encode(plain).encode())
 
     def from_payload(self, payload: Payload, type_hint: Any = None) -> Any:
         if payload.encoding == NULL_ENCODING:
@@ -616,10 +666,14 @@ class JsonPayloadConverter:
             raise _NullRefusedError(type_hint).error()
         if payload.encoding == BINARY_ENCODING:
             return payload.data
-        if payload.encoding != JSON_ENCODING:
+        if payload.encoding == JSON_ENCODING:
+            as_base64 = False
+        elif payload.encoding == JSON_BASE64_BYTES_ENCODING:
+            as_base64 = True
+        else:
             raise ValueError(f"unknown payload encoding {payload.encoding!r} (missing codec?)")
         try:
-            return _from_jsonable(json.loads(payload.data), type_hint)
+            return _in_bytes_form(as_base64, _from_jsonable, json.loads(payload.data), type_hint)
         except _NullRefusedError as refused:
             raise refused.error() from None
 

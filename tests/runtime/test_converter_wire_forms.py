@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal, NewType, Optional, TypedDict
 
 import pytest
 
-from runtime.converter import DataConverter
+from runtime.converter import DataConverter, JsonPayloadConverter, ZlibCodec
 from runtime.payloads import Payload
 
 C = DataConverter()
@@ -59,6 +59,7 @@ def test_a_set_of_strings_writes_the_same_bytes_in_every_process() -> None:
     [
         ({8, 1, 10}, b"[1,8,10]"),  # by value, not by text ("10" < "8"), not by hash (8, 1)
         (frozenset({8, 1, 2.5, Decimal("-3")}), b'["-3",1,2.5,8]'),
+        ({b"\xff", b"\x00"}, b'["AA==","/w=="]'),
         ({date(2026, 3, 1), date(2025, 1, 9)}, b'["2025-01-09","2026-03-01"]'),
         (
             {uuid.UUID(int=16), uuid.UUID(int=1)},
@@ -175,3 +176,62 @@ def test_a_field_default_of_none_does_not_admit_a_null() -> None:
 
 def test_a_union_member_refusing_a_null_lets_the_next_member_try() -> None:
     assert C.decode_one(_json('{"sku":null}'), Item | dict[str, Any]) == {"sku": None}
+
+
+# --- nested bytes ----------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Blob:
+    name: str
+    data: bytes
+
+
+def test_nested_bytes_travel_as_base64_under_an_encoding_that_says_so() -> None:
+    """Base64 is how protobuf's JSON, Go, Java and .NET write bytes in JSON; latin-1
+    text (the form before) is something no reader in another language expects."""
+    payload = C.encode_one(Blob("k", b"\x00\xff\xfe"))
+    assert payload == Payload("json/plain;bytes=base64", b'{"data":"AP/+","name":"k"}')
+    assert C.decode_one(payload, Blob) == Blob("k", b"\x00\xff\xfe")
+
+
+def test_a_value_without_nested_bytes_stays_json_plain() -> None:
+    assert C.encode_one(Blob("k", b"")).encoding == "json/plain;bytes=base64"
+    assert C.encode_one({"name": "k"}) == Payload("json/plain", b'{"name":"k"}')
+
+
+def test_nested_bytes_recorded_before_as_latin1_still_decode() -> None:
+    """``"abcd"`` is latin-1 for b"abcd" and base64 for b"i\\xb7\\x1d": only the encoding
+    name tells a recorded payload from a new one."""
+    old = _json('{"name":"k","data":"abcd\\u00ff"}')
+    assert C.decode_one(old, Blob) == Blob("k", b"abcd\xff")
+
+
+@pytest.mark.parametrize("value", [b"", b"abcd", bytes(range(256))])
+def test_nested_bytes_of_every_kind_round_trip(value: bytes) -> None:
+    assert C.decode_one(C.encode_one([value]), list[bytes]) == [value]
+    assert C.decode_one(C.encode_one({value: 1}), dict[bytes, int]) == {value: 1}
+    codec = DataConverter(codecs=[ZlibCodec(min_size=0)])
+    assert codec.decode_one(codec.encode_one(Blob("z", value)), Blob) == Blob("z", value)
+
+
+def test_text_that_is_no_base64_is_refused_under_the_base64_encoding() -> None:
+    with pytest.raises(ValueError, match="not base64"):
+        C.decode_one(_json('["ab!="]', "json/plain;bytes=base64"), list[bytes])
+    assert C.decode_one(_json('["ab!"]', "json/plain;bytes=base64"), list[bytes | str]) == ["ab!"]
+
+
+def test_a_nested_converter_call_keeps_its_own_bytes_form() -> None:
+    """A pydantic serializer or validator may call a converter from inside a walk; the
+    inner call must not write or read in the outer one's form."""
+    inner = JsonPayloadConverter()
+
+    @dataclasses.dataclass
+    class Wrapped:
+        raw: bytes
+
+        def __post_init__(self) -> None:  # runs inside the outer base64 decode
+            self.inner = inner.from_payload(_json('{"data":"abcd","name":"i"}'), Blob)
+
+    outer = C.encode_one({"raw": b"\x01"})
+    assert C.decode_one(outer, Wrapped).inner == Blob("i", b"abcd")
