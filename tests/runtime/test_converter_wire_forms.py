@@ -235,3 +235,14 @@ def test_a_nested_converter_call_keeps_its_own_bytes_form() -> None:
 
     outer = C.encode_one({"raw": b"\x01"})
     assert C.decode_one(outer, Wrapped).inner == Blob("i", b"abcd")
+
+
+# --- integers --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", [2**53 + 1, -(2**63) - 1, 2**64 + 1])
+def test_an_int_beyond_a_double_travels_as_an_exact_number(value: int) -> None:
+    """Other languages reading doubles round it (docs/engine.md says how to read it);
+    writing text instead would read back as a str wherever there is no hint."""
+    assert C.encode_one({"n": value}).data == b'{"n":%d}' % value
+    assert C.decode_one(C.encode_one({"n": value})) == {"n": value}
