@@ -176,6 +176,14 @@ _ORDERED_FAMILIES: tuple[type | tuple[type, ...], ...] = (
 )
 
 
+#: The family of each exact type in `_ORDERED_FAMILIES`, looked up before searching them.
+_FAMILY_OF: dict[type, type | tuple[type, ...]] = {
+    member: family
+    for family in _ORDERED_FAMILIES
+    for member in (family if isinstance(family, tuple) else (family,))
+}
+
+
 def _set_to_jsonable(value: set[Any] | frozenset[Any]) -> list[Any]:
     """A set's items in an order that does not depend on the process: iteration order
     follows hashes, and `str` hashes are salted per process, so the same set would write
@@ -186,24 +194,31 @@ def _set_to_jsonable(value: set[Any] | frozenset[Any]) -> list[Any]:
     items are (a set of enums, of frozensets, of mixed types). A partial order such as
     frozensets' subset test would sort differently by input order, hence the families."""
     items = list(value)
+    ordered = len(items) < 2
+    if not ordered:
+        first = items[0]
+        family = _FAMILY_OF.get(type(first))
+        if family is None:  # a subclass: StrEnum, IntEnum, a datetime subclass
+            family = next((f for f in _ORDERED_FAMILIES if isinstance(first, f)), None)
+        if family is not None:
+            for item in items:
+                if not isinstance(item, family):
+                    break
+            else:
+                try:
+                    items.sort()
+                    ordered = True
+                except (TypeError, ArithmeticError):  # naive with aware, Decimal NaN
+                    pass
     plain = []
-    for item in items:  # first, so that what JSON refuses is refused before it is compared
+    for item in items:
         try:
             plain.append(_to_jsonable(item))
         except _UnconvertibleError as refused:
             refused.steps.append(" (a set item)")
             raise
-    if len(items) < 2:
-        return plain
-    family = next((f for f in _ORDERED_FAMILIES if isinstance(items[0], f)), None)
-    if family is not None and all(isinstance(item, family) for item in items):
-        try:
-            order = sorted(range(len(items)), key=items.__getitem__)
-        except TypeError:  # naive with aware datetimes or times: no order, so the text's
-            pass
-        else:
-            return [plain[index] for index in order]
-    plain.sort(key=_JSON.encode)
+    if not ordered:
+        plain.sort(key=_JSON.encode)
     return plain
 
 
@@ -377,6 +392,20 @@ def _hint_text(hint: Any) -> str:
 
 
 def _admits_none(hint: Any) -> bool:
+    try:
+        return _admits_none_cached(hint)
+    except TypeError:  # unhashable: an Annotated hint's metadata, say
+        return _hint_admits_none(hint)
+
+
+@functools.lru_cache(maxsize=4096)
+def _admits_none_cached(hint: Any) -> bool:
+    """Cached: a null where the hint admits it (an optional field) is common, and taking
+    the hint apart each time cost more than decoding the rest of a small dataclass."""
+    return _hint_admits_none(hint)
+
+
+def _hint_admits_none(hint: Any) -> bool:
     """Whether a hint says None is a value the code expects. A dataclass field's default of
     None does not count: the default stands in for a field the JSON lacks, and a writer
     that sends null for ``x: int`` hands the code a value its type says cannot be there."""
@@ -387,13 +416,13 @@ def _admits_none(hint: Any) -> bool:
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
-        return any(_admits_none(member) for member in args)
+        return any(_hint_admits_none(member) for member in args)
     if origin is typing.Annotated:
-        return _admits_none(args[0])
+        return _hint_admits_none(args[0])
     if origin is typing.Literal:
         return None in args
     if isinstance(hint, typing.NewType):
-        return _admits_none(hint.__supertype__)
+        return _hint_admits_none(hint.__supertype__)
     return False
 
 
