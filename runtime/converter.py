@@ -9,19 +9,23 @@ therefore needs its key on workflow workers, clients and activity workers, never
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
 import enum
 import functools
 import importlib
+import itertools
 import json
 import math
 import re
+import threading
 import types
 import typing
 import uuid
 import zlib
 from collections import abc
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import date, datetime, time, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Any, Protocol
@@ -39,6 +43,12 @@ NULL_ENCODING = "binary/null"
 #: Top-level bytes travel as they are (Temporal's encoding name): read back as bytes even
 #: without a type hint (an activity called by name, heartbeat details), not as text.
 BINARY_ENCODING = "binary/plain"
+#: JSON whose nested bytes are base64 text, as protobuf's JSON, Go, Java and .NET write
+#: bytes. A value with nested bytes travels under this name, a value without them under
+#: ``json/plain`` as before: earlier writers put nested bytes in ``json/plain`` as latin-1
+#: text, which nothing in the JSON tells from base64 (``"abcd"`` is both), and recorded
+#: histories must read as they were written.
+JSON_BASE64_BYTES_ENCODING = "json/plain;bytes=base64"
 
 
 class PayloadConverter(Protocol):
@@ -73,6 +83,34 @@ class _UnconvertibleError(Exception):
         return TypeError(f"cannot convert {self.what} to JSON at {where}{why}")
 
 
+class _NestedBytesError(Exception):
+    """Bytes met while walking a value for ``json/plain``: the walk starts again for the
+    base64 encoding, so that a value without bytes (nearly all) pays nothing for them."""
+
+
+class _BytesForm(threading.local):
+    """How the walk in this thread writes and reads nested bytes: base64 for the encoding
+    that says so, latin-1 (the old form) for ``json/plain``. Per thread because activities
+    convert on pool threads; saved and restored around each walk (`_in_bytes_form`) since a
+    pydantic serializer or validator may call a converter from inside one."""
+
+    base64 = False
+
+
+_bytes_form = _BytesForm()
+
+
+def _in_bytes_form(as_base64: bool, walk: typing.Callable[..., Any], *args: Any) -> Any:
+    outer = _bytes_form.base64
+    if outer is as_base64:  # the usual case: json/plain, outside any other walk
+        return walk(*args)
+    _bytes_form.base64 = as_base64
+    try:
+        return walk(*args)
+    finally:
+        _bytes_form.base64 = outer
+
+
 def _to_jsonable(value: Any) -> Any:
     if isinstance(value, float):
         if not math.isfinite(value):
@@ -105,7 +143,7 @@ def _to_jsonable(value: Any) -> Any:
         return _to_jsonable(value.model_dump(mode="json"))
     if isinstance(value, dict):
         return _dict_to_jsonable(value)
-    if isinstance(value, list | tuple | set | frozenset):
+    if isinstance(value, list | tuple):
         items = []
         for index, item in enumerate(value):
             try:
@@ -114,9 +152,74 @@ def _to_jsonable(value: Any) -> Any:
                 refused.steps.append(f"[{index}]")
                 raise
         return items
+    if isinstance(value, set | frozenset):
+        return _set_to_jsonable(value)
     if isinstance(value, bytes):
-        return value.decode("latin-1")
+        if not _bytes_form.base64:
+            raise _NestedBytesError
+        return base64.b64encode(value).decode("ascii")
     raise _UnconvertibleError(type(value).__name__)
+
+
+#: Element types whose values all compare with each other, totally: a set of them is
+#: written sorted by value. Each family is one ``isinstance`` test; ``datetime`` comes
+#: before ``date`` because it is one, yet the two do not compare.
+_ORDERED_FAMILIES: tuple[type | tuple[type, ...], ...] = (
+    str,
+    (int, float, Decimal),
+    bytes,
+    datetime,
+    date,
+    time,
+    timedelta,
+    uuid.UUID,
+)
+
+
+#: The family of each exact type in `_ORDERED_FAMILIES`, looked up before searching them.
+_FAMILY_OF: dict[type, type | tuple[type, ...]] = {
+    member: family
+    for family in _ORDERED_FAMILIES
+    for member in (family if isinstance(family, tuple) else (family,))
+}
+
+
+def _set_to_jsonable(value: set[Any] | frozenset[Any]) -> list[Any]:
+    """A set's items in an order that does not depend on the process: iteration order
+    follows hashes, and `str` hashes are salted per process, so the same set would write
+    different bytes in two workers (payloads are recorded, compared, used as keys).
+
+    Sorted by value when every item is of one totally ordered family (``{10, 9}`` is
+    ``[9,10]``); otherwise by each item's JSON text, which is deterministic whatever the
+    items are (a set of enums, of frozensets, of mixed types). A partial order such as
+    frozensets' subset test would sort differently by input order, hence the families."""
+    items = list(value)
+    ordered = len(items) < 2
+    if not ordered:
+        first = items[0]
+        family = _FAMILY_OF.get(type(first))
+        if family is None:  # a subclass: StrEnum, IntEnum, a datetime subclass
+            family = next((f for f in _ORDERED_FAMILIES if isinstance(first, f)), None)
+        if family is not None:
+            for item in items:
+                if not isinstance(item, family):
+                    break
+            else:
+                try:
+                    items.sort()
+                    ordered = True
+                except (TypeError, ArithmeticError):  # naive with aware, Decimal NaN
+                    pass
+    plain = []
+    for item in items:
+        try:
+            plain.append(_to_jsonable(item))
+        except _UnconvertibleError as refused:
+            refused.steps.append(" (a set item)")
+            raise
+    if not ordered:
+        plain.sort(key=_JSON.encode)
+    return plain
 
 
 def _object_to_jsonable(fields: dict[str, Any]) -> dict[str, Any]:
@@ -266,9 +369,70 @@ def _expect_shape(value: Any, shape: type, hint: Any) -> None:
         raise TypeError(f"expected a JSON {name} for {hint}, got {type(value).__name__} {value!r}")
 
 
+class _NullRefusedError(TypeError):
+    """A JSON null where the hint does not admit None, with the path to it collected on
+    the way out (as `_UnconvertibleError` does). A `TypeError`, so that a union goes on to
+    its next member."""
+
+    def __init__(self, hint: Any) -> None:
+        super().__init__(f"null for {_hint_text(hint)}")
+        self.hint = hint
+        self.steps: list[str] = []  # innermost first
+
+    def error(self) -> TypeError:
+        where = "$" + "".join(reversed(self.steps))
+        return TypeError(
+            f"cannot decode null at {where} as {_hint_text(self.hint)}: the hint does not "
+            "admit None (Optional[...] or `| None` does)"
+        )
+
+
+def _hint_text(hint: Any) -> str:
+    return hint.__qualname__ if isinstance(hint, type) else repr(hint).replace("typing.", "")
+
+
+def _admits_none(hint: Any) -> bool:
+    try:
+        return _admits_none_cached(hint)
+    except TypeError:  # unhashable: an Annotated hint's metadata, say
+        return _hint_admits_none(hint)
+
+
+@functools.lru_cache(maxsize=4096)
+def _admits_none_cached(hint: Any) -> bool:
+    """Cached: a null where the hint admits it (an optional field) is common, and taking
+    the hint apart each time cost more than decoding the rest of a small dataclass."""
+    return _hint_admits_none(hint)
+
+
+def _hint_admits_none(hint: Any) -> bool:
+    """Whether a hint says None is a value the code expects. A dataclass field's default of
+    None does not count: the default stands in for a field the JSON lacks, and a writer
+    that sends null for ``x: int`` hands the code a value its type says cannot be there."""
+    if hint is None or hint is Any or hint is object or hint is type(None):
+        return True
+    if isinstance(hint, typing.TypeVar):  # a bare generic's parameter: anything, as JSON
+        return True
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_hint_admits_none(member) for member in args)
+    if origin is typing.Annotated:
+        return _hint_admits_none(args[0])
+    if origin is typing.Literal:
+        return None in args
+    if isinstance(hint, typing.NewType):
+        return _hint_admits_none(hint.__supertype__)
+    return False
+
+
 def _from_jsonable(value: Any, hint: Any) -> Any:
-    if hint is None or hint is Any or value is None:
+    if hint is None or hint is Any:
         return value
+    if value is None:
+        if _admits_none(hint):
+            return None
+        raise _NullRefusedError(hint)
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
@@ -290,13 +454,13 @@ def _from_jsonable(value: Any, hint: Any) -> Any:
         if container is tuple and len(args) >= 1 and args[-1] is not Ellipsis:
             if len(value) != len(args):  # a fixed tuple: cutting or padding would lose data
                 raise TypeError(f"expected {len(args)} items for {hint}, got {len(value)}")
-            return tuple(_from_jsonable(v, h) for v, h in zip(value, args, strict=True))
+            return tuple(_from_items(value, args))
         item = args[0] if args else None
-        return container(_from_jsonable(v, item) for v in value)
+        return container(_from_items(value, itertools.repeat(item)))
     if container is dict:
         _expect_shape(value, dict, hint)
         key_hint, value_hint = args if args else (None, None)
-        return {_from_key(k, key_hint): _from_jsonable(v, value_hint) for k, v in value.items()}
+        return _from_dict(value, key_hint, value_hint)
     if isinstance(hint, type):
         if dataclasses.is_dataclass(hint):
             return _from_dataclass(value, hint)
@@ -324,7 +488,12 @@ def _from_jsonable(value: Any, hint: Any) -> Any:
         if hint is bytes:
             if not isinstance(value, str):
                 raise TypeError(f"expected bytes as text, got {type(value).__name__} {value!r}")
-            return value.encode("latin-1")
+            if not _bytes_form.base64:
+                return value.encode("latin-1")
+            try:
+                return base64.b64decode(value, validate=True)
+            except binascii.Error:
+                raise ValueError(f"{value!r} is not base64") from None
         if hint in _PRIMITIVE_JSON:
             if not _fits(value, hint):
                 # Converting would lose or invent data: 3.99 as an int, a dict as a str.
@@ -337,6 +506,49 @@ def _from_jsonable(value: Any, hint: Any) -> Any:
                 "builtins (use a custom PayloadConverter for others)"
             )
     return value
+
+
+def _from_items(value: list[Any], hints: Iterable[Any]) -> list[Any]:
+    out: list[Any] = []
+    try:
+        for item, hint in zip(value, hints, strict=False):  # `hints` may be endless
+            out.append(_from_jsonable(item, hint))
+    except _NullRefusedError as refused:
+        refused.steps.append(f"[{len(out)}]")  # the index of the item that failed
+        raise
+    return out
+
+
+def _from_dict(value: dict[str, Any], key_hint: Any, value_hint: Any) -> dict[Any, Any]:
+    out: dict[Any, Any] = {}
+    key = ""
+    try:
+        for key, item in value.items():
+            out[_from_key(key, key_hint)] = _from_jsonable(item, value_hint)
+    except _NullRefusedError as refused:
+        refused.steps.append(_member_step(key))
+        raise
+    return out
+
+
+def _member_step(name: str) -> str:
+    return f".{name}" if name.isidentifier() else f"[{name!r}]"
+
+
+def _from_fields(
+    value: dict[str, Any], names: Iterable[str], hints: dict[str, Any]
+) -> dict[str, Any]:
+    """The named members of a JSON object decoded by their hints, those it lacks left out."""
+    out: dict[str, Any] = {}
+    name = ""
+    try:
+        for name in names:
+            if name in value:
+                out[name] = _from_jsonable(value[name], hints.get(name))
+    except _NullRefusedError as refused:
+        refused.steps.append(_member_step(name))
+        raise
+    return out
 
 
 @functools.lru_cache(maxsize=4096)
@@ -389,13 +601,7 @@ def _from_dataclass(value: Any, hint: Any, bound: dict[Any, Any] | None = None) 
     field_hints = _field_hints(hint)
     if bound:
         field_hints = {name: _substitute(h, bound) for name, h in field_hints.items()}
-    return hint(
-        **{
-            f.name: _from_jsonable(value[f.name], field_hints.get(f.name))
-            for f in fields
-            if f.name in value
-        }
-    )
+    return hint(**_from_fields(value, [f.name for f in fields], field_hints))
 
 
 def _from_named_tuple(value: Any, hint: Any) -> Any:
@@ -408,7 +614,7 @@ def _from_named_tuple(value: Any, hint: Any) -> Any:
         listed = ", ".join(repr(name) for name in missing)
         raise TypeError(f"cannot decode {hint.__qualname__}: {listed} missing from the JSON")
     item_hints = _field_hints(hint)
-    return hint(*(_from_jsonable(v, item_hints.get(f)) for f, v in zip(names, value, strict=False)))
+    return hint(*_from_items(value, [item_hints.get(name) for name in names]))
 
 
 def _from_literal(value: Any, hint: Any, allowed: tuple[Any, ...]) -> Any:
@@ -441,7 +647,7 @@ def _from_typed_dict(value: Any, hint: Any) -> dict[str, Any]:
     if missing:
         names = ", ".join(repr(k) for k in missing)
         raise TypeError(f"cannot decode {hint.__qualname__}: {names} missing from the JSON")
-    return {k: _from_jsonable(v, field_hints.get(k)) for k, v in value.items()}
+    return _from_fields(value, value.keys(), field_hints)
 
 
 def _from_key(key: str, hint: Any) -> Any:
@@ -461,8 +667,9 @@ _JSON = json.JSONEncoder(separators=(",", ":"), sort_keys=True, allow_nan=False)
 
 
 class JsonPayloadConverter:
-    """JSON with type-hint-guided decoding; `None` travels as a `binary/null` payload and
-    top-level bytes as `binary/plain`."""
+    """JSON with type-hint-guided decoding; `None` travels as a `binary/null` payload,
+    top-level bytes as `binary/plain`, a value with nested bytes as
+    ``json/plain;bytes=base64``."""
 
     def to_payload(self, value: Any) -> Payload:
         """Raises `TypeError` naming a value JSON cannot carry and its path (``$.lines[1]``)."""
@@ -470,20 +677,34 @@ class JsonPayloadConverter:
             return Payload(NULL_ENCODING, b"")
         if isinstance(value, bytes):
             return Payload(BINARY_ENCODING, value)
+        encoding = JSON_ENCODING
         try:
-            plain = _to_jsonable(value)
+            try:
+                plain = _in_bytes_form(False, _to_jsonable, value)
+            except _NestedBytesError:
+                encoding = JSON_BASE64_BYTES_ENCODING
+                plain = _in_bytes_form(True, _to_jsonable, value)
         except _UnconvertibleError as refused:
             raise refused.error() from None
-        return Payload(JSON_ENCODING, _JSON.encode(plain).encode())
+        return Payload(encoding, _JSON.encode(plain).encode())
 
     def from_payload(self, payload: Payload, type_hint: Any = None) -> Any:
         if payload.encoding == NULL_ENCODING:
-            return None
+            if _admits_none(type_hint):
+                return None
+            raise _NullRefusedError(type_hint).error()
         if payload.encoding == BINARY_ENCODING:
             return payload.data
-        if payload.encoding != JSON_ENCODING:
+        if payload.encoding == JSON_ENCODING:
+            as_base64 = False
+        elif payload.encoding == JSON_BASE64_BYTES_ENCODING:
+            as_base64 = True
+        else:
             raise ValueError(f"unknown payload encoding {payload.encoding!r} (missing codec?)")
-        return _from_jsonable(json.loads(payload.data), type_hint)
+        try:
+            return _in_bytes_form(as_base64, _from_jsonable, json.loads(payload.data), type_hint)
+        except _NullRefusedError as refused:
+            raise refused.error() from None
 
 
 class ZlibCodec:
