@@ -45,6 +45,10 @@ ADMIN_PATIENCE_S = 30.0
 #: to its timeout, five minutes), an owner that lost its partitions without knowing goes
 #: on for a session timeout, and the broker's clock is not the worker's.
 MAX_SAFETY_MARGIN_MS = 3_600_000
+#: How stale the stored fresh-as-of time of a store that applied nothing new may become
+#: before it is written alone (by an owner's commit, a timer service's check): writing it
+#: with every transaction or record would cost more than an hour of margin needs.
+FRESH_AS_OF_EVERY_MS = 60_000
 
 
 class Rebuild(StrEnum):
@@ -178,7 +182,7 @@ def restore_partitions(
                         batch.mark_fresh(started_ms)
                     stores[p].write(batch)
                     batches[p] = StoreBatch()
-            ends = {where: end for where, end in ends.items() if not _reached(consumer, where, end)}
+            ends = _unfinished(consumer, ends, batches)
             _time_finished(seconds, stores, ends, started)
         for p, batch in batches.items():
             # Up to the ends read after ``started_ms``: whatever follows came after it.
@@ -320,9 +324,55 @@ def _log_rebuild(
     )
 
 
-def _reached(consumer: Consumer, where: tuple[str, int], end: int) -> bool:
-    [position] = consumer.position([TopicPartition(*where)])
-    return bool(position.offset >= end)
+def _unfinished(
+    consumer: Consumer, ends: Mapping[tuple[str, int], int], batches: Mapping[int, StoreBatch]
+) -> dict[tuple[str, int], int]:
+    """The ends not reached yet; a reached one becomes its store's checkpoint.
+
+    The end, not one past the last record: transaction markers follow the last record, and
+    a store checkpointed before them could never tell it holds everything up to the end
+    (`mark_caught_up`) until a new record came.
+    """
+    left = {}
+    for (topic, partition), end in ends.items():
+        if _position(consumer, topic, partition) >= end:
+            batches[partition].checkpoint(topic, end)
+        else:
+            left[(topic, partition)] = end
+    return left
+
+
+def _position(consumer: Consumer, topic: str, partition: int) -> int:
+    """The consumer's next offset of the partition (negative: none consumed yet)."""
+    [position] = consumer.position([TopicPartition(topic, partition)])
+    return int(position.offset)
+
+
+def mark_caught_up(
+    consumer: Consumer, topic: str, stores: Mapping[int, PartitionStore], now_ms: int
+) -> list[int]:
+    """Make each store holding all its partition of ``topic`` holds now fresh as of
+    ``now_ms``, its checkpoint at the consumer's position; return their partitions.
+
+    The restore's rule (ends read after a time, and reached, make a store fresh as of that
+    time) for a reader that keeps consuming and applies what it consumed before it asks:
+    the timer service. Its records' timestamps alone left an idle one stale — a quiet day
+    later its restart rebuilt every store from offset 0, firing again each timer it had
+    fired whose clear never came (a stale fire records nothing).
+    """
+    caught_up = []
+    for partition, store in stores.items():
+        _, end = watermarks(consumer, TopicPartition(topic, partition))
+        position, checkpoint = _position(consumer, topic, partition), store.checkpoint(topic)
+        if max(position, checkpoint or 0) < end:
+            continue
+        batch = StoreBatch()
+        if position > (checkpoint or 0):
+            batch.checkpoint(topic, position)
+        batch.mark_fresh(now_ms)
+        store.write(batch)
+        caught_up.append(partition)
+    return caught_up
 
 
 def _apply_all(
