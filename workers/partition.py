@@ -100,7 +100,8 @@ def cached_topics(names: TopicNames, *, fires_timers: bool) -> tuple[str, ...]:
 
     History always: its records carry the activity deadlines. Timers only when the owner
     fires the workflow code's timers — a store that holds none must not claim to have
-    read them, or a later owner that fires them would skip the topic.
+    read them, or a later owner that fires them would skip the topic; and one that read
+    them is rebuilt without them when its owner stops firing them (`workers.restore`).
     """
     if fires_timers:
         return (names.history, names.timers)

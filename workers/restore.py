@@ -63,6 +63,10 @@ class Rebuild(StrEnum):
     STALE = "stale"
     #: Written before stores kept their fresh-as-of time: how stale is unknown.
     NO_FRESH_AS_OF = "no fresh-as-of time"
+    #: Holds a checkpoint of a topic its owner no longer reads (``chronik worker
+    #: --no-timers`` after a run without it): that topic's records in it go stale, and its
+    #: fresh-as-of time, vouching for every checkpoint, would not be true of that one.
+    UNREAD_TOPIC = "holds a topic no longer read"
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,7 +288,7 @@ def _assign(
             TopicView(t, store.checkpoint(t), marks[t][0], retention[t], end=marks[t][1])
             for t in topics
         ]
-        found = rebuild_reason(store.fresh_as_of(), views, now_ms)
+        found = _why_rebuild(store, views, now_ms)
         if found is not None:
             rebuilt[partition] = found[0]
             _log_rebuild(partition, store, *found, now_ms)
@@ -302,12 +306,33 @@ def _assign(
     return ends, rebuilt
 
 
+def _why_rebuild(
+    store: PartitionStore, views: list[TopicView], now_ms: int
+) -> tuple[Rebuild, dict[str, Any]] | None:
+    """`rebuild_reason`, and first whether the store holds a topic it is not read from,
+    with what the log says of the topic concerned."""
+    unread = sorted(store.checkpointed_topics() - {view.topic for view in views})
+    if unread:
+        return Rebuild.UNREAD_TOPIC, {"topic": unread[0], "checkpoint": store.checkpoint(unread[0])}
+    found = rebuild_reason(store.fresh_as_of(), views, now_ms)
+    if found is None:
+        return None
+    reason, view = found
+    return reason, {
+        "topic": view.topic,
+        "checkpoint": view.checkpoint,
+        "log_start": view.log_start,
+        "end": view.end,
+        "delete_retention_s": view.delete_retention_ms / 1000,
+    }
+
+
 def _log_rebuild(
-    partition: int, store: PartitionStore, reason: Rebuild, view: TopicView, now_ms: int
+    partition: int, store: PartitionStore, reason: Rebuild, where: dict[str, Any], now_ms: int
 ) -> None:
     """Say why a store is read again from the start: records lost below the log start or
     past the end are an operator's doing or a broker's loss (a warning), a store away too
-    long is not (info)."""
+    long or a topic no longer read is not (info)."""
     fresh_as_of = store.fresh_as_of()
     faulty = reason in (Rebuild.BELOW_LOG_START, Rebuild.BEYOND_END)
     report = log.warning if faulty else log.info
@@ -315,12 +340,8 @@ def _log_rebuild(
         "partition store rebuilt",
         partition=partition,
         reason=str(reason),
-        topic=view.topic,
-        checkpoint=view.checkpoint,
-        log_start=view.log_start,
-        end=view.end,
+        **where,
         away_s=None if fresh_as_of is None else (now_ms - fresh_as_of) / 1000,
-        delete_retention_s=view.delete_retention_ms / 1000,
     )
 
 

@@ -344,3 +344,37 @@ def test_a_store_that_never_kept_its_fresh_as_of_time_is_rebuilt_once(
     assert (first.rebuilt, second.rebuilt) == (Rebuild.NO_FRESH_AS_OF, None)
     assert [wid for wid, _ in old.workflow_ids()] == ["a"]
     old.close()
+
+
+def test_a_store_no_longer_read_from_the_timers_topic_is_rebuilt_without_its_timers(
+    kafka_config: dict[str, str], namespace: str, tmp_path: Path
+) -> None:
+    """``chronik worker --no-timers`` after a run without it: the store held the workflow
+    code's timers and the timers topic's checkpoint. Kept, the owner fired those timers
+    along with the timer service, and once its commits had vouched for a checkpoint it no
+    longer followed, a later run without the flag resumed from there — past tombstones
+    the cleaner may have removed meanwhile."""
+    TopicAdmin(kafka_config).create(Catalogue(namespace, PARTITIONS))
+    names = TopicNames(namespace)
+    _write(kafka_config, names, [(0, "a", 1, b"a1")])
+    key = serde.encode_timer_key("a", "sleep:1")
+    sleep = serde.encode_timer(DurableTimer("a", "run", "sleep:1", 5_000))
+    _transaction(kafka_config, names.timers, [(0, key, sleep)])
+    store = PartitionStore(tmp_path / "switched" / "partition-0")
+    both = (names.history, names.timers)
+    restore_partitions(kafka_config, names, {0: store}, topics=both)
+    assert [t.timer_id for t in store.due_timers(2**62)] == ["sleep:1"]
+
+    [without] = restore_partitions(kafka_config, names, {0: store}, topics=(names.history,))
+
+    assert without.rebuilt is Rebuild.UNREAD_TOPIC
+    assert store.due_timers(2**62) == []  # the timer service fires it, not this owner
+    assert store.checkpoint(names.timers) is None
+    assert store.history("a") == [b"a1"]
+
+    _transaction(kafka_config, names.timers, [(0, key, None)])  # fired meanwhile, cleared
+    [back] = restore_partitions(kafka_config, names, {0: store}, topics=both)
+
+    assert (back.rebuilt, back.timer_records) == (None, 2)  # the topic read from its start
+    assert store.due_timers(2**62) == []
+    store.close()
