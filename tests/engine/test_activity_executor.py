@@ -8,6 +8,7 @@ timeout that might never come.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -255,3 +256,30 @@ async def test_an_application_error_made_from_an_exception_is_reported() -> None
     assert isinstance(report, ActivityFailedReport)
     assert (report.failure.message, report.failure.type) == ("no such account", "NoAccount")
     assert serde.decode_inbox(serde.encode_inbox(report)) == report
+
+
+@activity.defn
+async def ignores_its_cancel() -> None:
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.Event().wait()
+    await asyncio.Event().wait()
+
+
+async def test_a_host_whose_clock_passed_the_grace_first_ends_the_attempt_then() -> None:
+    """The in-memory environment skips time: its grace ends when virtual time passed it."""
+    cancelled, grace_ended = asyncio.Event(), asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.call_later(0.05, cancelled.set)
+    loop.call_later(0.1, grace_ended.set)
+    began = time.monotonic()
+
+    report = await run_activity(
+        ActivityRegistry([ignores_its_cancel]),
+        _task("ignores_its_cancel"),
+        on_heartbeat=lambda _d: None,
+        cancelled=cancelled,
+        grace_ended=grace_ended,
+    )
+
+    assert isinstance(report, ActivityFailedReport) and report.failure.kind == "cancelled"
+    assert time.monotonic() - began < 2.5  # not the real 5 s grace
