@@ -35,6 +35,7 @@ from runtime.messages import (
     attempt_key,
 )
 from runtime.payloads import Payload
+from runtime.testing.threads import DaemonThreads
 from runtime.worker_spec import WorkerSpec
 
 _log = structlog.get_logger("chronik.testing")
@@ -80,6 +81,8 @@ class InMemoryService:
         self._activity_queues: dict[str, tuple[ActivityRegistry, WorkerSpec]] = {}
         self._pending_tasks: dict[str, list[ActivityTask]] = {}
         self._running: dict[AttemptKey, _Running] = {}
+        #: Where sync activities run unless their worker was given an executor.
+        self._threads = DaemonThreads()
         self._wakeup = asyncio.Event()
         self._skip_until: int | None = None
         self._skip_done = asyncio.Event()
@@ -280,7 +283,7 @@ class InMemoryService:
                     converter=spec.data_converter,
                     on_heartbeat=heartbeat,
                     cancelled=cancelled,
-                    executor=spec.activity_executor,
+                    executor=spec.activity_executor or self._threads,
                     grace_ended=grace_ended,
                 )
                 self.post(report)
