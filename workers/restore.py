@@ -49,6 +49,8 @@ MAX_SAFETY_MARGIN_MS = 3_600_000
 #: before it is written alone (by an owner's commit, a timer service's check): writing it
 #: with every transaction or record would cost more than an hour of margin needs.
 FRESH_AS_OF_EVERY_MS = 60_000
+#: How long `mark_caught_up` waits for one partition's end.
+_CATCH_UP_QUERY_S = 2.0
 
 
 class Rebuild(StrEnum):
@@ -383,9 +385,14 @@ def mark_caught_up(
     """
     caught_up = []
     for partition, store in stores.items():
-        _, end = watermarks(consumer, TopicPartition(topic, partition))
+        # Asked once, briefly: the caller's loop waits meanwhile, and a check that cannot
+        # be made now is made at the next interval (a restore stays exact either way).
+        where = TopicPartition(topic, partition)
+        marks = consumer.get_watermark_offsets(where, timeout=_CATCH_UP_QUERY_S)
+        if marks is None:  # not answered in time
+            break
         position, checkpoint = _position(consumer, topic, partition), store.checkpoint(topic)
-        if max(position, checkpoint or 0) < end:
+        if max(position, checkpoint or 0) < int(marks[1]):
             continue
         batch = StoreBatch()
         if position > (checkpoint or 0):
