@@ -184,6 +184,10 @@ class PartitionStore:
         raw = self._db.get(_CHECKPOINT + topic.encode())
         return None if raw is None else int(_U64.unpack(raw)[0])
 
+    def checkpointed_topics(self) -> set[str]:
+        """Every topic the store holds a checkpoint of: the topics it is a cache of."""
+        return {key[len(_CHECKPOINT) :].decode() for key, _ in self._scan(_CHECKPOINT)}
+
     def fresh_as_of(self) -> int | None:
         """The fresh-as-of time (module docstring), or None: never vouched for — an empty
         store, or one written before this time was kept."""

@@ -43,6 +43,7 @@ from confluent_kafka import (
 from prometheus_client import CollectorRegistry
 
 from runtime.converter import DataConverter
+from runtime.daemon_pool import DaemonThreadPool
 from runtime.engine import ActivityRegistry, run_activity
 from runtime.engine.activities import timeout_failure
 from runtime.engine.activity_executor import CANCEL_GRACE_S
@@ -65,7 +66,6 @@ from topics.consumed import Consumed, consume_available
 from topics.errors import DecodeError
 from topics.partitioner import producer_config
 from topics.transient import produce_when_room
-from workers.daemon_pool import DaemonThreadPool
 from workers.loop_watch import LoopWatch
 from workers.membership import Member, on_consume_error
 from workers.metrics import ActivityWorkerMetrics

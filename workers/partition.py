@@ -47,6 +47,7 @@ from runtime.store import BACKGROUND_TIMER_PREFIX, DueTimer, PartitionStore, Sto
 from topics import carried_timers, serde
 from topics.carried_timers import TimerChange
 from topics.catalogue import MAX_RECORD_BYTES, TopicNames
+from workers.restore import FRESH_AS_OF_EVERY_MS
 
 log = structlog.get_logger(__name__)
 
@@ -61,10 +62,6 @@ DEFAULT_RETENTION_MS = 7 * 24 * 3600 * 1000
 #: How long a caller waiting for a result or an update is held without asking again
 #: (`runtime.engine.waiters`): six of our clients' re-ask intervals.
 DEFAULT_WAITER_LEASE_MS = 60_000
-#: How stale the stored fresh-as-of time of a partition that wrote nothing may become
-#: before a transaction writes it alone (`OwnedPartition.apply_committed`): a write per
-#: partition per transaction would cost more than an hour of margin needs.
-FRESH_AS_OF_EVERY_MS = 60_000
 
 
 class RecordTooLargeError(ValueError):
@@ -133,7 +130,8 @@ def cached_topics(names: TopicNames, *, fires_timers: bool) -> tuple[str, ...]:
 
     History always: its records carry the activity deadlines. Timers only when the owner
     fires the workflow code's timers — a store that holds none must not claim to have
-    read them, or a later owner that fires them would skip the topic.
+    read them, or a later owner that fires them would skip the topic; and one that read
+    them is rebuilt without them when its owner stops firing them (`workers.restore`).
     """
     if fires_timers:
         return (names.history, names.timers)

@@ -45,6 +45,12 @@ ADMIN_PATIENCE_S = 30.0
 #: to its timeout, five minutes), an owner that lost its partitions without knowing goes
 #: on for a session timeout, and the broker's clock is not the worker's.
 MAX_SAFETY_MARGIN_MS = 3_600_000
+#: How stale the stored fresh-as-of time of a store that applied nothing new may become
+#: before it is written alone (by an owner's commit, a timer service's check): writing it
+#: with every transaction or record would cost more than an hour of margin needs.
+FRESH_AS_OF_EVERY_MS = 60_000
+#: How long `mark_caught_up` waits for one partition's end.
+_CATCH_UP_QUERY_S = 2.0
 
 
 class Rebuild(StrEnum):
@@ -59,6 +65,10 @@ class Rebuild(StrEnum):
     STALE = "stale"
     #: Written before stores kept their fresh-as-of time: how stale is unknown.
     NO_FRESH_AS_OF = "no fresh-as-of time"
+    #: Holds a checkpoint of a topic its owner no longer reads (``chronik worker
+    #: --no-timers`` after a run without it): that topic's records in it go stale, and its
+    #: fresh-as-of time, vouching for every checkpoint, would not be true of that one.
+    UNREAD_TOPIC = "holds a topic no longer read"
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,7 +188,7 @@ def restore_partitions(
                         batch.mark_fresh(started_ms)
                     stores[p].write(batch)
                     batches[p] = StoreBatch()
-            ends = {where: end for where, end in ends.items() if not _reached(consumer, where, end)}
+            ends = _unfinished(consumer, ends, batches)
             _time_finished(seconds, stores, ends, started)
         for p, batch in batches.items():
             # Up to the ends read after ``started_ms``: whatever follows came after it.
@@ -280,7 +290,7 @@ def _assign(
             TopicView(t, store.checkpoint(t), marks[t][0], retention[t], end=marks[t][1])
             for t in topics
         ]
-        found = rebuild_reason(store.fresh_as_of(), views, now_ms)
+        found = _why_rebuild(store, views, now_ms)
         if found is not None:
             rebuilt[partition] = found[0]
             _log_rebuild(partition, store, *found, now_ms)
@@ -298,12 +308,33 @@ def _assign(
     return ends, rebuilt
 
 
+def _why_rebuild(
+    store: PartitionStore, views: list[TopicView], now_ms: int
+) -> tuple[Rebuild, dict[str, Any]] | None:
+    """`rebuild_reason`, and first whether the store holds a topic it is not read from,
+    with what the log says of the topic concerned."""
+    unread = sorted(store.checkpointed_topics() - {view.topic for view in views})
+    if unread:
+        return Rebuild.UNREAD_TOPIC, {"topic": unread[0], "checkpoint": store.checkpoint(unread[0])}
+    found = rebuild_reason(store.fresh_as_of(), views, now_ms)
+    if found is None:
+        return None
+    reason, view = found
+    return reason, {
+        "topic": view.topic,
+        "checkpoint": view.checkpoint,
+        "log_start": view.log_start,
+        "end": view.end,
+        "delete_retention_s": view.delete_retention_ms / 1000,
+    }
+
+
 def _log_rebuild(
-    partition: int, store: PartitionStore, reason: Rebuild, view: TopicView, now_ms: int
+    partition: int, store: PartitionStore, reason: Rebuild, where: dict[str, Any], now_ms: int
 ) -> None:
     """Say why a store is read again from the start: records lost below the log start or
     past the end are an operator's doing or a broker's loss (a warning), a store away too
-    long is not (info)."""
+    long or a topic no longer read is not (info)."""
     fresh_as_of = store.fresh_as_of()
     faulty = reason in (Rebuild.BELOW_LOG_START, Rebuild.BEYOND_END)
     report = log.warning if faulty else log.info
@@ -311,18 +342,65 @@ def _log_rebuild(
         "partition store rebuilt",
         partition=partition,
         reason=str(reason),
-        topic=view.topic,
-        checkpoint=view.checkpoint,
-        log_start=view.log_start,
-        end=view.end,
+        **where,
         away_s=None if fresh_as_of is None else (now_ms - fresh_as_of) / 1000,
-        delete_retention_s=view.delete_retention_ms / 1000,
     )
 
 
-def _reached(consumer: Consumer, where: tuple[str, int], end: int) -> bool:
-    [position] = consumer.position([TopicPartition(*where)])
-    return bool(position.offset >= end)
+def _unfinished(
+    consumer: Consumer, ends: Mapping[tuple[str, int], int], batches: Mapping[int, StoreBatch]
+) -> dict[tuple[str, int], int]:
+    """The ends not reached yet; a reached one becomes its store's checkpoint.
+
+    The end, not one past the last record: transaction markers follow the last record, and
+    a store checkpointed before them could never tell it holds everything up to the end
+    (`mark_caught_up`) until a new record came.
+    """
+    left = {}
+    for (topic, partition), end in ends.items():
+        if _position(consumer, topic, partition) >= end:
+            batches[partition].checkpoint(topic, end)
+        else:
+            left[(topic, partition)] = end
+    return left
+
+
+def _position(consumer: Consumer, topic: str, partition: int) -> int:
+    """The consumer's next offset of the partition (negative: none consumed yet)."""
+    [position] = consumer.position([TopicPartition(topic, partition)])
+    return int(position.offset)
+
+
+def mark_caught_up(
+    consumer: Consumer, topic: str, stores: Mapping[int, PartitionStore], now_ms: int
+) -> list[int]:
+    """Make each store holding all its partition of ``topic`` holds now fresh as of
+    ``now_ms``, its checkpoint at the consumer's position; return their partitions.
+
+    The restore's rule (ends read after a time, and reached, make a store fresh as of that
+    time) for a reader that keeps consuming and applies what it consumed before it asks:
+    the timer service. Its records' timestamps alone left an idle one stale — a quiet day
+    later its restart rebuilt every store from offset 0, firing again each timer it had
+    fired whose clear never came (a stale fire records nothing).
+    """
+    caught_up = []
+    for partition, store in stores.items():
+        # Asked once, briefly: the caller's loop waits meanwhile, and a check that cannot
+        # be made now is made at the next interval (a restore stays exact either way).
+        where = TopicPartition(topic, partition)
+        marks = consumer.get_watermark_offsets(where, timeout=_CATCH_UP_QUERY_S)
+        if marks is None:  # not answered in time
+            break
+        position, checkpoint = _position(consumer, topic, partition), store.checkpoint(topic)
+        if max(position, checkpoint or 0) < int(marks[1]):
+            continue
+        batch = StoreBatch()
+        if position > (checkpoint or 0):
+            batch.checkpoint(topic, position)
+        batch.mark_fresh(now_ms)
+        store.write(batch)
+        caught_up.append(partition)
+    return caught_up
 
 
 def _apply_all(

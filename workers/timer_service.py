@@ -41,7 +41,7 @@ from topics import serde
 from topics.catalogue import TopicNames
 from topics.consumed import Consumed, consume_available
 from workers.membership import Member, WorkerFencedError, on_consume_error
-from workers.restore import open_restored
+from workers.restore import FRESH_AS_OF_EVERY_MS, mark_caught_up, open_restored
 
 log = structlog.get_logger(__name__)
 
@@ -52,6 +52,8 @@ class TimerServiceConfig:
     #: Due-time indexes live in ``<state_dir>/<namespace>/timers-<p>``.
     state_dir: Path
     max_fires_per_batch: int = 1000
+    #: How often stores that consumed nothing are checked to be caught up, and so fresh.
+    fresh_as_of_every_ms: int = FRESH_AS_OF_EVERY_MS
 
 
 def _now_ms() -> int:
@@ -68,6 +70,8 @@ class TimerService:
         self._producer = Producer(member.transactional_producer_config("timer-service"))
         self._stores: dict[int, PartitionStore] = {}
         self._to_restore: set[int] = set()
+        #: When the stores were last checked to be caught up (`_keep_fresh`).
+        self._checked_fresh_ms = _now_ms()
 
     def run(self, stop: threading.Event) -> None:
         self._producer.init_transactions(60)
@@ -127,7 +131,31 @@ class TimerService:
                 batch.mark_fresh(timestamp)
         for number, batch in batches.items():
             self._stores[number].write(batch)
+        self._keep_fresh()
         self._fire_due(consumed=bool(records))
+
+    def _keep_fresh(self) -> None:
+        """Mark fresh the stores that hold all their partition holds, every so often.
+
+        A store is fresh as of its last record's timestamp, which an idle partition does
+        not move: after a quiet day a restart rebuilt it from offset 0 (`workers.restore`),
+        and fired once more every timer fired before whose clear never came. A store the
+        records moved in the last interval needs no check (nor a watermark request).
+        """
+        now = _now_ms()
+        every = self._config.fresh_as_of_every_ms
+        if now - self._checked_fresh_ms < every:
+            return
+        self._checked_fresh_ms = now
+        idle = {
+            number: store
+            for number, store in self._stores.items()
+            if (fresh := store.fresh_as_of()) is None or now - fresh >= every
+        }
+        try:
+            mark_caught_up(self._consumer, self._names.timers, idle, now)
+        except KafkaException as error:  # asked again next interval; restores stay exact
+            log.warning("timer stores not checked for freshness", error=str(error))
 
     def _poll_timeout(self) -> float:
         fire_times = [at for s in self._stores.values() if (at := s.next_fire_at()) is not None]

@@ -49,14 +49,13 @@ from workers.metrics import WorkflowWorkerMetrics
 from workers.partition import (
     DEFAULT_RETENTION_MS,
     DEFAULT_WAITER_LEASE_MS,
-    FRESH_AS_OF_EVERY_MS,
     Outbound,
     OwnedPartition,
     PendingWrites,
     RecordTooLargeError,
     cached_topics,
 )
-from workers.restore import open_restored
+from workers.restore import FRESH_AS_OF_EVERY_MS, open_restored
 from workers.task_placement import TaskPlacement
 from workers.transaction import BackgroundTransactions
 

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from runtime.engine.activity_executor import run_activity
+from runtime.daemon_pool import DaemonThreadPool
+from runtime.engine.activity_executor import CANCEL_GRACE_S, run_activity
 from runtime.engine.ids import parse_timer_id
 from runtime.engine.instance import WorkflowInstance
 from runtime.engine.registry import ActivityRegistry, WorkflowRegistry
@@ -51,6 +52,14 @@ RUNNING_ACTIVITY_GRACE_SECONDS = 1.0
 class _Running:
     task: asyncio.Task[None]
     cancelled: asyncio.Event
+    #: Set when virtual time passed the cancelled attempt's grace (`run_activity`).
+    grace_ended: asyncio.Event
+    #: The virtual time its cancel grace ends at; None while it is not cancelled.
+    grace_ends_ms: int | None = None
+
+    @property
+    def in_grace(self) -> bool:
+        return self.grace_ends_ms is not None and not self.grace_ended.is_set()
 
 
 @dataclass
@@ -72,6 +81,12 @@ class InMemoryService:
         self._activity_queues: dict[str, tuple[ActivityRegistry, WorkerSpec]] = {}
         self._pending_tasks: dict[str, list[ActivityTask]] = {}
         self._running: dict[AttemptKey, _Running] = {}
+        #: Where sync activities run unless their worker was given an executor: daemon
+        #: threads, which neither the loop's close nor the interpreter's exit wait for (the
+        #: loop's default pool kept a test waiting, after its workflow had finished, for a
+        #: sync activity its workflow had timed out in virtual time). The environment sets
+        #: no concurrency limit of its own, so the pool's is one no test reaches.
+        self._threads = DaemonThreadPool(10_000, thread_name_prefix="chronik-test-activity")
         self._wakeup = asyncio.Event()
         self._skip_until: int | None = None
         self._skip_done = asyncio.Event()
@@ -133,7 +148,7 @@ class InMemoryService:
             if may_skip and self._running:
                 if await self._progress_within(ACTIVITY_GRACE_SECONDS):
                     continue
-                due = self._next_timer()
+                due = self._next_due()
                 if (
                     due is not None
                     and self._ends_running_activity(due)
@@ -143,9 +158,9 @@ class InMemoryService:
                 ):
                     continue
             if may_skip:
-                due = self._next_timer()
-                if due is not None and (target is None or due.fire_at_ms <= target):
-                    self._fire(due)
+                due = self._next_due()
+                if due is not None and (target is None or _due_at(due) <= target):
+                    self._reach(due)
                     continue
                 if target is not None:
                     self.now_ms = max(self.now_ms, target)
@@ -164,12 +179,33 @@ class InMemoryService:
         self._wakeup.clear()
         return True
 
-    def _ends_running_activity(self, timer: DurableTimer) -> bool:
-        """A deadline of an activity with an attempt running now."""
-        parsed = parse_timer_id(timer.timer_id)
+    def _ends_running_activity(self, due: DurableTimer | _Running) -> bool:
+        """A deadline of an activity with an attempt running now, or the end of a
+        cancelled attempt's grace: its cleanup may be doing real work."""
+        if isinstance(due, _Running):
+            return True
+        parsed = parse_timer_id(due.timer_id)
         return parsed.family == "activity" and any(
-            key[:3] == (timer.workflow_id, timer.run_id, parsed.seq) for key in self._running
+            key[:3] == (due.workflow_id, due.run_id, parsed.seq) for key in self._running
         )
+
+    def _next_due(self) -> DurableTimer | _Running | None:
+        """What virtual time reaches first: the next timer, or the end of the grace of a
+        cancelled attempt still running (the grace is virtual time too)."""
+        timer = self._next_timer()
+        graces = [r for r in self._running.values() if r.in_grace]
+        grace = min(graces, key=_due_at, default=None)
+        if grace is None or (timer is not None and timer.fire_at_ms <= _due_at(grace)):
+            return timer
+        return grace
+
+    def _reach(self, due: DurableTimer | _Running) -> None:
+        """Move virtual time to ``due``: fire the timer, or end the attempt's grace."""
+        if isinstance(due, DurableTimer):
+            self._fire(due)
+            return
+        self.now_ms = max(self.now_ms, _due_at(due))
+        due.grace_ended.set()
 
     def _next_timer(self) -> DurableTimer | None:
         while self._heap:
@@ -231,12 +267,17 @@ class InMemoryService:
             return
         registry, spec = queue
         key = attempt_key(task)
-        cancelled = asyncio.Event()
+        cancelled, grace_ended = asyncio.Event(), asyncio.Event()
 
         def heartbeat(details: tuple[Payload, ...]) -> None:
-            self.post(
-                ActivityHeartbeat(task.workflow_id, task.run_id, task.seq, task.attempt, details)
-            )
+            # The engine ignores a cancelled attempt's heartbeats; delivered, each one woke
+            # the service as progress, and held virtual time for the whole grace.
+            if not cancelled.is_set():
+                self.post(
+                    ActivityHeartbeat(
+                        task.workflow_id, task.run_id, task.seq, task.attempt, details
+                    )
+                )
 
         async def execute() -> None:
             try:
@@ -246,7 +287,8 @@ class InMemoryService:
                     converter=spec.data_converter,
                     on_heartbeat=heartbeat,
                     cancelled=cancelled,
-                    executor=spec.activity_executor,
+                    executor=spec.activity_executor or self._threads,
+                    grace_ended=grace_ended,
                 )
                 self.post(report)
             finally:
@@ -259,12 +301,20 @@ class InMemoryService:
                     task.workflow_id, task.run_id, task.seq, task.attempt, "memory"
                 )
             )
-        self._running[key] = _Running(asyncio.create_task(execute()), cancelled)
+        self._running[key] = _Running(asyncio.create_task(execute()), cancelled, grace_ended)
 
     def _cancel_activity(self, cancel: CancelActivityTask) -> None:
         key = attempt_key(cancel)
         running = self._running.get(key)
-        if running is not None:
+        if running is not None and not running.cancelled.is_set():
             running.cancelled.set()
+            running.grace_ends_ms = self.now_ms + round(CANCEL_GRACE_S * 1000)
         for queue, tasks in self._pending_tasks.items():
             self._pending_tasks[queue] = [t for t in tasks if attempt_key(t) != key]
+
+
+def _due_at(due: DurableTimer | _Running) -> int:
+    """The virtual time a timer fires at, or a cancelled attempt's grace ends at."""
+    if isinstance(due, DurableTimer):
+        return due.fire_at_ms
+    return due.grace_ends_ms if due.grace_ends_ms is not None else 0

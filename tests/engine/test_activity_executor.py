@@ -8,6 +8,7 @@ timeout that might never come.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -73,6 +74,20 @@ async def _run(
         on_heartbeat=on_heartbeat or (lambda _details: None),
         cancelled=cancelled or asyncio.Event(),
         cancel_grace_s=0.1,
+    )
+
+
+async def _attempt(
+    defn: Any, cancelled: asyncio.Event | None = None, **options: Any
+) -> ActivityCompletedReport | ActivityFailedReport:
+    """One attempt of the activity ``defn`` alone in its registry, heartbeats dropped."""
+    name = defn.__name__
+    return await run_activity(
+        ActivityRegistry([defn]),
+        _task(name),
+        on_heartbeat=lambda _d: None,
+        cancelled=cancelled or asyncio.Event(),
+        **options,
     )
 
 
@@ -214,13 +229,8 @@ async def test_a_cancelled_sync_activity_that_stops_in_its_grace_ends_its_attemp
 
     abandoned: list[bool] = []
 
-    report = await run_activity(
-        ActivityRegistry([stops_when_told]),
-        _task("stops_when_told"),
-        on_heartbeat=lambda _d: None,
-        cancelled=cancelled,
-        cancel_grace_s=5,
-        on_abandoned=lambda: abandoned.append(True),
+    report = await _attempt(
+        stops_when_told, cancelled, cancel_grace_s=5, on_abandoned=lambda: abandoned.append(True)
     )
 
     assert stopped.is_set()  # the attempt ended after the activity did, not before
@@ -270,14 +280,7 @@ async def test_a_sync_activity_cancelled_before_its_thread_took_it_never_runs() 
     loop.call_later(0.05, cancelled.set)
     loop.call_later(0.1, busy.set)  # the thread frees up within the grace
 
-    report = await run_activity(
-        ActivityRegistry([records_that_it_ran]),
-        _task("records_that_it_ran"),
-        on_heartbeat=lambda _d: None,
-        cancelled=cancelled,
-        executor=pool,
-        cancel_grace_s=1,
-    )
+    report = await _attempt(records_that_it_ran, cancelled, executor=pool, cancel_grace_s=1)
 
     pool.shutdown(wait=True)
     assert isinstance(report, ActivityFailedReport) and report.failure.kind == "cancelled"
@@ -296,13 +299,29 @@ async def test_an_application_error_made_from_an_exception_is_reported() -> None
     """``ApplicationError(error)`` (the exception, not its text) could not be encoded into
     the report: the worker logged a crash and sent nothing, and the workflow waited for the
     attempt's timeout, then ran it again."""
-    report = await run_activity(
-        ActivityRegistry([wraps_an_exception]),
-        _task("wraps_an_exception"),
-        on_heartbeat=lambda _d: None,
-        cancelled=asyncio.Event(),
-    )
+    report = await _attempt(wraps_an_exception)
 
     assert isinstance(report, ActivityFailedReport)
     assert (report.failure.message, report.failure.type) == ("no such account", "NoAccount")
     assert serde.decode_inbox(serde.encode_inbox(report)) == report
+
+
+@activity.defn
+async def ignores_its_cancel() -> None:
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.Event().wait()
+    await asyncio.Event().wait()
+
+
+async def test_a_host_whose_clock_passed_the_grace_first_ends_the_attempt_then() -> None:
+    """The in-memory environment skips time: its grace ends when virtual time passed it."""
+    cancelled, grace_ended = asyncio.Event(), asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.call_later(0.05, cancelled.set)
+    loop.call_later(0.1, grace_ended.set)
+    began = time.monotonic()
+
+    report = await _attempt(ignores_its_cancel, cancelled, grace_ended=grace_ended)
+
+    assert isinstance(report, ActivityFailedReport) and report.failure.kind == "cancelled"
+    assert time.monotonic() - began < 2.5  # not the real 5 s grace

@@ -13,13 +13,11 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient
-from confluent_kafka.admin._config import AlterConfigOpType, ConfigEntry, ConfigResource
-from confluent_kafka.admin._resource import ResourceType
 from structlog.testing import capture_logs
 
 from runtime.messages import DurableTimer
 from runtime.store import PartitionStore, StoreBatch
+from tests.kafka.topic_config import admin, set_topic_config
 from topics import carried_timers, serde
 from topics.admin import TopicAdmin
 from topics.catalogue import Catalogue, TopicNames
@@ -147,7 +145,7 @@ def test_timers_restore_from_their_topic_tombstones_included(
 
     assert {s.partition: s.timer_records for s in stats} == {0: 0, 1: 3, 2: 0}
     assert [(t.timer_id, t.fire_at_ms) for t in stores[1].due_timers(2**62)] == [("sleep:1", 5_000)]
-    assert stores[1].checkpoint(names.timers) == 3
+    assert stores[1].checkpoint(names.timers) == 4  # the end: past the commit marker
     for store in stores.values():
         store.close()
 
@@ -170,32 +168,15 @@ def test_a_history_record_that_does_not_decode_stops_the_restore_saying_where(
 # --- stores that missed what the topic no longer holds -------------------------------------
 
 
-def _admin(config: dict[str, str]) -> AdminClient:
-    settings: dict[str, str | int | float | bool] = {**config}
-    return AdminClient(settings)
-
-
-def _set_topic_config(config: dict[str, str], topic: str, **settings: str) -> None:
-    """Change ``topic``'s configuration (names with ``_`` for ``.``) on the broker."""
-    entries = [
-        ConfigEntry(name.replace("_", "."), value, incremental_operation=AlterConfigOpType.SET)
-        for name, value in settings.items()
-    ]
-    resource = ConfigResource(ResourceType.TOPIC, topic, incremental_configs=entries)
-    admin = _admin(config)  # kept until the futures resolve
-    for future in admin.incremental_alter_configs([resource]).values():
-        future.result()
-
-
 def _delete_records(config: dict[str, str], below: TopicPartition) -> None:
     """DeleteRecords below ``below``, once the broker applies the ``delete`` policy just
     set: the partition's leader learns the topic's new configuration a moment after the
     change was acknowledged, and refuses with POLICY_VIOLATION until then."""
-    admin = _admin(config)
+    client = admin(config)
     deadline = time.monotonic() + 30
     while True:
         try:
-            for future in admin.delete_records([below]).values():
+            for future in client.delete_records([below]).values():
                 future.result()
             return
         except KafkaException as error:
@@ -255,7 +236,7 @@ def test_a_store_away_longer_than_tombstones_last_is_rebuilt_and_mixes_no_runs(
     """
     TopicAdmin(kafka_config).create(Catalogue(namespace, PARTITIONS))
     names = TopicNames(namespace)
-    _set_topic_config(
+    set_topic_config(
         kafka_config,
         names.history,
         delete_retention_ms="100",
@@ -297,11 +278,11 @@ def test_a_store_whose_checkpoint_is_below_the_log_start_is_rebuilt(
     _write(kafka_config, names, [(0, "a", 1, b"a1")])  # offset 0, its marker at 1
     stores = _stores(tmp_path, "truncated")
     restore_partitions(kafka_config, names, stores, topics=(names.history,))
-    assert stores[0].checkpoint(names.history) == 1
+    assert stores[0].checkpoint(names.history) == 2
 
     _write(kafka_config, names, [(0, "a", 1, None)])  # offset 2: a's retention ended
     _write(kafka_config, names, [(0, "b", 1, b"b1")])  # offset 4
-    _set_topic_config(kafka_config, names.history, cleanup_policy="compact,delete")
+    set_topic_config(kafka_config, names.history, cleanup_policy="compact,delete")
     _delete_records(kafka_config, TopicPartition(names.history, 0, 4))
 
     with capture_logs() as logs:
@@ -337,7 +318,7 @@ def test_a_store_whose_checkpoint_is_past_the_end_of_the_topic_is_rebuilt(
         [stats] = restore_partitions(kafka_config, names, {0: old}, topics=(names.history,))
 
     assert [wid for wid, _ in old.workflow_ids()] == ["a"]
-    assert old.checkpoint(names.history) == 1
+    assert old.checkpoint(names.history) == 2
     assert stats.rebuilt is Rebuild.BEYOND_END
     rebuilt = [entry for entry in logs if entry["event"] == "partition store rebuilt"]
     assert [(entry["reason"], entry["end"]) for entry in rebuilt] == [("beyond the end", 2)]
@@ -363,3 +344,37 @@ def test_a_store_that_never_kept_its_fresh_as_of_time_is_rebuilt_once(
     assert (first.rebuilt, second.rebuilt) == (Rebuild.NO_FRESH_AS_OF, None)
     assert [wid for wid, _ in old.workflow_ids()] == ["a"]
     old.close()
+
+
+def test_a_store_no_longer_read_from_the_timers_topic_is_rebuilt_without_its_timers(
+    kafka_config: dict[str, str], namespace: str, tmp_path: Path
+) -> None:
+    """``chronik worker --no-timers`` after a run without it: the store held the workflow
+    code's timers and the timers topic's checkpoint. Kept, the owner fired those timers
+    along with the timer service, and once its commits had vouched for a checkpoint it no
+    longer followed, a later run without the flag resumed from there — past tombstones
+    the cleaner may have removed meanwhile."""
+    TopicAdmin(kafka_config).create(Catalogue(namespace, PARTITIONS))
+    names = TopicNames(namespace)
+    _write(kafka_config, names, [(0, "a", 1, b"a1")])
+    key = serde.encode_timer_key("a", "sleep:1")
+    sleep = serde.encode_timer(DurableTimer("a", "run", "sleep:1", 5_000))
+    _transaction(kafka_config, names.timers, [(0, key, sleep)])
+    store = PartitionStore(tmp_path / "switched" / "partition-0")
+    both = (names.history, names.timers)
+    restore_partitions(kafka_config, names, {0: store}, topics=both)
+    assert [t.timer_id for t in store.due_timers(2**62)] == ["sleep:1"]
+
+    [without] = restore_partitions(kafka_config, names, {0: store}, topics=(names.history,))
+
+    assert without.rebuilt is Rebuild.UNREAD_TOPIC
+    assert store.due_timers(2**62) == []  # the timer service fires it, not this owner
+    assert store.checkpoint(names.timers) is None
+    assert store.history("a") == [b"a1"]
+
+    _transaction(kafka_config, names.timers, [(0, key, None)])  # fired meanwhile, cleared
+    [back] = restore_partitions(kafka_config, names, {0: store}, topics=both)
+
+    assert (back.rebuilt, back.timer_records) == (None, 2)  # the topic read from its start
+    assert store.due_timers(2**62) == []
+    store.close()

@@ -47,13 +47,13 @@ from runtime.store import DueTimer, PartitionStore
 from topics import carried_timers, serde
 from topics.catalogue import TopicNames
 from workers.partition import (
-    FRESH_AS_OF_EVERY_MS,
     RETENTION_TIMER,
     Outbound,
     OwnedPartition,
     PendingWrites,
     RecordTooLargeError,
 )
+from workers.restore import FRESH_AS_OF_EVERY_MS
 
 NAMES = TopicNames("t")
 

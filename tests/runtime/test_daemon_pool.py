@@ -9,12 +9,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from workers.daemon_pool import DaemonThreadPool
+from runtime.daemon_pool import DaemonThreadPool
 
 #: A process that leaves a call blocked in the pool, then returns from its main module.
 LEAVES_A_BLOCKED_CALL = """
 import threading
-from workers.daemon_pool import DaemonThreadPool
+from runtime.daemon_pool import DaemonThreadPool
 
 pool = DaemonThreadPool(max_workers=1, thread_name_prefix="blocked")
 pool.submit(threading.Event().wait)

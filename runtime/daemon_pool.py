@@ -1,4 +1,5 @@
-"""The thread pool sync activities run in: one whose threads never hold the process.
+"""The thread pool sync activities run in (the Kafka activity worker's and the in-memory
+environment's): one whose threads never hold the process.
 
 `concurrent.futures.ThreadPoolExecutor` joins its threads when the interpreter exits
 (its threads are not daemons since Python 3.9), so a sync activity that never returns —
