@@ -142,13 +142,25 @@ class ActivityWorkerMetrics(_Metrics):
             ("activity_type",),
         )  # fmt: skip
         self.running = self._gauge("chronik_activities_running", "Activity attempts running.")
+        self._attempts: dict[tuple[str, str], Counter] = {}
+        self._seconds: dict[str, Histogram] = {}
 
     def watch(self, running: Callable[[], int]) -> None:
         self.running.set_function(running)
 
     def finished(self, activity_type: str, outcome: str, seconds: float) -> None:
-        self.attempts.labels(activity_type, outcome).inc()
-        self.seconds.labels(activity_type).observe(seconds)
+        # On the path of every attempt: `labels()` takes a lock and builds a key each call
+        # (8 µs for both here); a child kept per label costs a dict lookup.
+        attempts = self._attempts.get((activity_type, outcome))
+        if attempts is None:
+            attempts = self._attempts[(activity_type, outcome)] = self.attempts.labels(
+                activity_type, outcome
+            )
+        duration = self._seconds.get(activity_type)
+        if duration is None:
+            duration = self._seconds[activity_type] = self.seconds.labels(activity_type)
+        attempts.inc()
+        duration.observe(seconds)
 
 
 @dataclass
