@@ -5,7 +5,9 @@ follow the histories of runs still open would fail their workflow tasks once dep
 (they wait, stuck, for a fix). Replaying those histories first, against the new code,
 names each such run and the first event the code disagrees with. Histories come from
 files (a ``chronik workflow history`` or ``chronik history tail`` capture) or from Kafka:
-named workflow ids, or every open run of the types the modules define.
+named workflow ids, or every open run of the types the modules define. Of each history
+the newest run is replayed, as a worker replays it; the runs it continued from are closed
+and no deploy makes them fail a task (``--all-runs`` replays them too).
 
 One JSON line per workflow on stdout; exit code 1 when any history does not replay, 0 when
 all do (2 for a bad argument, as everywhere).
@@ -52,6 +54,10 @@ HISTORY_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 )  # fmt: skip
 @click.option("--type", "workflow_type", default=None, help="With --open: only this type.")
 @click.option(
+    "--all-runs", is_flag=True,
+    help="Replay every run of each history, not just the newest (the one a worker replays).",
+)  # fmt: skip
+@click.option(
     "--limit", type=click.IntRange(min=1), default=None, help="With --open: at most this many."
 )
 @pass_cli
@@ -64,6 +70,7 @@ def replay(
     open_runs: bool,
     workflow_type: str | None,
     limit: int | None,
+    all_runs: bool,
 ) -> None:
     """Replay recorded histories against the workflows of MODULES.
 
@@ -99,7 +106,7 @@ def replay(
             histories += ctx.with_client(fetch)
         except ChronikError as error:  # an unknown workflow id, no owner answering
             raise RequestNotServed(str(error)) from None
-    results = replayer.replay_workflows(histories)
+    results = replayer.replay_workflows(histories, all_runs=all_runs)
     for result in results:
         sys.stdout.write(json.dumps(_line(result)) + "\n")
     failed = sum(result.error is not None for result in results)

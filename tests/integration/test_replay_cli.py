@@ -14,7 +14,7 @@ import pytest
 
 from runtime.client import Client
 from tests.engine.steps import STEPS
-from tests.integration import drift_v1
+from tests.integration import drift_v1, drift_v2
 from workers.worker import Worker
 
 pytestmark = pytest.mark.kafka
@@ -87,3 +87,29 @@ async def test_replay_refuses_what_it_cannot_replay_in_one_line(
     assert unknown_id.returncode == 2 and "never-started" in unknown_id.stderr
     for result in (nothing, bad_file, unknown_type, unknown_id):
         assert "Traceback" not in result.stderr
+
+
+async def test_the_open_run_is_replayed_not_the_runs_it_continued_from(
+    client: Client, kafka_bootstrap: str, topics_ready: str, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    monkeypatch.setenv("CHRONIK_STATE_DIR", str(tmp_path / "state"))
+    chronik = functools.partial(_chronik, kafka_bootstrap, topics_ready)
+    async with Worker(client, task_queue="drift", workflows=drift_v1.WORKFLOWS, activities=STEPS):
+        handle = await client.start_workflow(
+            drift_v1.Generations.run, 0, id="gen", task_queue="drift"
+        )
+        for _ in range(300):  # until the second run waits for `go`
+            if (await handle.describe()).run_id != handle.first_execution_run_id:
+                break
+            await asyncio.sleep(0.1)
+        replayed = await chronik("replay", V2, "--open")  # the owner answers with history
+        assert replayed.returncode == 0, replayed.stdout + replayed.stderr
+        assert _lines(replayed)["gen"]["ok"] is True
+        every_run = await chronik("replay", V2, "--open", "--all-runs")
+        assert every_run.returncode == 1
+        assert "step_a" in _lines(every_run)["gen"]["error"]
+    # As the replay said: a worker replays the open run only, and drift_v2 runs it on.
+    async with Worker(client, task_queue="drift", workflows=drift_v2.WORKFLOWS, activities=STEPS):
+        await handle.signal(drift_v2.Generations.go)
+        assert await handle.result() == "generation 1"
