@@ -24,7 +24,7 @@ import click
 
 from runtime.client import Client
 from runtime.errors import ChronikError
-from runtime.events import HistoryEvent
+from runtime.events import HistoryEvent, WorkflowStarted
 from runtime.history_json import history_from_json
 from runtime.messages import WorkflowStatus
 from runtime.replay import Replayer, ReplayResult
@@ -117,7 +117,12 @@ def replay(
 
 def _from_files(files: Iterable[Path]) -> Iterable[list[HistoryEvent]]:
     """Each workflow id's events in each file, in their order: a ``history tail``
-    capture interleaves many workflows."""
+    capture interleaves many workflows.
+
+    Refused: a file with no events, and a workflow whose events begin after its run's
+    start (a tail begun while it ran). Replay runs code from a start; without one nothing
+    is checked, and that must not pass for a history that replays.
+    """
     for path in files:
         try:
             events = history_from_json(path.read_text(encoding="utf-8"))
@@ -125,9 +130,20 @@ def _from_files(files: Iterable[Path]) -> Iterable[list[HistoryEvent]]:
             raise click.BadParameter(
                 f"{path} is not a Chronik history: {error}", param_hint="'--history'"
             ) from None
+        if not events:
+            raise click.BadParameter(f"{path} holds no history events", param_hint="'--history'")
         by_id: dict[str, list[HistoryEvent]] = {}
         for event in events:
             by_id.setdefault(event.workflow_id, []).append(event)
+        partial = [i for i, e in by_id.items() if not isinstance(e[0].attributes, WorkflowStarted)]
+        if partial:
+            raise click.BadParameter(
+                f"{path}: the events of {', '.join(partial[:3])}"
+                f"{f' and {len(partial) - 3} more' if len(partial) > 3 else ''} begin after "
+                "the run's start, so nothing could be checked; capture with `chronik history "
+                "tail --from-beginning` or `chronik workflow history ID`",
+                param_hint="'--history'",
+            )
         yield from by_id.values()
 
 

@@ -69,6 +69,17 @@ async def test_open_runs_and_captured_histories_replay_against_old_and_new_code(
     offline = await chronik("replay", V1, "--history", str(path))  # no Kafka needed for files
     assert offline.returncode == 0, offline.stderr
     assert _lines(offline)["r-2"]["status"] == "completed"
+    # A capture begun after the start (a `history tail` without --from-beginning) holds
+    # nothing to check the code against: it must not pass for one that replays.
+    partial = tmp_path / "r-2-tail.jsonl"
+    partial.write_text("".join(captured.stdout.splitlines(keepends=True)[2:]))
+    unchecked = await chronik("replay", V1, "--history", str(partial))
+    assert unchecked.returncode == 2, unchecked.stdout
+    assert "r-2" in unchecked.stderr and "--from-beginning" in unchecked.stderr
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    nothing = await chronik("replay", V1, "--history", str(empty))
+    assert nothing.returncode == 2 and "holds no history events" in nothing.stderr
 
 
 async def test_replay_refuses_what_it_cannot_replay_in_one_line(
