@@ -29,9 +29,12 @@ class Drifting:
 
 
 @workflow.defn(name="Generations")
-class Generations(Drifting):
+class Generations:
     """Its first run takes step_a and continues as new; the next waits for `go` there.
     `drift_v2` changes only the first run's step: the open run still replays."""
+
+    def __init__(self) -> None:
+        self.going = False
 
     @workflow.run
     async def run(self, generation: int) -> str:
@@ -40,6 +43,10 @@ class Generations(Drifting):
             workflow.continue_as_new(1)
         await workflow.wait_condition(lambda: self.going)
         return f"generation {generation}"
+
+    @workflow.signal
+    def go(self) -> None:
+        self.going = True
 
 
 WORKFLOWS = [Drifting, Generations]
