@@ -2,8 +2,9 @@
 
 This is the debugging tool for production histories and the guard in CI before a deploy:
 it runs the same engine as the workers (`WorkflowInstance.restore`), over every run in
-the history, and raises `NonDeterminismError` naming the first event the code disagrees
-with (event id, what history has, what the code issued).
+the history (or, with ``all_runs=False``, the newest run only: what a worker replays),
+and raises `NonDeterminismError` naming the first event the code disagrees with (event
+id, what history has, what the code issued).
 """
 
 from __future__ import annotations
@@ -41,9 +42,18 @@ class Replayer:
         self.registry = WorkflowRegistry(workflows, converter=data_converter)
 
     def replay_workflow(
-        self, history: Sequence[HistoryEvent] | str | Path, *, raise_on_error: bool = True
+        self,
+        history: Sequence[HistoryEvent] | str | Path,
+        *,
+        raise_on_error: bool = True,
+        all_runs: bool = True,
     ) -> ReplayResult:
-        """Replay one workflow id's history (events, a JSON string or a JSON file path)."""
+        """Replay one workflow id's history (events, a JSON string or a JSON file path).
+
+        Every run's code by default, the strictest check. ``all_runs=False`` replays only
+        the newest run's, as a worker does: the runs it continued from are closed, and
+        code that could not follow them (changed since they ran) fails no task.
+        """
         events = self._load(history)
         if not events:
             raise ValueError("empty history")
@@ -55,9 +65,9 @@ class Replayer:
                 "each to replay_workflows"
             )
         instance = WorkflowInstance.restore(
-            workflow_id, events, self.registry, replay_all_runs=True
+            workflow_id, events, self.registry, replay_all_runs=all_runs
         )
-        error = self._unknown_type(events) or (
+        error = self._unknown_type(events, all_runs) or (
             instance.task_failures[0] if instance.task_failures else None
         )
         if error is not None and raise_on_error:
@@ -69,16 +79,21 @@ class Replayer:
         )
 
     def replay_workflows(
-        self, histories: Iterable[Sequence[HistoryEvent] | str | Path]
+        self, histories: Iterable[Sequence[HistoryEvent] | str | Path], *, all_runs: bool = True
     ) -> list[ReplayResult]:
         """Replay many histories; never raises, each result carries its own error."""
-        return [self.replay_workflow(h, raise_on_error=False) for h in histories]
+        return [self.replay_workflow(h, raise_on_error=False, all_runs=all_runs) for h in histories]
 
-    def _unknown_type(self, events: Sequence[HistoryEvent]) -> NonDeterminismError | None:
+    def _unknown_type(
+        self, events: Sequence[HistoryEvent], all_runs: bool
+    ) -> NonDeterminismError | None:
         """A run whose workflow ran code this registry has no type for: nothing could be
         checked, which must not pass for a successful replay (the type was renamed, or is
-        missing from the list). A start that failed for want of the type ran no code."""
-        for index, event in enumerate(events):
+        missing from the list). A start that failed for want of the type ran no code.
+        Without `all_runs` only the newest run counts: the others' code is not replayed."""
+        starts = [i for i, e in enumerate(events) if isinstance(e.attributes, WorkflowStarted)]
+        first = 0 if all_runs or not starts else starts[-1]
+        for index, event in enumerate(events[first:], start=first):
             attrs = event.attributes
             if not isinstance(attrs, WorkflowStarted) or self.registry.get(attrs.workflow_type):
                 continue

@@ -5,7 +5,9 @@ follow the histories of runs still open would fail their workflow tasks once dep
 (they wait, stuck, for a fix). Replaying those histories first, against the new code,
 names each such run and the first event the code disagrees with. Histories come from
 files (a ``chronik workflow history`` or ``chronik history tail`` capture) or from Kafka:
-named workflow ids, or every open run of the types the modules define.
+named workflow ids, or every open run of the types the modules define. Of each history
+the newest run is replayed, as a worker replays it; the runs it continued from are closed
+and no deploy makes them fail a task (``--all-runs`` replays them too).
 
 One JSON line per workflow on stdout; exit code 1 when any history does not replay, 0 when
 all do (2 for a bad argument, as everywhere).
@@ -22,7 +24,7 @@ import click
 
 from runtime.client import Client
 from runtime.errors import ChronikError
-from runtime.events import HistoryEvent
+from runtime.events import HistoryEvent, WorkflowStarted
 from runtime.history_json import history_from_json
 from runtime.messages import WorkflowStatus
 from runtime.replay import Replayer, ReplayResult
@@ -52,6 +54,10 @@ HISTORY_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 )  # fmt: skip
 @click.option("--type", "workflow_type", default=None, help="With --open: only this type.")
 @click.option(
+    "--all-runs", is_flag=True,
+    help="Replay every run of each history, not just the newest (the one a worker replays).",
+)  # fmt: skip
+@click.option(
     "--limit", type=click.IntRange(min=1), default=None, help="With --open: at most this many."
 )
 @pass_cli
@@ -64,6 +70,7 @@ def replay(
     open_runs: bool,
     workflow_type: str | None,
     limit: int | None,
+    all_runs: bool,
 ) -> None:
     """Replay recorded histories against the workflows of MODULES.
 
@@ -99,7 +106,7 @@ def replay(
             histories += ctx.with_client(fetch)
         except ChronikError as error:  # an unknown workflow id, no owner answering
             raise RequestNotServed(str(error)) from None
-    results = replayer.replay_workflows(histories)
+    results = replayer.replay_workflows(histories, all_runs=all_runs)
     for result in results:
         sys.stdout.write(json.dumps(_line(result)) + "\n")
     failed = sum(result.error is not None for result in results)
@@ -110,7 +117,12 @@ def replay(
 
 def _from_files(files: Iterable[Path]) -> Iterable[list[HistoryEvent]]:
     """Each workflow id's events in each file, in their order: a ``history tail``
-    capture interleaves many workflows."""
+    capture interleaves many workflows.
+
+    Refused: a file with no events, and a workflow whose events begin after its run's
+    start (a tail begun while it ran). Replay runs code from a start; without one nothing
+    is checked, and that must not pass for a history that replays.
+    """
     for path in files:
         try:
             events = history_from_json(path.read_text(encoding="utf-8"))
@@ -118,9 +130,20 @@ def _from_files(files: Iterable[Path]) -> Iterable[list[HistoryEvent]]:
             raise click.BadParameter(
                 f"{path} is not a Chronik history: {error}", param_hint="'--history'"
             ) from None
+        if not events:
+            raise click.BadParameter(f"{path} holds no history events", param_hint="'--history'")
         by_id: dict[str, list[HistoryEvent]] = {}
         for event in events:
             by_id.setdefault(event.workflow_id, []).append(event)
+        partial = [i for i, e in by_id.items() if not isinstance(e[0].attributes, WorkflowStarted)]
+        if partial:
+            raise click.BadParameter(
+                f"{path}: the events of {', '.join(partial[:3])}"
+                f"{f' and {len(partial) - 3} more' if len(partial) > 3 else ''} begin after "
+                "the run's start, so nothing could be checked; capture with `chronik history "
+                "tail --from-beginning` or `chronik workflow history ID`",
+                param_hint="'--history'",
+            )
         yield from by_id.values()
 
 

@@ -502,7 +502,7 @@ class OwnedPartition:
             if (size := len(record.key) + len(record.value or b"")) > self._max_record_bytes:
                 self._refuse(size, f"{record.topic} record")
         self._apply_timers(timers)
-        self._count(transition, pending.tally)
+        self._count(instance, transition, pending.tally)
         for index, ((event, key), raw) in enumerate(zip(history, values, strict=True)):
             headers = carried if index == len(history) - 1 else ()
             self._put_event(event.workflow_id, event.event_id, key, raw, headers)
@@ -521,19 +521,28 @@ class OwnedPartition:
             self._cache.pop(instance.workflow_id, None)
 
     @staticmethod
-    def _count(transition: Transition, tally: Tally) -> None:
-        """The starts, closes and task failures of a transition that is staged."""
-        status = transition.status
+    def _count(instance: WorkflowInstance, transition: Transition, tally: Tally) -> None:
+        """The starts, closes and task failures of a transition that is staged.
+
+        Each is counted under the type of the run it happened to: a transition that
+        continues a run as new closes one run and starts the next, whose type (the one
+        the transition's status record names) may be another.
+        """
         for event in transition.events:
             attrs = event.attributes
             if isinstance(attrs, WorkflowStarted):
                 tally.started[attrs.workflow_type] += 1
-            elif status is None:
                 continue
-            elif (closed := closed_status(attrs)) is not None:
-                tally.closed[(status.workflow_type, closed.value)] += 1
-            elif isinstance(attrs, WorkflowTaskFailed):
-                tally.task_failures[status.workflow_type] += 1
+            closed = closed_status(attrs)
+            if closed is None and not isinstance(attrs, WorkflowTaskFailed):
+                continue
+            workflow_type = instance.workflow_type_of(event.run_id)
+            if workflow_type is None:
+                continue
+            if closed is not None:
+                tally.closed[(workflow_type, closed.value)] += 1
+            else:
+                tally.task_failures[workflow_type] += 1
 
     def _refuse(self, size: int, what: str) -> NoReturn:
         """Raise for a record over the limit (the message is built only then: this is on

@@ -63,6 +63,12 @@ class WorkflowInstance:
     def history(self) -> Sequence[HistoryEvent]:
         return self._execution.history
 
+    def workflow_type_of(self, run_id: str) -> str | None:
+        """The type run ``run_id`` runs: a run continued as new may have been another
+        type than the run it started, so the current run's type does not name it."""
+        run = self._execution.runs.get(run_id)
+        return run.workflow_type if run else None
+
     @property
     def current_run_id(self) -> str | None:
         run = self._execution.runs.current

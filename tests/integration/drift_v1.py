@@ -1,5 +1,6 @@
-"""A workflow as first deployed: step_a, then wait for `go`. `drift_v2` changes its first
-step, which histories recorded by this code cannot follow."""
+"""Workflows as first deployed: step_a, then wait for `go`. `drift_v2` changes their first
+step, which histories recorded by this code cannot follow (Drifting), or can where only
+a run that continued as new took it (Generations)."""
 
 from __future__ import annotations
 
@@ -27,7 +28,28 @@ class Drifting:
         self.going = True
 
 
-WORKFLOWS = [Drifting]
+@workflow.defn(name="Generations")
+class Generations:
+    """Its first run takes step_a and continues as new; the next waits for `go` there.
+    `drift_v2` changes only the first run's step: the open run still replays."""
+
+    def __init__(self) -> None:
+        self.going = False
+
+    @workflow.run
+    async def run(self, generation: int) -> str:
+        if generation == 0:
+            await workflow.execute_activity(step_a, start_to_close_timeout=T)
+            workflow.continue_as_new(1)
+        await workflow.wait_condition(lambda: self.going)
+        return f"generation {generation}"
+
+    @workflow.signal
+    def go(self) -> None:
+        self.going = True
+
+
+WORKFLOWS = [Drifting, Generations]
 ACTIVITIES = STEPS
 
 

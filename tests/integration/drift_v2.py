@@ -1,5 +1,5 @@
-"""`drift_v1`'s workflow after a change that broke determinism: its first step is another
-activity."""
+"""`drift_v1`'s workflows after a change that broke determinism: their first step is
+another activity."""
 
 from __future__ import annotations
 
@@ -17,5 +17,16 @@ class Drifting(drift_v1.Drifting):
         return first
 
 
-WORKFLOWS = [Drifting]
+@workflow.defn(name="Generations")
+class Generations(drift_v1.Generations):
+    @workflow.run
+    async def run(self, generation: int) -> str:
+        if generation == 0:
+            await workflow.execute_activity(step_b, start_to_close_timeout=T)
+            workflow.continue_as_new(1)
+        await workflow.wait_condition(lambda: self.going)
+        return f"generation {generation}"
+
+
+WORKFLOWS = [Drifting, Generations]
 ACTIVITIES = STEPS

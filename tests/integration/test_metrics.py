@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from examples import order
+from runtime import workflow
 from runtime.client import Client
 from runtime.errors import WorkflowFailureError
 from tests.conftest import free_ports
@@ -135,3 +136,45 @@ async def test_an_embedded_worker_joins_the_application_s_registry_and_leaves_it
             ) == 1  # fmt: skip
         started = {"workflow_type": "one_activity"}
         assert registry.get_sample_value("chronik_workflows_started_total", started) is None
+
+
+@workflow.defn
+class Handover:
+    """Continues as new as another type: its close is the first type's, not the next's."""
+
+    @workflow.run
+    async def run(self) -> None:
+        workflow.continue_as_new(workflow=HandedOver)
+
+
+@workflow.defn
+class HandedOver:
+    @workflow.run
+    async def run(self) -> str:
+        return "done"
+
+
+async def test_a_run_continued_as_another_type_is_closed_under_its_own_type(
+    client: Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CHRONIK_STATE_DIR", str(tmp_path / "state"))
+    registry = CollectorRegistry()
+    async with Worker(
+        client, task_queue="handover", workflows=[Handover, HandedOver], metrics=registry
+    ):
+        assert await client.execute_workflow(Handover, id="handover", task_queue="handover")
+        closed = "chronik_workflows_closed_total"
+        for _ in range(100):  # the commit's counts follow the reply it carried
+            if registry.get_sample_value(
+                closed, {"workflow_type": "HandedOver", "status": "completed"}
+            ):
+                break
+            await asyncio.sleep(0.1)
+        by_type = {
+            (sample.labels["workflow_type"], sample.labels["status"]): sample.value
+            for family in registry.collect()
+            if family.name == "chronik_workflows_closed"
+            for sample in family.samples
+            if sample.name == closed
+        }
+    assert by_type == {("Handover", "continued_as_new"): 1, ("HandedOver", "completed"): 1}

@@ -14,7 +14,7 @@ import pytest
 
 from runtime.client import Client
 from tests.engine.steps import STEPS
-from tests.integration import drift_v1
+from tests.integration import drift_v1, drift_v2
 from workers.worker import Worker
 
 pytestmark = pytest.mark.kafka
@@ -69,6 +69,17 @@ async def test_open_runs_and_captured_histories_replay_against_old_and_new_code(
     offline = await chronik("replay", V1, "--history", str(path))  # no Kafka needed for files
     assert offline.returncode == 0, offline.stderr
     assert _lines(offline)["r-2"]["status"] == "completed"
+    # A capture begun after the start (a `history tail` without --from-beginning) holds
+    # nothing to check the code against: it must not pass for one that replays.
+    partial = tmp_path / "r-2-tail.jsonl"
+    partial.write_text("".join(captured.stdout.splitlines(keepends=True)[2:]))
+    unchecked = await chronik("replay", V1, "--history", str(partial))
+    assert unchecked.returncode == 2, unchecked.stdout
+    assert "r-2" in unchecked.stderr and "--from-beginning" in unchecked.stderr
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    nothing = await chronik("replay", V1, "--history", str(empty))
+    assert nothing.returncode == 2 and "holds no history events" in nothing.stderr
 
 
 async def test_replay_refuses_what_it_cannot_replay_in_one_line(
@@ -87,3 +98,29 @@ async def test_replay_refuses_what_it_cannot_replay_in_one_line(
     assert unknown_id.returncode == 2 and "never-started" in unknown_id.stderr
     for result in (nothing, bad_file, unknown_type, unknown_id):
         assert "Traceback" not in result.stderr
+
+
+async def test_the_open_run_is_replayed_not_the_runs_it_continued_from(
+    client: Client, kafka_bootstrap: str, topics_ready: str, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    monkeypatch.setenv("CHRONIK_STATE_DIR", str(tmp_path / "state"))
+    chronik = functools.partial(_chronik, kafka_bootstrap, topics_ready)
+    async with Worker(client, task_queue="drift", workflows=drift_v1.WORKFLOWS, activities=STEPS):
+        handle = await client.start_workflow(
+            drift_v1.Generations.run, 0, id="gen", task_queue="drift"
+        )
+        for _ in range(300):  # until the second run waits for `go`
+            if (await handle.describe()).run_id != handle.first_execution_run_id:
+                break
+            await asyncio.sleep(0.1)
+        replayed = await chronik("replay", V2, "--open")  # the owner answers with history
+        assert replayed.returncode == 0, replayed.stdout + replayed.stderr
+        assert _lines(replayed)["gen"]["ok"] is True
+        every_run = await chronik("replay", V2, "--open", "--all-runs")
+        assert every_run.returncode == 1
+        assert "step_a" in _lines(every_run)["gen"]["error"]
+    # As the replay said: a worker replays the open run only, and drift_v2 runs it on.
+    async with Worker(client, task_queue="drift", workflows=drift_v2.WORKFLOWS, activities=STEPS):
+        await handle.signal(drift_v2.Generations.go)
+        assert await handle.result() == "generation 1"
