@@ -153,9 +153,8 @@ class Execution:
         run = self.runs.current
         if run is None or run.closed:
             return
-        if run.reported_stuck and run.stuck is None:  # fixed code follows the history
-            run.reported_stuck = False
-            self.fx.status(self.status_record(run))
+        if run.reported_failure is not None:
+            self._report_task_state(run)
         if run.stuck is not None and not run.stuck_recorded:
             failure = failure_from_exception(run.stuck, with_stack=False)
             self.record(WorkflowTaskFailed(failure))
@@ -229,8 +228,8 @@ class Execution:
             return
         apply_to_run(self.fx, run, event)
         self._note_stuck(run)
-        if run.reported_stuck and classify(attrs) is EventClass.COMMAND:
-            run.reported_stuck = False  # the code went on: a status said so (`catch_up`)
+        if run.reported_failure is not None and classify(attrs) is EventClass.COMMAND:
+            run.reported_failure = None  # the code went on: a status said so (`catch_up`)
         if type(attrs) in _CLOSING_TYPES:
             self.runs.close(run)
             self.fx.status(self.status_record(run))
@@ -239,7 +238,15 @@ class Execution:
         elif isinstance(attrs, UpdateCompleted):
             self.waiters.answer_update(self.fx, attrs)
         elif isinstance(attrs, WorkflowTaskFailed):
-            run.reported_stuck = True
+            run.reported_failure = attrs.failure.message
+            self.fx.status(self.status_record(run))
+
+    def _report_task_state(self, run: RunState) -> None:
+        """A status record when the task no longer fails as the last one said: fixed code
+        follows the history, or another deploy fails it for another reason."""
+        now = failure_from_exception(run.stuck, with_stack=False).message if run.stuck else None
+        if now != run.reported_failure:
+            run.reported_failure = now
             self.fx.status(self.status_record(run))
 
     def _open_run(self, event: HistoryEvent, attrs: WorkflowStarted) -> None:

@@ -118,9 +118,10 @@ class RunState:
     #: Set when the code disagreed with the history; the run waits for fixed code.
     stuck: NonDeterminismError | None = None
     stuck_recorded: bool = False
-    #: The last status record written for this run says its task is failing: once the
-    #: run is no longer stuck (fixed code deployed), a new one must say so.
-    reported_stuck: bool = False
+    #: Why the last status record written for this run says its task fails (None: it
+    #: does not): once the run is no longer stuck, or stuck for another reason, a new
+    #: record must say so.
+    reported_failure: str | None = None
     #: After a recorded task failure, code may issue commands the history lacks; only
     #: until replay reaches the next recorded command (`RecordedEvents._end_leniency`).
     lenient: bool = False

@@ -38,6 +38,12 @@ async def pipeline_reordered() -> str:
 
 
 @workflow.defn(name="pipeline")
+async def pipeline_c_first() -> str:
+    c = await workflow.execute_activity(step_c, start_to_close_timeout=T)
+    return str(c)
+
+
+@workflow.defn(name="pipeline")
 async def pipeline_removed() -> str:
     return str(await workflow.execute_activity(step_a, start_to_close_timeout=T))
 
@@ -188,6 +194,28 @@ async def test_a_restore_past_the_fixed_code_s_next_command_reports_no_recovery(
         "rec", [*so_far, *recovered.events], WorkflowRegistry([pipeline_v1])
     )
     assert again.handle(stale, now + 3).status is None
+
+
+async def test_a_run_stuck_again_for_another_reason_says_the_new_one(
+    env: WorkflowEnvironment,
+) -> None:
+    """A second bad deploy records no second `WorkflowTaskFailed` (the run is stuck
+    already), but the status record must not keep the first deploy's reason."""
+    assert await _record(env, pipeline_v1, "twice") == "ab"
+    history = list(env.histories()["twice"])
+    cut = next(i for i, e in enumerate(history) if isinstance(e.attributes, ActivityScheduled))
+    partial, run_id = history[: cut + 2], history[cut].run_id  # up to step_a's completion
+    first_bad = WorkflowInstance.restore("twice", partial, WorkflowRegistry([pipeline_reordered]))
+    stale = TimerFiredReport("twice", run_id, "sleep:99", 0)
+    failed = first_bad.handle(stale, partial[-1].timestamp_ms + 1)
+    assert failed.status is not None and failed.status.task_failure is not None
+    so_far = [*partial, *failed.events]
+    second_bad = WorkflowInstance.restore("twice", so_far, WorkflowRegistry([pipeline_c_first]))
+    again = second_bad.handle(stale, partial[-1].timestamp_ms + 2)
+    assert again.events == []  # recorded once
+    assert again.status is not None and again.status.task_failure is not None
+    assert again.status.task_failure.message != failed.status.task_failure.message
+    assert second_bad.handle(stale, partial[-1].timestamp_ms + 3).status is None
 
 
 def test_restore_of_empty_history_has_no_run() -> None:
