@@ -593,12 +593,13 @@ def outcome(report: InboxMessage, reason: CancelReason | None) -> InboxMessage |
 
 
 def outcome_label(report: InboxMessage | None) -> str:
-    """How an attempt ended, for the metrics: completed, stopped (the worker stopped, it
-    runs again elsewhere), or its failure's kind (application, timeout, cancelled)."""
+    """How an attempt ended, for the metrics: completed, failed (the activity raised),
+    timeout, cancelled, or stopped (the worker stopped; it runs again elsewhere)."""
     if report is None:
         return "stopped"
     if isinstance(report, ActivityFailedReport):
-        return report.failure.kind
+        kind = report.failure.kind
+        return "failed" if kind == "application" else kind
     return "completed"
 
 

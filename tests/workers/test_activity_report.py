@@ -84,7 +84,7 @@ def test_the_metrics_name_how_an_attempt_ended() -> None:
     cancelled = ActivityFailedReport("wf", "run", 1, 1, Failure("stop", kind="cancelled"))
     failed = ActivityFailedReport("wf", "run", 1, 1, Failure("boom"))
     assert outcome_label(completed) == "completed"
-    assert outcome_label(failed) == "application"
+    assert outcome_label(failed) == "failed"
     assert outcome_label(outcome(cancelled, CancelReason.REQUESTED)) == "cancelled"
     assert outcome_label(outcome(cancelled, CancelReason.HEARTBEAT)) == "timeout"
     assert outcome_label(outcome(cancelled, CancelReason.STOPPING)) == "stopped"
