@@ -108,3 +108,49 @@ async def test_an_attempt_timed_out_with_its_thread_still_running_is_logged_as_a
     [entry] = abandoned
     assert (entry["idempotency_key"], entry["reason"]) == (task.idempotency_key, "start_to_close")
     assert entry["reported"] is True  # the timeout the engine records
+
+
+ran = threading.Event()
+
+
+@activity.defn
+def answers_at_once() -> None:
+    ran.set()
+
+
+async def test_a_thread_held_by_an_abandoned_attempt_leaves_the_pool_its_size(
+    kafka_bootstrap: str, namespace: str, holding: None
+) -> None:
+    """The worker frees an abandoned attempt's slot, and its pool had ``max_concurrent``
+    threads: each attempt left running took one for good, and once they all were, every
+    later sync activity waited for a thread until its deadline timed it out, never run
+    (and logged as abandoned too)."""
+    ran.clear()
+    names = TopicNames(namespace)
+    TopicAdmin({"bootstrap.servers": kafka_bootstrap}).ensure_task_queue(Catalogue(namespace), "q")
+    producer = Producer({"bootstrap.servers": kafka_bootstrap})
+    hung = ActivityTask("wf", "run", "T", 1, 1, "holds_its_thread", "q", (), 0, 200, 0)
+    quick = ActivityTask("wf", "run", "T", 2, 1, "answers_at_once", "q", (), 0, 15_000, 0)
+    registry = ActivityRegistry([holds_its_thread, answers_at_once])
+    config = ActivityWorkerConfig(Member(kafka_bootstrap, namespace, "w-1"), "q", max_concurrent=1)
+    worker = ActivityWorker(config, registry, registry.converter)
+    stop = asyncio.Event()
+
+    with capture_logs() as logs:
+        running = asyncio.create_task(worker.run(stop))
+        try:
+            producer.produce(names.tasks("q"), key=b"wf/1", value=serde.encode_task(hung))
+            assert producer.flush(10) == 0
+            deadline = time.monotonic() + 30 + CANCEL_GRACE_S
+            while not [e for e in logs if e["event"].startswith("activity abandoned")]:
+                assert time.monotonic() < deadline and not running.done()
+                await asyncio.sleep(0.1)
+            producer.produce(names.tasks("q"), key=b"wf/2", value=serde.encode_task(quick))
+            assert producer.flush(10) == 0
+            assert await asyncio.to_thread(ran.wait, 10)
+        finally:
+            stop.set()
+            await running
+
+    abandoned = [e["seq"] for e in logs if e["event"].startswith("activity abandoned")]
+    assert abandoned == [1]
