@@ -8,7 +8,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 from structlog.testing import capture_logs
 
 from runtime import activity
@@ -20,7 +20,7 @@ from topics.admin import TopicAdmin
 from topics.catalogue import Catalogue, TopicNames
 from topics.consumed import consume_available
 from workers.activity_worker import ActivityWorker, ActivityWorkerConfig
-from workers.membership import Member
+from workers.membership import SESSION_TIMEOUT_MS, Member
 
 pytestmark = pytest.mark.kafka
 
@@ -154,3 +154,87 @@ async def test_a_thread_held_by_an_abandoned_attempt_leaves_the_pool_its_size(
 
     abandoned = [e["seq"] for e in logs if e["event"].startswith("activity abandoned")]
     assert abandoned == [1]
+
+
+finishing = threading.Event()
+
+
+@activity.defn
+async def finishes_late() -> str:
+    finishing.set()
+    await asyncio.sleep(POLL_INTERVAL_S * 1.4)
+    return "done"
+
+
+#: ``max.poll.interval.ms`` of the next test's worker, in seconds: the least librdkafka
+#: takes, the session timeout (`workers.membership`).
+POLL_INTERVAL_S = SESSION_TIMEOUT_MS / 1000
+
+
+async def test_an_activity_that_finishes_in_a_long_graceful_shutdown_has_its_offset_committed(
+    kafka_bootstrap: str, namespace: str
+) -> None:
+    """The stop waits for running activities without polling; past ``max.poll.interval.ms``
+    (5 min by default, and a graceful shutdown may be set longer, as in Temporal) the
+    consumer had left its group, so the commit of an activity that then finished was
+    refused and another worker ran it again."""
+    finishing.clear()
+    names = TopicNames(namespace)
+    admin = TopicAdmin({"bootstrap.servers": kafka_bootstrap})
+    admin.create(Catalogue(namespace))  # the inbox its report goes to
+    admin.ensure_task_queue(Catalogue(namespace), "q")
+    task = ActivityTask("wf", "run", "T", 1, 1, "finishes_late", "q", (), 0, 60_000, 0)
+    producer = Producer({"bootstrap.servers": kafka_bootstrap})
+    producer.produce(names.tasks("q"), key=b"wf/1", value=serde.encode_task(task))
+    assert producer.flush(10) == 0
+    member = Member(
+        kafka_bootstrap, namespace, "w-1", {"max.poll.interval.ms": int(POLL_INTERVAL_S * 1000)}
+    )
+    registry = ActivityRegistry([finishes_late])
+    config = ActivityWorkerConfig(member, "q", graceful_shutdown_s=POLL_INTERVAL_S * 3)
+    worker = ActivityWorker(config, registry, registry.converter)
+    stop = asyncio.Event()
+    running = asyncio.create_task(worker.run(stop))
+    assert await asyncio.to_thread(finishing.wait, 30)
+    stop.set()
+    await running
+
+    group = Consumer(member.group_config(names.activity_group("q")))
+    try:
+        topic = names.tasks("q")
+        partitions = group.list_topics(topic, timeout=10).topics[topic].partitions
+        committed = group.committed([TopicPartition(topic, p) for p in partitions], timeout=10)
+    finally:
+        group.close()
+    assert sum(max(tp.offset, 0) for tp in committed) == 1  # the one task, done
+
+
+async def test_a_stop_that_waits_for_kafka_to_take_a_report_is_not_taken_for_a_blocked_loop(
+    kafka_bootstrap: str, namespace: str
+) -> None:
+    """The stop waited for undelivered reports in one `Producer.flush`, which held the loop
+    for up to 10 s: the loop watch then logged an async activity running blocking code,
+    with no activity running at all. Here the report cannot be delivered (the namespace
+    has no inbox), so the stop waits out its whole flush."""
+    ran.clear()
+    names = TopicNames(namespace)
+    TopicAdmin({"bootstrap.servers": kafka_bootstrap}).ensure_task_queue(Catalogue(namespace), "q")
+    task = ActivityTask("wf", "run", "T", 1, 1, "answers_at_once", "q", (), 0, 60_000, 0)
+    producer = Producer({"bootstrap.servers": kafka_bootstrap})
+    producer.produce(names.tasks("q"), key=b"wf/1", value=serde.encode_task(task))
+    assert producer.flush(10) == 0
+    registry = ActivityRegistry([answers_at_once])
+    config = ActivityWorkerConfig(Member(kafka_bootstrap, namespace, "w-1"), "q")
+    worker = ActivityWorker(config, registry, registry.converter)
+    stop = asyncio.Event()
+
+    with capture_logs() as logs:
+        running = asyncio.create_task(worker.run(stop))
+        assert await asyncio.to_thread(ran.wait, 30)
+        stop.set()
+        began = time.monotonic()
+        await running
+        stopped_in = time.monotonic() - began
+
+    assert stopped_in > config.blocked_loop_warning_s  # the report was waited for
+    assert not [e for e in logs if "event loop is blocked" in e["event"]]
