@@ -168,7 +168,8 @@ class ActivityWorker:
         self._registry = registry
         self._converter = converter
         self._metrics = metrics or ActivityWorkerMetrics(CollectorRegistry())
-        self._metrics.watch(running=lambda: len(self._running))
+        # Started attempts: `_running` also holds those waiting for a slot.
+        self._metrics.watch(running=lambda: len(self._tasks))
         member = config.member
         self._names = TopicNames(member.namespace)
         self._consumer = Consumer(

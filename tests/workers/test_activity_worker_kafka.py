@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
+from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
 from runtime import activity
@@ -22,6 +23,7 @@ from topics.catalogue import Catalogue, TopicNames
 from topics.consumed import consume_available
 from workers.activity_worker import ActivityWorker, ActivityWorkerConfig
 from workers.membership import SESSION_TIMEOUT_MS, Member
+from workers.metrics import ActivityWorkerMetrics
 
 pytestmark = pytest.mark.kafka
 
@@ -241,3 +243,37 @@ async def test_a_stop_that_waits_for_kafka_to_take_a_report_is_not_taken_for_a_b
 
     assert stopped_in > threshold_s  # the report was waited for
     assert not [e for e in logs if "event loop is blocked" in e["event"]]
+
+
+async def test_the_running_gauge_counts_the_attempts_that_run_not_those_waiting_for_a_slot(
+    kafka_bootstrap: str, namespace: str, holding: None
+) -> None:
+    """Tasks beyond ``max_concurrent`` wait in the worker's queue, which holds up to as
+    many again: the gauge read them as running, so a saturated worker showed twice the
+    activities it ran."""
+    tasks = [
+        ActivityTask("wf", "run", "T", seq, 1, "holds_its_thread", "q", (), 0, 60_000, 0)
+        for seq in (1, 2)
+    ]
+    TopicAdmin({"bootstrap.servers": kafka_bootstrap}).create(Catalogue(namespace))  # an inbox
+    _send_tasks(kafka_bootstrap, namespace, *tasks)
+    registry = ActivityRegistry([holds_its_thread])
+    prometheus = CollectorRegistry()
+    worker = ActivityWorker(
+        ActivityWorkerConfig(Member(kafka_bootstrap, namespace, "w-1"), "q", max_concurrent=1),
+        registry,
+        registry.converter,
+        ActivityWorkerMetrics(prometheus),
+    )
+    stop = asyncio.Event()
+    running = asyncio.create_task(worker.run(stop))
+    try:
+        deadline = time.monotonic() + 30
+        while len(worker._running) < len(tasks):  # both read: one runs, one waits
+            assert time.monotonic() < deadline and not running.done()
+            await asyncio.sleep(0.1)
+        assert prometheus.get_sample_value("chronik_activities_running") == 1
+    finally:
+        released.set()  # the one running returns; the waiting one is left to the next owner
+        stop.set()
+        await running
