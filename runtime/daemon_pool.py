@@ -69,8 +69,10 @@ class DaemonThreadPool(Executor):
         """Stop waiting for ``future``'s call: cancel it if no thread took it yet, and if
         one runs it, let that thread out of ``max_workers`` (it ends when the call
         returns, Python cannot stop it sooner). Whether the call was still running."""
+        if future.cancel():  # not started; outside the lock, as its callbacks may submit
+            return False
         with self._lock:
-            if future.cancel() or future not in self._running:  # not started, or over
+            if future not in self._running:  # over (a running one is in it, `_serve`)
                 return False
             self._abandoned.add(future)
             return True
