@@ -8,10 +8,18 @@ good, after the worker itself had given up on the activity. Python cannot stop a
 a daemon thread at least lets the process end, and the attempt it ran is at-least-once:
 it runs again elsewhere. Threads are reused, as in `ThreadPoolExecutor`, so activities
 keep their thread-local state (connections, sessions) across calls.
+
+A caller that gives up on a running call (`abandon`) frees its place in the pool: the
+thread runs on, outside ``max_workers``, and ends when the call returns. The activity
+worker frees an abandoned attempt's slot, so a pool of ``max_concurrent`` threads that
+kept counting such threads ran out of them, and every later sync activity waited for one
+until its deadline timed it out, never run.
 """
 
 from __future__ import annotations
 
+import functools
+import itertools
 import queue
 import threading
 from collections.abc import Callable
@@ -37,7 +45,12 @@ class DaemonThreadPool(Executor):
         #: Released by a thread each time it finished a call and waits for the next: a
         #: submit takes an idle thread before it starts another.
         self._idle = threading.Semaphore(0)
-        self._threads: list[threading.Thread] = []
+        self._threads: set[threading.Thread] = set()
+        self._names = itertools.count()
+        #: Calls given up on while they ran (`abandon`); their threads end with them.
+        self._abandoned: set[Future[Any]] = set()
+        #: Calls a thread runs now.
+        self._running: set[Future[Any]] = set()
         self._lock = threading.Lock()
         self._shut_down = False
 
@@ -47,9 +60,22 @@ class DaemonThreadPool(Executor):
             if self._shut_down:
                 raise RuntimeError("cannot schedule new futures after shutdown")
             self._calls.put(_Call(future, fn, args, kwargs))
-            if not self._idle.acquire(blocking=False) and len(self._threads) < self._max_workers:
+            counted = len(self._threads) - len(self._abandoned)
+            if not self._idle.acquire(blocking=False) and counted < self._max_workers:
                 self._start_thread()
         return future
+
+    def abandon(self, future: Future[Any]) -> bool:
+        """Stop waiting for ``future``'s call: cancel it if no thread took it yet, and if
+        one runs it, let that thread out of ``max_workers`` (it ends when the call
+        returns, Python cannot stop it sooner). Whether the call was still running."""
+        if future.cancel():  # not started; outside the lock, as its callbacks may submit
+            return False
+        with self._lock:
+            if future not in self._running:  # over (a running one is in it, `_serve`)
+                return False
+            self._abandoned.add(future)
+            return True
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         with self._lock:
@@ -64,16 +90,34 @@ class DaemonThreadPool(Executor):
                 thread.join()
 
     def _start_thread(self) -> None:
-        name = f"{self._prefix}_{len(self._threads)}"
+        name = f"{self._prefix}_{next(self._names)}"
         thread = threading.Thread(target=self._serve, name=name, daemon=True)
         thread.start()
-        self._threads.append(thread)
+        self._threads.add(thread)
 
     def _serve(self) -> None:
         while (call := self._calls.get()) is not None:
-            _run(call)
-            del call  # its arguments and result are not kept alive while this waits
-            self._idle.release()
+            with self._lock:  # `abandon` tells a call that runs from one not yet started
+                started = call.future.set_running_or_notify_cancel()
+                if started:
+                    self._running.add(call.future)
+            if not started:  # cancelled while it waited
+                del call
+                self._idle.release()
+                continue
+            settle = _outcome(call)
+            with self._lock:  # before the caller can see the outcome and submit again
+                self._running.discard(call.future)
+                abandoned = call.future in self._abandoned
+                if abandoned:  # a thread in its place serves on
+                    self._abandoned.discard(call.future)
+                    self._threads.discard(threading.current_thread())
+                else:
+                    self._idle.release()
+            settle()
+            if abandoned:
+                return
+            del call, settle  # its arguments and result are not kept alive while this waits
 
     def _cancel_waiting(self) -> None:
         while True:
@@ -85,12 +129,10 @@ class DaemonThreadPool(Executor):
                 call.future.cancel()
 
 
-def _run(call: _Call) -> None:
-    if not call.future.set_running_or_notify_cancel():
-        return
+def _outcome(call: _Call) -> Callable[[], None]:
+    """Run the call; what then sets its future's result or error."""
     try:
         result = call.fn(*call.args, **call.kwargs)
     except BaseException as error:  # the caller's to see, as ThreadPoolExecutor does
-        call.future.set_exception(error)
-    else:
-        call.future.set_result(result)
+        return functools.partial(call.future.set_exception, error)
+    return functools.partial(call.future.set_result, result)

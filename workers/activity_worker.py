@@ -75,6 +75,12 @@ log = structlog.get_logger(__name__)
 
 _T = TypeVar("_T")
 
+#: While a stop waits for running activities, the consumer is polled this often (seconds):
+#: far within ``max.poll.interval.ms``, past which it left its group mid-stop.
+_DRAIN_POLL_S = 1.0
+#: How long a stop waits for the reports of finished activities to reach Kafka.
+_FLUSH_S = 10.0
+
 
 class CancelReason(StrEnum):
     """Why an attempt was cancelled, which decides what the worker reports for it."""
@@ -162,7 +168,8 @@ class ActivityWorker:
         self._registry = registry
         self._converter = converter
         self._metrics = metrics or ActivityWorkerMetrics(CollectorRegistry())
-        self._metrics.watch(running=lambda: len(self._running))
+        # Started attempts: `_running` also holds those waiting for a slot.
+        self._metrics.watch(running=lambda: len(self._tasks))
         member = config.member
         self._names = TopicNames(member.namespace)
         self._consumer = Consumer(
@@ -246,15 +253,18 @@ class ActivityWorker:
         (`activity.is_cancelled()`), and get `CANCEL_GRACE_S` to stop; their offsets stay
         uncommitted, so they run again. One that ignores its cancellation is abandoned
         (logged, nothing reported): waiting for it kept the worker from ever stopping.
+        The consumer is polled throughout (`_wait_polling`), with its partitions paused.
         """
         self._stopping = True
-        if self._tasks:
-            await asyncio.wait(self._tasks, timeout=self._config.graceful_shutdown_s)
+        loop = asyncio.get_running_loop()
+        # In the polling thread, after a poll still under way (see the close below).
+        await loop.run_in_executor(self._poller, self._pause_all)
+        await self._wait_polling(self._config.graceful_shutdown_s)
         if self._tasks:
             for running in self._running.values():
                 running.cancel(CancelReason.STOPPING)
-            await asyncio.wait(self._tasks, timeout=CANCEL_GRACE_S + 1)
-        self._producer.flush(10)  # runs the delivery callbacks that mark tasks finished
+            await self._wait_polling(CANCEL_GRACE_S + 1)
+        await self._flush(_FLUSH_S)  # runs the delivery callbacks that mark tasks finished
         self._commit()
         # In the polling thread, after the poll under way: a cancelled `run` (what
         # `asyncio.run` does to tasks left when its main returns) gets here mid-poll, and a
@@ -265,6 +275,44 @@ class ActivityWorker:
         self._poller.shutdown(wait=False)
         if self._config.executor is None:  # ours; the drain gave activities their time
             self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def _pause_all(self) -> None:
+        """Fetch no more tasks (a stop starts none), also of partitions assigned from now."""
+        self._paused = True
+        self._consumer.pause(self._consumer.assignment())
+
+    async def _wait_polling(self, timeout_s: float) -> None:
+        """Wait up to ``timeout_s`` for the running attempts, polling all the while.
+
+        A graceful shutdown may last longer than ``max.poll.interval.ms`` (Temporal's is
+        often set to hours): waiting without a poll, the consumer left its group past it,
+        the commit of every attempt that finished afterwards was refused, and the new
+        owner ran those again. Polls also run the delivery callbacks and commits, so what
+        finished is committed before the end of the wait, and a cancellation read still
+        reaches its attempt; the partitions are paused (`_pause_all`), and a task read
+        now waits in the queue, its offset open, for the next owner.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while self._tasks and (left := deadline - loop.time()) > 0:
+            await asyncio.wait(self._tasks, timeout=min(left, _DRAIN_POLL_S))
+            records = await loop.run_in_executor(
+                self._poller, consume_available, self._consumer, 500, 0
+            )
+            for record in records:
+                self._dispatch(record)
+            self._producer.poll(0)
+            self._commit()
+
+    async def _flush(self, timeout_s: float) -> None:
+        """`Producer.flush` in slices: one call blocked the loop for as long as Kafka took,
+        and the loop watch blamed the activities for it."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while loop.time() < deadline:
+            if not self._producer.flush(0.05):  # nothing left to deliver
+                return
+            await asyncio.sleep(0)  # the loop runs between slices
 
     # --- tasks ------------------------------------------------------------------------
 

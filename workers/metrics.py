@@ -141,7 +141,9 @@ class ActivityWorkerMetrics(_Metrics):
             "chronik_activity_seconds", "How long an attempt ran.", _ACTIVITY_BUCKETS,
             ("activity_type",),
         )  # fmt: skip
-        self.running = self._gauge("chronik_activities_running", "Activity attempts running.")
+        self.running = self._gauge(
+            "chronik_activities_running", "Activity attempts running (not waiting for a slot)."
+        )
         self._attempts: dict[tuple[str, str], Counter] = {}
         self._seconds: dict[str, Histogram] = {}
 

@@ -14,12 +14,13 @@ import contextvars
 import functools
 import threading
 from collections.abc import Callable
-from concurrent.futures import Executor
+from concurrent.futures import Executor, Future
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from runtime.activity import ActivityContext, ActivityInfo, set_context
 from runtime.converter import DataConverter
+from runtime.daemon_pool import DaemonThreadPool
 from runtime.engine.registry import ActivityRegistry
 from runtime.errors import failure_from_exception
 from runtime.messages import ActivityCompletedReport, ActivityFailedReport, ActivityTask
@@ -110,11 +111,18 @@ async def run_activity(
         ctx = contextvars.copy_context()
         ctx.run(set_context, ActivityContext(info, heartbeat, stop))
         args = conv.decode(task.input, defn.arg_types)
+        #: A sync call's future in ``executor``: what tells, at the end of the grace,
+        #: whether it still holds a thread or never got one.
+        pooled: Future[Any] | None = None
         if defn.is_async:
             work: asyncio.Future[Any] = ctx.run(asyncio.ensure_future, defn.fn(*args))
         else:
             call = functools.partial(ctx.run, _unless_stopped, stop, defn.fn, *args)
-            work = loop.run_in_executor(executor, call)
+            if executor is None:
+                work = loop.run_in_executor(None, call)
+            else:
+                pooled = executor.submit(call)
+                work = asyncio.wrap_future(pooled, loop=loop)
         await _until_done_or(work, cancelled)
         if not work.done():
             stop.set()
@@ -126,8 +134,10 @@ async def run_activity(
             # that cleanup short. One that ignores the cancellation is let go after this.
             await _until_done_or(work, grace_ended, timeout_s=cancel_grace_s)
             if not work.done():
+                still_runs = pooled is None or _let_go(executor, pooled)
                 work.cancel()  # a sync one's thread runs on: Python cannot stop it
-                on_abandoned()
+                if still_runs:
+                    on_abandoned()
             return failed(Failure("activity cancelled", kind="cancelled"))
         if work.cancelled():
             return failed(Failure("activity cancelled", kind="cancelled"))
@@ -166,6 +176,18 @@ async def _until_done_or(
     finally:
         if watcher is not None:
             watcher.cancel()
+
+
+def _let_go(executor: Executor | None, pooled: Future[Any]) -> bool:
+    """Stop waiting for a sync call past its grace; whether it still runs.
+
+    One that never got a thread (every thread busy) is cancelled, and was never started:
+    nothing of it is left to abandon. Our own pool is also told, so that a thread the
+    call keeps no longer counts as one of its ``max_workers`` (`DaemonThreadPool.abandon`).
+    """
+    if isinstance(executor, DaemonThreadPool):
+        return executor.abandon(pooled)
+    return not pooled.cancel() and not pooled.done()
 
 
 def _unless_over(

@@ -104,6 +104,10 @@ class InMemoryService:
         if self._pump is not None:
             self._pump.cancel()
             await asyncio.gather(self._pump, return_exceptions=True)
+        # Its idle threads end now (one still running an activity, once that returns):
+        # left open, each environment's threads waited for calls until the process
+        # ended, and a test suite's environments piled them up.
+        self._threads.shutdown(wait=False, cancel_futures=True)
 
     def register_worker(self, spec: WorkerSpec) -> None:
         for wf in spec.workflows:

@@ -69,3 +69,40 @@ def test_a_test_ends_without_waiting_for_a_sync_activity_its_workflow_timed_out(
 
     assert outcome == "timed out"
     assert real < REAL_TIME_BOUND_S < SERVICE_SECONDS
+
+
+@activity.defn
+def answers_at_once() -> str:
+    return "answered"
+
+
+@workflow.defn
+async def asks_once() -> str:
+    answer: str = await workflow.execute_activity(
+        answers_at_once, start_to_close_timeout=timedelta(seconds=5)
+    )
+    return answer
+
+
+async def _ask_once_in_an_environment() -> set[threading.Thread]:
+    """Run one sync activity in a fresh environment; the threads it ran on."""
+    async with (
+        WorkflowEnvironment.start_time_skipping() as env,
+        Worker(env.client, task_queue="q", workflows=[asks_once], activities=[answers_at_once]),
+    ):
+        assert await env.client.execute_workflow(asks_once, id="once", task_queue="q") == (
+            "answered"
+        )
+        return {t for t in threading.enumerate() if t.name.startswith("chronik-test-activity")}
+
+
+def test_a_closed_environment_leaves_no_idle_activity_thread_behind() -> None:
+    """Each environment has a pool of its own: left open, every test that ran a sync
+    activity left its idle threads waiting for calls forever, and a suite's thousands of
+    environments piled them up in the test process."""
+    threads = asyncio.run(_ask_once_in_an_environment())
+
+    assert threads
+    for thread in threads:
+        thread.join(5)
+    assert not [t.name for t in threads if t.is_alive()]

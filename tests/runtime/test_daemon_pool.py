@@ -65,3 +65,34 @@ def test_calls_beyond_max_workers_wait_and_a_shutdown_can_cancel_them(
     assert waiting.cancelled()
     with pytest.raises(RuntimeError):
         pool.submit(threading.current_thread)
+
+
+def test_an_abandoned_call_frees_its_place_and_its_thread_ends_with_it() -> None:
+    """The activity worker frees an abandoned attempt's slot: the pool must have a thread
+    for the next call, and the one left running must not stay on past ``max_workers``."""
+    pool = DaemonThreadPool(max_workers=1, thread_name_prefix="test-abandon")
+    release, entered = threading.Event(), threading.Event()
+
+    def holds_its_thread() -> threading.Thread:
+        entered.set()
+        release.wait(5)
+        return threading.current_thread()
+
+    try:
+        held = pool.submit(holds_its_thread)
+        assert entered.wait(5)
+        queued = pool.submit(threading.current_thread)  # no thread free: it waits
+        assert not pool.abandon(queued) and queued.cancelled()  # never started
+        assert pool.abandon(held)
+
+        other = pool.submit(threading.current_thread).result(5)  # before `held` returns
+        release.set()
+        held_thread = held.result(5)
+        held_thread.join(5)
+
+        assert other is not held_thread and not held_thread.is_alive()
+        assert pool.submit(threading.current_thread).result(5) is other
+        assert not pool.abandon(held)  # done: nothing left to abandon
+    finally:
+        release.set()
+        pool.shutdown()

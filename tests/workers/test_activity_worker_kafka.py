@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
+from typing import Any
 
 import pytest
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
+from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
 from runtime import activity
@@ -20,7 +22,8 @@ from topics.admin import TopicAdmin
 from topics.catalogue import Catalogue, TopicNames
 from topics.consumed import consume_available
 from workers.activity_worker import ActivityWorker, ActivityWorkerConfig
-from workers.membership import Member
+from workers.membership import SESSION_TIMEOUT_MS, Member
+from workers.metrics import ActivityWorkerMetrics
 
 pytestmark = pytest.mark.kafka
 
@@ -80,31 +83,197 @@ def holding() -> Iterator[None]:
         released.set()
 
 
+def _send_tasks(kafka_bootstrap: str, namespace: str, *tasks: ActivityTask) -> None:
+    """Put ``tasks`` on the namespace's task queue ``q`` (made if need be)."""
+    names = TopicNames(namespace)
+    TopicAdmin({"bootstrap.servers": kafka_bootstrap}).ensure_task_queue(Catalogue(namespace), "q")
+    producer = Producer({"bootstrap.servers": kafka_bootstrap})
+    for task in tasks:
+        key = f"{task.workflow_id}/{task.seq}".encode()
+        producer.produce(names.tasks("q"), key=key, value=serde.encode_task(task))
+    assert producer.flush(10) == 0
+
+
+def _worker(member: Member, *activities: Any, **config: Any) -> ActivityWorker:
+    """A worker of task queue ``q`` running ``activities``."""
+    registry = ActivityRegistry(list(activities))
+    return ActivityWorker(ActivityWorkerConfig(member, "q", **config), registry, registry.converter)
+
+
+async def _until_abandoned(
+    logs: list[MutableMapping[str, Any]], running: asyncio.Task[None]
+) -> None:
+    """Wait for the worker to log an abandoned attempt (it must not end first)."""
+    deadline = time.monotonic() + 30 + CANCEL_GRACE_S
+    while not [e for e in logs if e["event"].startswith("activity abandoned")]:
+        assert time.monotonic() < deadline and not running.done()
+        await asyncio.sleep(0.1)
+
+
 async def test_an_attempt_timed_out_with_its_thread_still_running_is_logged_as_abandoned(
     kafka_bootstrap: str, namespace: str, holding: None
 ) -> None:
     """The slot is freed and the timeout reported, but the thread runs on, unseen: the
     log is where an operator learns which activity holds it."""
-    names = TopicNames(namespace)
-    TopicAdmin({"bootstrap.servers": kafka_bootstrap}).ensure_task_queue(Catalogue(namespace), "q")
     task = ActivityTask("wf", "run", "T", 1, 1, "holds_its_thread", "q", (), 0, 200, 0)
-    producer = Producer({"bootstrap.servers": kafka_bootstrap})
-    producer.produce(names.tasks("q"), key=b"wf/1", value=serde.encode_task(task))
-    assert producer.flush(10) == 0
-    registry = ActivityRegistry([holds_its_thread])
-    config = ActivityWorkerConfig(Member(kafka_bootstrap, namespace, "w-1"), "q")
-    worker = ActivityWorker(config, registry, registry.converter)
+    _send_tasks(kafka_bootstrap, namespace, task)
+    worker = _worker(Member(kafka_bootstrap, namespace, "w-1"), holds_its_thread)
     stop = asyncio.Event()
 
     with capture_logs() as logs:
         running = asyncio.create_task(worker.run(stop))
-        deadline = time.monotonic() + 30 + CANCEL_GRACE_S
-        while not (abandoned := [e for e in logs if e["event"].startswith("activity abandoned")]):
-            assert time.monotonic() < deadline and not running.done()
-            await asyncio.sleep(0.1)
+        await _until_abandoned(logs, running)
         stop.set()
         await running
 
-    [entry] = abandoned
+    [entry] = [e for e in logs if e["event"].startswith("activity abandoned")]
     assert (entry["idempotency_key"], entry["reason"]) == (task.idempotency_key, "start_to_close")
     assert entry["reported"] is True  # the timeout the engine records
+
+
+ran = threading.Event()
+
+
+@activity.defn
+def answers_at_once() -> None:
+    ran.set()
+
+
+async def test_a_thread_held_by_an_abandoned_attempt_leaves_the_pool_its_size(
+    kafka_bootstrap: str, namespace: str, holding: None
+) -> None:
+    """The worker frees an abandoned attempt's slot, and its pool had ``max_concurrent``
+    threads: each attempt left running took one for good, and once they all were, every
+    later sync activity waited for a thread until its deadline timed it out, never run
+    (and logged as abandoned too)."""
+    ran.clear()
+    hung = ActivityTask("wf", "run", "T", 1, 1, "holds_its_thread", "q", (), 0, 200, 0)
+    quick = ActivityTask("wf", "run", "T", 2, 1, "answers_at_once", "q", (), 0, 15_000, 0)
+    member = Member(kafka_bootstrap, namespace, "w-1")
+    worker = _worker(member, holds_its_thread, answers_at_once, max_concurrent=1)
+    stop = asyncio.Event()
+
+    with capture_logs() as logs:
+        running = asyncio.create_task(worker.run(stop))
+        try:
+            _send_tasks(kafka_bootstrap, namespace, hung)
+            await _until_abandoned(logs, running)
+            _send_tasks(kafka_bootstrap, namespace, quick)
+            assert await asyncio.to_thread(ran.wait, 10)
+        finally:
+            stop.set()
+            await running
+
+    abandoned = [e["seq"] for e in logs if e["event"].startswith("activity abandoned")]
+    assert abandoned == [1]
+
+
+finishing = threading.Event()
+
+#: ``max.poll.interval.ms`` of the next test's worker, in seconds: the least librdkafka
+#: takes, the session timeout (`workers.membership`).
+POLL_INTERVAL_S = SESSION_TIMEOUT_MS / 1000
+
+
+@activity.defn
+async def finishes_late() -> str:
+    finishing.set()
+    await asyncio.sleep(POLL_INTERVAL_S * 1.4)
+    return "done"
+
+
+async def test_an_activity_that_finishes_in_a_long_graceful_shutdown_has_its_offset_committed(
+    kafka_bootstrap: str, namespace: str
+) -> None:
+    """The stop waits for running activities without polling; past ``max.poll.interval.ms``
+    (5 min by default, and a graceful shutdown may be set longer, as in Temporal) the
+    consumer had left its group, so the commit of an activity that then finished was
+    refused and another worker ran it again."""
+    finishing.clear()
+    names = TopicNames(namespace)
+    TopicAdmin({"bootstrap.servers": kafka_bootstrap}).create(Catalogue(namespace))  # an inbox
+    _send_tasks(
+        kafka_bootstrap,
+        namespace,
+        ActivityTask("wf", "run", "T", 1, 1, "finishes_late", "q", (), 0, 60_000, 0),
+    )
+    poll_interval = {"max.poll.interval.ms": int(POLL_INTERVAL_S * 1000)}
+    member = Member(kafka_bootstrap, namespace, "w-1", poll_interval)
+    worker = _worker(member, finishes_late, graceful_shutdown_s=POLL_INTERVAL_S * 3)
+    stop = asyncio.Event()
+    running = asyncio.create_task(worker.run(stop))
+    assert await asyncio.to_thread(finishing.wait, 30)
+    stop.set()
+    await running
+
+    group = Consumer(member.group_config(names.activity_group("q")))
+    try:
+        topic = names.tasks("q")
+        partitions = group.list_topics(topic, timeout=10).topics[topic].partitions
+        committed = group.committed([TopicPartition(topic, p) for p in partitions], timeout=10)
+    finally:
+        group.close()
+    assert sum(max(tp.offset, 0) for tp in committed) == 1  # the one task, done
+
+
+async def test_a_stop_that_waits_for_kafka_to_take_a_report_is_not_taken_for_a_blocked_loop(
+    kafka_bootstrap: str, namespace: str
+) -> None:
+    """The stop waited for undelivered reports in one `Producer.flush`, which held the loop
+    for up to 10 s: the loop watch then logged an async activity running blocking code,
+    with no activity running at all. Here the report cannot be delivered (the namespace
+    has no inbox), so the stop waits out its whole flush."""
+    ran.clear()
+    _send_tasks(
+        kafka_bootstrap,
+        namespace,
+        ActivityTask("wf", "run", "T", 1, 1, "answers_at_once", "q", (), 0, 60_000, 0),
+    )
+    worker = _worker(Member(kafka_bootstrap, namespace, "w-1"), answers_at_once)
+    threshold_s = worker._config.blocked_loop_warning_s
+    stop = asyncio.Event()
+
+    with capture_logs() as logs:
+        running = asyncio.create_task(worker.run(stop))
+        assert await asyncio.to_thread(ran.wait, 30)
+        stop.set()
+        began = time.monotonic()
+        await running
+        stopped_in = time.monotonic() - began
+
+    assert stopped_in > threshold_s  # the report was waited for
+    assert not [e for e in logs if "event loop is blocked" in e["event"]]
+
+
+async def test_the_running_gauge_counts_the_attempts_that_run_not_those_waiting_for_a_slot(
+    kafka_bootstrap: str, namespace: str, holding: None
+) -> None:
+    """Tasks beyond ``max_concurrent`` wait in the worker's queue, which holds up to as
+    many again: the gauge read them as running, so a saturated worker showed twice the
+    activities it ran."""
+    tasks = [
+        ActivityTask("wf", "run", "T", seq, 1, "holds_its_thread", "q", (), 0, 60_000, 0)
+        for seq in (1, 2)
+    ]
+    TopicAdmin({"bootstrap.servers": kafka_bootstrap}).create(Catalogue(namespace))  # an inbox
+    _send_tasks(kafka_bootstrap, namespace, *tasks)
+    registry = ActivityRegistry([holds_its_thread])
+    prometheus = CollectorRegistry()
+    worker = ActivityWorker(
+        ActivityWorkerConfig(Member(kafka_bootstrap, namespace, "w-1"), "q", max_concurrent=1),
+        registry,
+        registry.converter,
+        ActivityWorkerMetrics(prometheus),
+    )
+    stop = asyncio.Event()
+    running = asyncio.create_task(worker.run(stop))
+    try:
+        deadline = time.monotonic() + 30
+        while len(worker._running) < len(tasks):  # both read: one runs, one waits
+            assert time.monotonic() < deadline and not running.done()
+            await asyncio.sleep(0.1)
+        assert prometheus.get_sample_value("chronik_activities_running") == 1
+    finally:
+        released.set()  # the one running returns; the waiting one is left to the next owner
+        stop.set()
+        await running
