@@ -7,6 +7,7 @@ import functools
 import json
 import subprocess
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +35,21 @@ def _lines(result: subprocess.CompletedProcess[str]) -> dict[str, dict[str, Any]
     return {line["workflow_id"]: line for line in map(json.loads, result.stdout.splitlines())}
 
 
-async def test_open_runs_and_captured_histories_replay_against_old_and_new_code(
-    client: Client, kafka_bootstrap: str, topics_ready: str, tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
+Chronik = Callable[..., Awaitable[subprocess.CompletedProcess[str]]]
+
+
+@pytest.fixture
+def chronik(
+    kafka_bootstrap: str, topics_ready: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Chronik:
+    """``chronik`` on this test's namespace; an embedded worker's stores in its tmp dir."""
     monkeypatch.setenv("CHRONIK_STATE_DIR", str(tmp_path / "state"))
-    chronik = functools.partial(_chronik, kafka_bootstrap, topics_ready)
+    return functools.partial(_chronik, kafka_bootstrap, topics_ready)
+
+
+async def test_open_runs_and_captured_histories_replay_against_old_and_new_code(
+    client: Client, chronik: Chronik, tmp_path: Path
+) -> None:
     async with Worker(client, task_queue="drift", workflows=drift_v1.WORKFLOWS, activities=STEPS):
         for name in ("r-1", "r-2"):
             handle = await client.start_workflow(drift_v1.Drifting.run, id=name, task_queue="drift")
@@ -83,9 +93,8 @@ async def test_open_runs_and_captured_histories_replay_against_old_and_new_code(
 
 
 async def test_replay_refuses_what_it_cannot_replay_in_one_line(
-    kafka_bootstrap: str, topics_ready: str, tmp_path: Path
+    chronik: Chronik, tmp_path: Path
 ) -> None:
-    chronik = functools.partial(_chronik, kafka_bootstrap, topics_ready)
     nothing = await chronik("replay", V1)
     assert nothing.returncode == 2 and "nothing to replay" in nothing.stderr
     not_json = tmp_path / "notes.txt"
@@ -101,11 +110,8 @@ async def test_replay_refuses_what_it_cannot_replay_in_one_line(
 
 
 async def test_the_open_run_is_replayed_not_the_runs_it_continued_from(
-    client: Client, kafka_bootstrap: str, topics_ready: str, tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
-    monkeypatch.setenv("CHRONIK_STATE_DIR", str(tmp_path / "state"))
-    chronik = functools.partial(_chronik, kafka_bootstrap, topics_ready)
+    client: Client, chronik: Chronik, tmp_path: Path
+) -> None:
     async with Worker(client, task_queue="drift", workflows=drift_v1.WORKFLOWS, activities=STEPS):
         handle = await client.start_workflow(
             drift_v1.Generations.run, 0, id="gen", task_queue="drift"
