@@ -228,14 +228,8 @@ class ActivityWorker:
         watch.start()
         try:
             while not stop.is_set():
-                records = await loop.run_in_executor(
-                    self._poller, consume_available, self._consumer, 500, 0.05
-                )
-                for record in records:
-                    self._dispatch(record)
+                await self._poll(0.05)
                 self._apply_backpressure()
-                self._commit()
-                self._producer.poll(0)
         finally:
             try:
                 await self._drain()
@@ -296,13 +290,18 @@ class ActivityWorker:
         deadline = loop.time() + timeout_s
         while self._tasks and (left := deadline - loop.time()) > 0:
             await asyncio.wait(self._tasks, timeout=min(left, _DRAIN_POLL_S))
-            records = await loop.run_in_executor(
-                self._poller, consume_available, self._consumer, 500, 0
-            )
-            for record in records:
-                self._dispatch(record)
-            self._producer.poll(0)
-            self._commit()
+            await self._poll(0)
+
+    async def _poll(self, timeout_s: float) -> None:
+        """One poll, in the polling thread: dispatch what came, run the reports' delivery
+        callbacks, commit what finished."""
+        records = await asyncio.get_running_loop().run_in_executor(
+            self._poller, consume_available, self._consumer, 500, timeout_s
+        )
+        for record in records:
+            self._dispatch(record)
+        self._producer.poll(0)
+        self._commit()
 
     async def _flush(self, timeout_s: float) -> None:
         """`Producer.flush` in slices: one call blocked the loop for as long as Kafka took,

@@ -100,6 +100,8 @@ async def run_kafka_worker(
     names = TopicNames(cluster.namespace)
     loop = asyncio.get_running_loop()
     own_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chronik-workflow")
+    registry = metrics if metrics is not None else CollectorRegistry()  # unserved: not given
+    measured: list[WorkflowWorkerMetrics | ActivityWorkerMetrics] = []
     try:
         await loop.run_in_executor(
             own_thread,
@@ -108,12 +110,11 @@ async def run_kafka_worker(
             [names.inbox, names.history, names.timers, names.replies, names.status],
         )
         jobs: list[asyncio.Future[None]] = []
-        measured: list[WorkflowWorkerMetrics | ActivityWorkerMetrics] = []  # left on stop
         stop_thread = threading.Event()
         stop_async = asyncio.Event()
         if role in (Role.ALL, Role.WORKFLOW) and spec.workflows:
-            workflow_metrics = None if metrics is None else WorkflowWorkerMetrics(metrics)
-            measured += [workflow_metrics] if workflow_metrics else []
+            workflow_metrics = WorkflowWorkerMetrics(registry)
+            measured.append(workflow_metrics)
             workflow_worker = WorkflowWorker(
                 WorkflowWorkerConfig(
                     member=member,
@@ -126,8 +127,8 @@ async def run_kafka_worker(
             )
             jobs.append(loop.run_in_executor(own_thread, workflow_worker.run, stop_thread))
         if role in (Role.ALL, Role.ACTIVITY) and spec.activities:
-            activity_metrics = None if metrics is None else ActivityWorkerMetrics(metrics)
-            measured += [activity_metrics] if activity_metrics else []
+            activity_metrics = ActivityWorkerMetrics(registry)
+            measured.append(activity_metrics)
             activity_worker = ActivityWorker(
                 ActivityWorkerConfig(
                     member=member,
@@ -152,8 +153,8 @@ async def run_kafka_worker(
             stop_thread.set()
             stop_async.set()
             await asyncio.gather(*jobs, return_exceptions=True)
-            for leaving in measured:
-                leaving.close()
             log.info("worker stopped", worker_id=member.worker_id)
     finally:
+        for leaving in measured:  # a worker run again registers the same names anew
+            leaving.close()
         own_thread.shutdown(wait=False)

@@ -14,9 +14,10 @@ again.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from typing import Any, NamedTuple
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer, TopicPartition
 
@@ -25,6 +26,13 @@ from workers.partition import Outbound
 
 #: (topic, partition) -> the highest offset Kafka gave a record of the transaction there
 LastOffsets = dict[tuple[str, int], int]
+
+
+class Settled(NamedTuple):
+    """The last transaction `wait` saw commit: its records, and seconds from its start."""
+
+    records: int
+    seconds: float
 
 
 class BackgroundTransactions:
@@ -36,6 +44,9 @@ class BackgroundTransactions:
         self._tracked = tracked_topics
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chronik-commit")
         self._under_way: Future[LastOffsets] | None = None
+        #: The one under way: when it was started (monotonic) and its record count.
+        self._started = (0.0, 0)
+        self.last_settled = Settled(0, 0.0)
 
     @property
     def under_way(self) -> bool:
@@ -54,6 +65,7 @@ class BackgroundTransactions:
         """
         if self._under_way is not None:
             raise RuntimeError("a transaction is under way: wait() for it first")
+        self._started = (time.monotonic(), len(records))
         self._under_way = self._thread.submit(
             self._transact, records, inbox_offsets, group_metadata
         )
@@ -63,7 +75,10 @@ class BackgroundTransactions:
         under_way, self._under_way = self._under_way, None
         if under_way is None:
             return {}
-        return under_way.result()
+        last_offsets = under_way.result()
+        began, records = self._started
+        self.last_settled = Settled(records, time.monotonic() - began)
+        return last_offsets
 
     def close(self) -> None:
         self._thread.shutdown(wait=True)

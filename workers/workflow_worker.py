@@ -129,9 +129,6 @@ class WorkflowWorker:
         self._must_rewind = False
         #: When the last transaction was begun (`_idle_for_too_long`).
         self._last_begun_ms = 0
-        #: The transaction under way: when it began (monotonic) and how many records.
-        self._began_s = 0.0
-        self._records_under_way = 0
 
     # --- lifecycle ---------------------------------------------------------------
 
@@ -333,7 +330,6 @@ class WorkflowWorker:
         records = self._task_placement.place(
             record for pending in self._committing.values() for record in pending.records
         )
-        self._began_s, self._records_under_way = time.monotonic(), len(records)
         self._transactions.start(
             records, self._inbox_positions(next_offsets), self._consumer.consumer_group_metadata()
         )
@@ -353,10 +349,9 @@ class WorkflowWorker:
             self._metrics.aborted()
             self._abort(exception)
             return False
+        settled = self._transactions.last_settled
         self._metrics.committed(
-            (pending.tally for pending in committing.values()),
-            self._records_under_way,
-            time.monotonic() - self._began_s,
+            (pending.tally for pending in committing.values()), settled.records, settled.seconds
         )
         for number, pending in committing.items():
             partition = self._partitions.get(number)
