@@ -298,8 +298,13 @@ class PartitionStore:
     def write(self, batch: StoreBatch) -> None:
         """Apply ``batch`` atomically: records and checkpoints land together or not at all."""
         rocks = WriteBatch(raw_mode=True)
+        # A batch holds a few events of each id (a restore's, thousands of records).
+        prefixes: dict[str, bytes] = {}
         for workflow_id, event_id, record in batch.events:
-            key = _HISTORY + _id_prefix(workflow_id) + _U64.pack(event_id)
+            prefix = prefixes.get(workflow_id)
+            if prefix is None:
+                prefix = prefixes[workflow_id] = _HISTORY + _id_prefix(workflow_id)
+            key = prefix + _U64.pack(event_id)
             if record is None:
                 rocks.delete(key)
             else:
@@ -334,7 +339,8 @@ class PartitionStore:
         if previous is not None:
             rocks.delete(index.prefix + previous[: _U64.size] + suffix)
         if record is None:
-            rocks.delete(_TIMER + suffix)
+            if previous is not None:  # else nothing on disk to remove
+                rocks.delete(_TIMER + suffix)
             return
         rocks.put(_TIMER + suffix, _U64.pack(fire_at_ms) + record)
         due_key = index.prefix + _U64.pack(fire_at_ms) + suffix

@@ -213,6 +213,19 @@ def decode_timer_key(
     return codec.decode(data, topic=topic, partition=partition, offset=offset)
 
 
+def read_timers(datas: Sequence[bytes], where: Sequence[Place]) -> list[tuple[str, str, int]]:
+    """(workflow id, timer id, fire time) of many timer records at once (`Codec.read_many`):
+    what rebuilding a store reads of the timers history records carry."""
+    records = codecs()["chronik.DurableTimer"].read_many(datas, where)
+    return [(r["workflow_id"], r["timer_id"], r["fire_at_ms"]) for r in records]
+
+
+def read_timer_keys(datas: Sequence[bytes], where: Sequence[Place]) -> list[tuple[str, str]]:
+    """(workflow id, timer id) of many timer keys at once (`Codec.read_many`)."""
+    records = codecs()["chronik.TimerKey"].read_many(datas, where)
+    return [(r["workflow_id"], r["timer_id"]) for r in records]
+
+
 def encode_timer(timer: DurableTimer) -> bytes:
     return codecs()["chronik.DurableTimer"].encode(timer)
 
