@@ -25,7 +25,14 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
 
 from runtime.store import PartitionStore, StoreBatch
 from topics import carried_timers, serde
@@ -100,6 +107,15 @@ class RestoreError(RuntimeError):
     """A partition could not be restored; the worker must not process it."""
 
 
+class RecordsGoneError(RestoreError):
+    """The broker refused an offset the restore had reached or was assigned at as out of
+    range: records were deleted (or the topic created again) after its checks."""
+
+
+#: How often a restore starts over when records go while it runs (`RecordsGoneError`).
+_ATTEMPTS_WHEN_GONE = 3
+
+
 def usable_age_ms(delete_retention_ms: int) -> int:
     """How old a store's fresh-as-of time may be for it to resume: ``delete.retention.ms``
     less a safety margin (`MAX_SAFETY_MARGIN_MS`, or half of it)."""
@@ -149,7 +165,29 @@ def restore_partitions(
     A rebalance hands a worker several partitions at once; one consumer assigned to all of
     them fetches them together and pays its setup (a client, its connection, metadata)
     once, which was most of the time of restoring a small partition.
+
+    Records deleted while the restore runs (`RecordsGoneError`) make it start over: its checks
+    then find the stores concerned below the log start, and rebuild them.
     """
+    for attempt in range(1, _ATTEMPTS_WHEN_GONE + 1):
+        try:
+            return _restore_once(kafka_config, names, stores, topics, timeout_s)
+        except RecordsGoneError as error:
+            if attempt == _ATTEMPTS_WHEN_GONE:
+                raise
+            log.warning(
+                "records deleted while restoring: checking the stores again", error=str(error)
+            )
+    raise AssertionError("unreachable")
+
+
+def _restore_once(
+    kafka_config: dict[str, Any],
+    names: TopicNames,
+    stores: Mapping[int, PartitionStore],
+    topics: tuple[str, ...] | None,
+    timeout_s: float,
+) -> list[RestoreStats]:
     started, started_ms = time.monotonic(), _wall_ms()
     wanted = topics if topics is not None else (names.history, names.timers)
     retention = _delete_retention(kafka_config, wanted)
@@ -160,6 +198,9 @@ def restore_partitions(
             "enable.auto.commit": False,
             "isolation.level": "read_committed",
             "fetch.max.bytes": 64 * 1024 * 1024,
+            # An offset refused as out of range means records the store never saw are
+            # gone: never jump past them to an end (librdkafka's default), say so.
+            "auto.offset.reset": "error",
         }
     )
     counts = {(topic, p): 0 for topic in wanted for p in stores}
@@ -415,8 +456,11 @@ def _apply_all(
     """
     arrived: list[tuple[Message, str, int, int]] = []
     for message in consume_available(consumer, 10_000, 0.2):
-        if message.error() is not None:
-            raise RestoreError(f"restore: {message.error()}")
+        error = message.error()
+        if error is not None:
+            if error.code() == KafkaError._AUTO_OFFSET_RESET:
+                raise RecordsGoneError(f"restore: {error.str()}")
+            raise RestoreError(f"restore: {error}")
         topic, partition, offset = message.topic(), message.partition(), message.offset()
         if topic is None or partition is None or offset is None:
             raise RestoreError("restore: a record without a topic, partition or offset")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
@@ -22,7 +23,8 @@ from topics import carried_timers, serde
 from topics.admin import TopicAdmin
 from topics.catalogue import Catalogue, TopicNames
 from topics.partitioner import producer_config
-from workers.restore import Rebuild, RestoreError, restore_partitions
+from workers import restore as restore_module
+from workers.restore import Rebuild, RestoreError, TopicView, restore_partitions
 
 PARTITIONS = 3
 
@@ -378,3 +380,46 @@ def test_a_store_no_longer_read_from_the_timers_topic_is_rebuilt_without_its_tim
     assert (back.rebuilt, back.timer_records) == (None, 2)  # the topic read from its start
     assert store.due_timers(2**62) == []
     store.close()
+
+
+def test_records_deleted_after_the_checks_make_the_restore_start_over_and_rebuild(
+    kafka_config: dict[str, str],
+    namespace: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The race of a DeleteRecords between the restore's checks and its first fetch: the
+    checks (here: the first) pass, the fetch is refused as out of range. librdkafka's
+    default would jump to the end and keep what the store held; the restore says so and
+    starts over, and its checks then find the store below the log start."""
+    TopicAdmin(kafka_config).create(Catalogue(namespace, PARTITIONS))
+    names = TopicNames(namespace)
+    _write(kafka_config, names, [(0, "a", 1, b"a1")])  # offset 0, its marker at 1
+    stores = _stores(tmp_path, "raced")
+    restore_partitions(kafka_config, names, stores, topics=(names.history,))
+    _write(kafka_config, names, [(0, "a", 1, None)])  # offset 2: a's retention ended
+    _write(kafka_config, names, [(0, "b", 1, b"b1")])  # offset 4
+    set_topic_config(kafka_config, names.history, cleanup_policy="compact,delete")
+    _delete_records(kafka_config, TopicPartition(names.history, 0, 4))
+    real_check, checked = restore_module._why_rebuild, []
+
+    def first_check_ran_before_the_deletion(
+        store: PartitionStore, views: list[TopicView], now_ms: int
+    ) -> tuple[Rebuild, dict[str, Any]] | None:
+        checked.append(store)
+        return None if len(checked) == 1 else real_check(store, views, now_ms)
+
+    monkeypatch.setattr(restore_module, "_why_rebuild", first_check_ran_before_the_deletion)
+
+    with capture_logs() as logs:
+        restore_partitions(kafka_config, names, stores, topics=(names.history,))
+
+    assert stores[0].history("a") == []
+    assert stores[0].history("b") == [b"b1"]
+    events = [entry["event"] for entry in logs if entry["log_level"] == "warning"]
+    assert events == [
+        "records deleted while restoring: checking the stores again",
+        "partition store rebuilt",
+    ]
+    for store in stores.values():
+        store.close()
