@@ -1,7 +1,7 @@
 """The headers of a record on ``<ns>.inbox.dlq``: why it is there, where the original was.
 
-Written by the workflow worker, read by ``chronik dlq tail`` and by any operator's tool
-(docs/runtime.md names them): one place for the names both sides must agree on.
+Written by the workflow worker, read by ``chronik dlq tail``, ``chronik dlq redrive`` and by
+any operator's tool (docs/runtime.md names them): one place for the names all must agree on.
 """
 
 from __future__ import annotations
@@ -13,3 +13,6 @@ OFFSET = "chronik.offset"
 #: Present when the value was left out (too large to produce again); says what was cut.
 TRUNCATED = "chronik.truncated"
 ORIGINAL_SIZE = "chronik.original_size"
+#: On an inbox record ``chronik dlq redrive`` moved back, and on its dead letter if the
+#: workers refuse it again: where it was on the dead-letter topic (``topic[p]@offset``).
+REDRIVEN_FROM = "chronik.redriven_from"

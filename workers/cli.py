@@ -17,7 +17,8 @@ from runtime.logging import configure_logging
 from topics.errors import KafkaConfigError, TopicsMissingError
 from topics.reachability import KafkaUnreachableError, client_config_from_env
 from workers.cli_context import CliContext
-from workers.cli_history import dlq, history
+from workers.cli_dlq import dlq
+from workers.cli_history import history
 from workers.cli_replay import replay
 from workers.cli_timers import timers
 from workers.cli_topics import topics

@@ -1,17 +1,16 @@
-"""``chronik history tail`` and ``chronik dlq tail``: follow a topic, one JSON line per record.
+"""``chronik history tail``: follow the history topic, one JSON line per event.
 
 The history lines are `runtime.history_json`'s format, so a captured history replays as it
 is: ``chronik history tail --workflow ID --from-beginning --idle-exit 2 > h.jsonl`` then
 ``Replayer(workflows).replay_workflow(Path("h.jsonl"))``.
 
-For auditors and debugging: both read with ``read_committed`` (only records of committed
+For auditors and debugging: it reads with ``read_committed`` (only records of committed
 transactions, exactly what the workflow owners saw) and join no consumer group, so tailing
 never disturbs anything.
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import sys
 from collections.abc import Callable
@@ -21,7 +20,7 @@ import click
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, TopicPartition
 
 from runtime.history_json import event_to_dict
-from topics import dead_letters, serde
+from topics import serde
 from topics.catalogue import TopicNames
 from topics.consumed import Consumed, consume_available
 from topics.errors import DecodeError, TopicsMissingError
@@ -77,7 +76,7 @@ def tail(
 
     topic = TopicNames(ctx.namespace).history
     only = None if workflow_id is None else lambda n: partition_for(workflow_id, n)
-    _tail(
+    tail_topic(
         ctx,
         topic,
         render,
@@ -88,70 +87,7 @@ def tail(
     )
 
 
-@click.group(short_help="Read the dead letters: inbox records the workers refused.")
-def dlq() -> None:
-    """Read the dead-letter topic: inbox records the workflow workers could not take."""
-
-
-@dlq.command(name="tail", short_help="Print dead letters as JSON lines, following new ones.")
-@FROM_BEGINNING
-@MAX_EVENTS
-@IDLE_EXIT
-@click.option("--values", is_flag=True, help="Include each record's value, base64.")
-@pass_cli
-def dlq_tail(
-    ctx: CliContext,
-    from_beginning: bool,
-    max_events: int | None,
-    idle_exit: float | None,
-    values: bool,
-) -> None:
-    """Print dead letters as JSON lines: why, and where the original is on the inbox.
-
-    `chronik dlq tail --from-beginning --idle-exit 2` lists what is there and exits.
-    """
-
-    def render(record: Consumed) -> dict[str, Any]:
-        return dead_letter_to_dict(record, with_value=values)
-
-    topic = TopicNames(ctx.namespace).inbox_dlq
-    _tail(
-        ctx,
-        topic,
-        render,
-        only=None,
-        from_beginning=from_beginning,
-        max_events=max_events,
-        idle_exit=idle_exit,
-    )
-
-
-def dead_letter_to_dict(record: Consumed, *, with_value: bool = False) -> dict[str, Any]:
-    """One record of ``<ns>.inbox.dlq`` as an operator reads it (headers by name)."""
-    headers = {name: value.decode("utf-8", "replace") for name, value in record.headers}
-    key = record.key or b""
-    value = record.value or b""
-    out: dict[str, Any] = {
-        "partition": record.partition,
-        "offset": record.offset,
-        "reason": headers.get(dead_letters.REASON),
-        "source": (
-            f"{headers.get(dead_letters.TOPIC)}[{headers.get(dead_letters.PARTITION)}]"
-            f"@{headers.get(dead_letters.OFFSET)}"
-        ),
-        "key": key.decode("utf-8", "backslashreplace"),
-        "value_bytes": len(value),
-        "value_head": value[:16].hex(),
-    }
-    if dead_letters.TRUNCATED in headers:
-        out["truncated"] = True
-        out["original_size"] = int(headers.get(dead_letters.ORIGINAL_SIZE, "0"))
-    if with_value:
-        out["value_base64"] = base64.b64encode(value).decode()
-    return out
-
-
-def _tail(
+def tail_topic(
     ctx: CliContext,
     topic: str,
     render: Render,

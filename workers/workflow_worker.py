@@ -282,6 +282,7 @@ class WorkflowWorker:
             (dead_letters.TOPIC, record.topic.encode()),
             (dead_letters.PARTITION, str(record.partition).encode()),
             (dead_letters.OFFSET, str(record.offset).encode()),
+            *((n, v) for n, v in record.headers if n == dead_letters.REDRIVEN_FROM),
         )
         size = len(key) + len(value or b"") + sum(len(n) + len(v) for n, v in headers)
         if size > MAX_RECORD_BYTES:
