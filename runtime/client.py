@@ -45,6 +45,7 @@ from runtime.messages import (
     RequestFailed,
     SignalWorkflow,
     StartAccepted,
+    StartSignal,
     StartWorkflow,
     StatusRecord,
     TerminateWorkflow,
@@ -135,8 +136,16 @@ class Client:
         execution_timeout: timedelta | None = None,
         request_id: str | None = None,
         result_type: Any = None,
+        start_signal: Any = None,
+        start_signal_args: Sequence[Any] = (),
     ) -> WorkflowHandle:
-        """Start a run; a repeated `request_id` returns the run it started (idempotent)."""
+        """Start a run; a repeated `request_id` returns the run it started (idempotent).
+
+        With ``start_signal`` (a signal method or its name) this is signal-with-start: an
+        open run of the id takes the signal and no run starts; else a new run starts and
+        gets the signal (``start_signal_args``) right after its start. The workflow's
+        owner decides in one step, so concurrent senders never start two runs.
+        """
         message = self._start_message(
             workflow,
             args,
@@ -145,6 +154,8 @@ class Client:
             id_reuse_policy=id_reuse_policy,
             execution_timeout=execution_timeout,
             request_id=request_id,
+            start_signal=start_signal,
+            start_signal_args=start_signal_args,
         )
         body = await self._request(message)
         if not isinstance(body, StartAccepted):
@@ -183,8 +194,16 @@ class Client:
         execution_timeout: timedelta | None = None,
         request_id: str | None = None,
         await_result: bool = False,
+        start_signal: Any = None,
+        start_signal_args: Sequence[Any] = (),
     ) -> StartWorkflow:
         """The one place start arguments become a `StartWorkflow` addressed back to us."""
+        signal = None
+        if start_signal is not None:
+            name = handler_name(start_signal, SIGNAL_ATTR)
+            signal = StartSignal(name, self.data_converter.encode(start_signal_args))
+        elif start_signal_args:
+            raise TypeError("start_signal_args without a start_signal")
         return StartWorkflow(
             workflow_id=id,
             workflow_type=workflow_name(workflow),
@@ -195,6 +214,7 @@ class Client:
             reply_to=self.transport.client_id,
             execution_timeout_ms=_ms(execution_timeout),
             await_result=await_result,
+            start_signal=signal,
         )
 
     def get_workflow_handle(

@@ -43,6 +43,14 @@ class WorkflowStatus(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class StartSignal:
+    """The signal a start delivers: signal-with-start (`StartWorkflow.start_signal`)."""
+
+    name: str
+    input: tuple[Payload, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class StartWorkflow:
     workflow_id: str
     workflow_type: str
@@ -62,6 +70,11 @@ class StartWorkflow:
     #: is refused. One inbox message and one reply instead of a start plus a result request;
     #: re-sending it is a safe re-ask, since a duplicate is answered like a result request.
     await_result: bool = False
+    #: Signal-with-start: with an open run of the id, deliver this signal to it instead of
+    #: starting one (answered with that run, ``created=False``); else start a run and
+    #: deliver it as the run's first event after its start. Atomic: the owner decides, so
+    #: two senders never both start, and no signal falls between a run's close and a start.
+    start_signal: StartSignal | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -137,6 +137,18 @@ def workflow() -> None:
     help="Idempotency key: the same start sent again (a retried script) is the same run.",
 )
 @click.option("--wait", is_flag=True, help="Wait for the result and print it.")
+@click.option(
+    "--signal",
+    "signal_name",
+    default=None,
+    metavar="NAME",
+    help="Signal-with-start: an open run of the id gets this signal instead of a new run "
+    "starting; a new run gets it first.",
+)
+@click.option(
+    "--signal-arg", "signal_args", multiple=True, metavar="JSON",
+    help="An argument of --signal; repeatable.",
+)  # fmt: skip
 @pass_cli
 def start(
     ctx: CliContext,
@@ -149,9 +161,18 @@ def start(
     execution_timeout: float | None,
     request_id: str | None,
     wait: bool,
+    signal_name: str | None,
+    signal_args: tuple[str, ...],
 ) -> None:
-    """Start WORKFLOW_TYPE; print {"workflow_id", "run_id"} as JSON (with --wait, its result)."""
+    """Start WORKFLOW_TYPE; print {"workflow_id", "run_id"} as JSON (with --wait, its result).
+
+    With --signal, the run id printed is the one that got the signal: the open run's, when
+    there was one, or the new run's.
+    """
     values = _json_args(args)
+    if signal_args and signal_name is None:
+        raise click.UsageError("--signal-arg needs --signal")
+    signal_values = _json_args(signal_args)
 
     async def action(client: Client) -> Any:
         handle = await client.start_workflow(
@@ -164,6 +185,8 @@ def start(
                 timedelta(seconds=execution_timeout) if execution_timeout is not None else None
             ),
             request_id=request_id,
+            start_signal=signal_name,
+            start_signal_args=signal_values,
         )
         if wait:
             return {"result": await handle.result()}

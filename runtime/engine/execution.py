@@ -17,7 +17,7 @@ from runtime.engine.commands import Command
 from runtime.engine.effects import Effects
 from runtime.engine.ids import EXECUTION_TIMEOUT_TIMER, derive_run_id
 from runtime.engine.registry import WorkflowRegistry
-from runtime.engine.replay import RecordedEvents, never_ran
+from runtime.engine.replay import RecordedEvents, never_ran, start_signal_follows
 from runtime.engine.run_events import apply_to_run
 from runtime.engine.runs import Runs
 from runtime.engine.state import EventClass, RunState, classify
@@ -118,16 +118,17 @@ class Execution:
             self._note_stuck(run)
 
     def _replay_event(self, event: HistoryEvent) -> None:
+        recorded = self._recorded
+        assert recorded is not None  # replaying
         kind = classify(event.attributes)
         run = self.runs.current
         if kind is not EventClass.BOOKKEEPING and run is not None and run.code is not None:
-            assert self._recorded is not None
             if kind is EventClass.COMMAND:
-                self._recorded.check_recorded(run, event)
+                recorded.check_recorded(run, event)
             else:
-                self._recorded.check_caught_up(run, event)
+                recorded.check_caught_up(run, event)
         self._consume(event)
-        if kind is EventClass.WAKE:
+        if kind is EventClass.WAKE and not start_signal_follows(event, recorded.peek()):
             self._drive()
 
     def _consume(self, event: HistoryEvent) -> None:
@@ -136,15 +137,19 @@ class Execution:
 
     # --- live -----------------------------------------------------------------------------------
 
-    def record(self, attrs: EventAttributes, run_id: str | None = None) -> HistoryEvent:
-        """Live: append a new event (of `run_id`, else the current run) and apply it."""
+    def record(
+        self, attrs: EventAttributes, run_id: str | None = None, *, drive: bool = True
+    ) -> HistoryEvent:
+        """Live: append a new event (of `run_id`, else the current run) and apply it; then
+        run the code if the event may unblock it, unless ``drive`` is False: the caller
+        records the next event first (a signal-with-start's signal, before any code)."""
         transition = self.fx.transition
         assert transition is not None
         rid = run_id or (self.runs.current.run_id if self.runs.current else "")
         event = HistoryEvent(self.workflow_id, rid, self.next_event_id(), self.now_ms, attrs)
         transition.events.append(event)
         self._consume(event)
-        if classify(attrs) is EventClass.WAKE:
+        if drive and classify(attrs) is EventClass.WAKE:
             self._drive()
         return event
 

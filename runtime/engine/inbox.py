@@ -222,6 +222,8 @@ def _on_start(ex: Execution, msg: StartWorkflow) -> None:
     if existing is not None:
         _answer_duplicate_start(ex, msg, existing)
         return
+    if msg.start_signal is not None and _signalled_instead(ex, msg):
+        return
     current = ex.runs.current
     if current is not None and _refuses_start(ex, current, msg):
         _refuse_start(ex, msg, current.run_id)
@@ -233,6 +235,37 @@ def _on_start(ex: Execution, msg: StartWorkflow) -> None:
     if msg.await_result:
         # After the events: a run that closed within this message is answered at once.
         _answer_with_outcome(ex, msg, run_id)
+
+
+def _signalled_instead(ex: Execution, msg: StartWorkflow) -> bool:
+    """Signal-with-start's other outcomes than a start, decided before any (True: done).
+
+    The signal must have a handler in the type's code, or nothing happens (as for a plain
+    signal, `_on_signal`; a type this worker does not know is let through, as there).
+    A retry of a signal-with-start that signalled a run is answered with that run, and an
+    open run takes the signal — unless the reuse policy terminates it for a new start.
+    """
+    assert msg.start_signal is not None
+    name = msg.start_signal.name
+    definition = ex.registry.get(msg.workflow_type)
+    if definition is not None and name not in definition.signals:
+        failure = unknown_signal_failure(
+            ex.workflow_id, msg.workflow_type, name, definition.signals
+        )
+        ex.fx.reply(msg.reply_to, msg.request_id, RequestFailed(failure))
+        return True
+    signalled = next((r for r in ex.runs.all() if msg.request_id in r.signal_ids), None)
+    if signalled is not None:
+        _answer_duplicate_start(ex, msg, signalled.run_id)
+        return True
+    current = ex.runs.current
+    if current is None or current.closed:
+        return False
+    if msg.id_reuse_policy is IdReusePolicy.TERMINATE_IF_RUNNING:
+        return False
+    ex.record(SignalReceived(name, msg.start_signal.input, msg.request_id), current.run_id)
+    _answer_duplicate_start(ex, msg, current.run_id)
+    return True
 
 
 def _refuse_start(ex: Execution, msg: StartWorkflow, current_run_id: str) -> None:
@@ -255,8 +288,14 @@ def _record_start(ex: Execution, msg: StartWorkflow, run_id: str) -> None:
         parent=msg.parent,
         first_run_id=run_id,
     )
-    ex.record(started, run_id)
-    if ex.registry.get(msg.workflow_type) is None:
+    known = ex.registry.get(msg.workflow_type) is not None
+    signal = msg.start_signal if known else None
+    # A start signal is the run's next event, delivered before its code first runs (as
+    # in Temporal, the handler before the run method): `start_signal_follows` on replay.
+    ex.record(started, run_id, drive=signal is None)
+    if signal is not None:
+        ex.record(SignalReceived(signal.name, signal.input, msg.request_id), run_id)
+    if not known:
         # Recorded as started, then failed, so the failure is visible in history and status.
         ex.record(WorkflowFailed(_unknown_type_failure(ex, started)), run_id)
 

@@ -20,7 +20,13 @@ from runtime.engine.commands import Command, describe, same_command
 from runtime.engine.patches import is_deprecated_patch_marker, is_patch_marker
 from runtime.engine.state import EventClass, RunState, classify
 from runtime.errors import TYPE_NOT_FOUND, NonDeterminismError
-from runtime.events import EventAttributes, HistoryEvent, WorkflowFailed
+from runtime.events import (
+    EventAttributes,
+    HistoryEvent,
+    SignalReceived,
+    WorkflowFailed,
+    WorkflowStarted,
+)
 
 
 def never_ran(started: HistoryEvent, following: HistoryEvent | None) -> bool:
@@ -33,6 +39,19 @@ def never_ran(started: HistoryEvent, following: HistoryEvent | None) -> bool:
         return False
     attrs = following.attributes
     return isinstance(attrs, WorkflowFailed) and attrs.failure.type == TYPE_NOT_FOUND
+
+
+def start_signal_follows(started: HistoryEvent, following: HistoryEvent | None) -> bool:
+    """Whether ``started`` opened a run by signal-with-start: the start's signal (its
+    request id) is the next event, and the run's code first ran with it delivered."""
+    if following is None or following.run_id != started.run_id:
+        return False
+    attrs, start = following.attributes, started.attributes
+    return (
+        isinstance(attrs, SignalReceived)
+        and isinstance(start, WorkflowStarted)
+        and attrs.request_id == start.request_id
+    )
 
 
 class RecordedEvents:

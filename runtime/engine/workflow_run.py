@@ -135,14 +135,16 @@ class WorkflowRun:
 
     def start(self, payloads: Sequence[Payload]) -> None:
         defn = self.definition
+        constructed: list[BaseException] = []
 
         async def main() -> Any:
+            if constructed:  # the constructor raised: the run fails with that
+                raise constructed[0]
             # Decoded in the run's own task: arguments the workflow's types refuse fail the
             # workflow with the reason, as missing ones do (outside, the error escaped the
             # engine, the start was dead-lettered and its caller waited forever).
             args = self.converter.decode(payloads, defn.arg_types)
             if defn.cls is not None:
-                self._instance = defn.cls()
                 return await defn.run_fn(self._instance, *args)
             return await defn.run_fn(*args)
 
@@ -150,8 +152,18 @@ class WorkflowRun:
             self._main = self.loop.create_task(main(), name=f"workflow:{self.info.workflow_id}")
             self._main.add_done_callback(self._on_main_done)
 
+        def construct() -> None:
+            if defn.cls is not None:
+                try:
+                    self._instance = defn.cls()
+                except Exception as error:
+                    constructed.append(error)
+            # One turn later: the handlers of signals delivered with the start (queued
+            # meanwhile: signal-with-start) run before the run method, as in Temporal.
+            self.loop.call_soon(start_main)
+
         # Constructing the instance runs user code: do it on the loop, like everything else.
-        self.loop.call_soon(start_main)
+        self.loop.call_soon(construct)
 
     def _on_main_done(self, task: asyncio.Task[Any]) -> None:
         if self.closed or self._closing is not None:

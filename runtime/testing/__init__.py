@@ -108,5 +108,6 @@ class WorkflowEnvironment:
         await self.service.skip(round(seconds * 1000))
 
     def histories(self) -> dict[str, list[HistoryEvent]]:
-        """Every workflow id's full history, as the environment recorded it."""
-        return {wid: list(events) for wid, events in self.service.histories.items()}
+        """Every workflow id's full history, as the environment recorded it (an id that
+        only ever got refused requests has none, and is not listed)."""
+        return {wid: list(events) for wid, events in self.service.histories.items() if events}

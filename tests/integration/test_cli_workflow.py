@@ -106,6 +106,44 @@ async def test_signal_query_and_result_of_a_waiting_workflow(
     assert json.loads(result.stdout) == {"result": "R-9 approved by alice"}
 
 
+async def test_signal_with_start_starts_a_run_or_signals_the_open_one(
+    kafka_bootstrap: str, topics_ready: str, cli_worker: ChronikProcess
+) -> None:
+    # No run of the id: one starts, and its signal is there before its code runs.
+    done = await _chronik(
+        kafka_bootstrap, topics_ready, "start", "Approval", "--id", "sws-1", "-q", "orders",
+        "--arg", '"R-1"', "--signal", "approve", "--signal-arg", '"carol"', "--wait",
+    )  # fmt: skip
+    assert json.loads(done.stdout) == {"result": "R-1 approved by carol"}, done.stderr
+
+    # An open run of the id: it takes the signal, and no run starts.
+    started = await _chronik(
+        kafka_bootstrap, topics_ready, "start", "Approval", "--id", "sws-2", "-q", "orders",
+        "--arg", '"R-2"',
+    )  # fmt: skip
+    signalled = await _chronik(
+        kafka_bootstrap, topics_ready, "start", "Approval", "--id", "sws-2", "-q", "orders",
+        "--arg", '"ignored"', "--signal", "approve", "--signal-arg", '"dan"',
+    )  # fmt: skip
+    assert json.loads(signalled.stdout) == json.loads(started.stdout), signalled.stderr
+    result = await _chronik(kafka_bootstrap, topics_ready, "result", "sws-2")
+    assert json.loads(result.stdout) == {"result": "R-2 approved by dan"}
+    history = await _chronik(kafka_bootstrap, topics_ready, "history", "sws-2")
+    types = [json.loads(line)["type"] for line in history.stdout.splitlines()]
+    assert types.count("WorkflowStarted") == 1 and types.count("SignalReceived") == 1
+
+    typo = await _chronik(
+        kafka_bootstrap, topics_ready, "start", "Approval", "--id", "sws-3", "-q", "orders",
+        "--signal", "aprove",
+    )  # fmt: skip
+    assert typo.returncode == 2 and "has no signal 'aprove'" in typo.stderr
+    lonely = await _chronik(
+        kafka_bootstrap, topics_ready, "start", "Approval", "--id", "sws-3", "-q", "orders",
+        "--signal-arg", '"x"',
+    )  # fmt: skip
+    assert lonely.returncode == 2 and "--signal-arg needs --signal" in lonely.stderr
+
+
 async def test_failures_are_one_line_with_an_exit_code(
     kafka_bootstrap: str, topics_ready: str, cli_worker: ChronikProcess
 ) -> None:
