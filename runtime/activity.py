@@ -59,7 +59,8 @@ class ActivityInfo:
     heartbeat_timeout: timedelta | None = None
     start_to_close_timeout: timedelta | None = None
     schedule_to_close_timeout: timedelta | None = None
-    #: When this worker started the attempt.
+    #: When this worker started the attempt (the test environment's virtual time there,
+    #: like the scheduled times).
     started_time: datetime = field(default_factory=lambda: datetime.now(UTC))
     #: Chronik has no local activities.
     is_local: bool = False

@@ -187,13 +187,16 @@ class OwnedPartition:
         raises `RecordTooLargeError`: the worker dead-letters it.
 
         A timer the timer service fired is cleared here, by the one ordered writer of
-        timer keys, once the workflow took the fire: cleared by the service, its tombstone
-        could land after a timer the next run set on the same key, deleting that one.
+        timer keys: cleared by the service, its tombstone could land after a timer the next
+        run set on the same key, deleting that one. It is cleared whether the workflow took
+        the fire or ignored it (its run closed, collected, or the id on another run): left
+        on the compacted topic, an ignored one was fired again by every rebuild of the
+        service's store. Only a key the workflow still holds a timer under is kept.
         """
         fired_by_service = None
         if isinstance(message, TimerFiredReport) and not self.fires_timers:
             fired_by_service = (message.workflow_id, message.timer_id)
-        self._deliver(message, now_ms, clear_when_taken=fired_by_service)
+        self._deliver(message, now_ms, clear_unless_held=fired_by_service)
 
     def fire_due_timers(
         self, now_ms: int, limit: int = 1000, retention_limit: int = RETENTION_ENDS_PER_STEP
@@ -361,15 +364,16 @@ class OwnedPartition:
         now_ms: int,
         *,
         clear: tuple[str, str] | None = None,
-        clear_when_taken: tuple[str, str] | None = None,
+        clear_unless_held: tuple[str, str] | None = None,
     ) -> None:
         """`handle`; ``clear`` is a fired timer the transition also removes;
-        ``clear_when_taken``: the timer the message fires, to clear if the workflow took the
-        fire (a stale fire records nothing, and its key may hold a newer timer by now)."""
+        ``clear_unless_held``: the timer the message fires, to clear unless the workflow
+        holds a timer under its key once the message is handled (a later run's, or a later
+        deadline: that one is the key's record on the topic now)."""
         instance = self._instance(message.workflow_id)
         transition = instance.handle(message, now_ms)
-        if clear_when_taken is not None and transition.events:
-            clear = clear_when_taken
+        if clear_unless_held is not None and not instance.holds_timer(clear_unless_held[1]):
+            clear = clear_unless_held
         # The fired timer is cleared, unless the transition set its key again: timer ids
         # repeat across runs (a run that continues as new from a timer's fire sleeps on
         # "sleep:1" again), and the clear, applied last, would delete the new timer.

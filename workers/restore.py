@@ -422,7 +422,7 @@ def mark_caught_up(
     time) for a reader that keeps consuming and applies what it consumed before it asks:
     the timer service. Its records' timestamps alone left an idle one stale — a quiet day
     later its restart rebuilt every store from offset 0, firing again each timer it had
-    fired whose clear never came (a stale fire records nothing).
+    fired whose clear had not come yet.
     """
     caught_up = []
     for partition, store in stores.items():

@@ -10,12 +10,14 @@ worker does). Every due timer becomes, in ONE transaction with the consumer's po
 (which fences a zombie), a `TimerFiredReport` to the inbox, and leaves the index. A
 duplicate fire (after a crash) is ignored by the workflow.
 
-The tombstone of a fired timer is written by the partition owner, when the workflow took
+The tombstone of a fired timer is written by the partition owner, once it handled
 the fire — never here. Timer keys repeat across runs (each run's first sleep is
 ``sleep:1``), and the owner is their one ordered writer: a tombstone written here could
 land after the timer a continued-as-new run had just set on the same key, and delete it.
 So a timer is never lost; a fired one stays on the topic until its owner's tombstone
-comes back through the subscription, which then removes nothing more.
+comes back through the subscription, which then removes nothing more. The owner writes
+one for every fire it handles, a stale one too (its run gone): only a key its workflow
+still holds a timer under is left alone.
 """
 
 from __future__ import annotations

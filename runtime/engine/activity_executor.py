@@ -41,6 +41,7 @@ async def run_activity(
     cancel_grace_s: float = CANCEL_GRACE_S,
     on_abandoned: Callable[[], None] = lambda: None,
     grace_ended: asyncio.Event | None = None,
+    started_at_ms: int | None = None,
 ) -> ActivityCompletedReport | ActivityFailedReport:
     """Run `task` once; never raises (except for the caller's own cancellation).
 
@@ -51,7 +52,10 @@ async def run_activity(
     to tell the operator about, since only the host knows whether that matters. A host
     whose clock is not the real one (the in-memory environment, skipping time) sets
     ``grace_ended`` when its clock passed the grace first: a test must not wait out in
-    real time a grace its virtual time jumped over."""
+    real time a grace its virtual time jumped over. Such a host also says when, on its
+    clock, it started the attempt (``started_at_ms``; the wall clock's now by default):
+    `activity.info().started_time` read the wall clock while the task's scheduled times
+    were virtual, so an activity measuring its own delay got nonsense."""
     conv = converter or registry.converter
     defn = registry.get(task.activity_type)
 
@@ -107,6 +111,7 @@ async def run_activity(
             heartbeat_timeout=_timedelta(task.heartbeat_timeout_ms),
             start_to_close_timeout=_timedelta(task.start_to_close_timeout_ms),
             schedule_to_close_timeout=_timedelta(task.schedule_to_close_timeout_ms),
+            started_time=_started_time(started_at_ms),
         )
         ctx = contextvars.copy_context()
         ctx.run(set_context, ActivityContext(info, heartbeat, stop))
@@ -202,6 +207,11 @@ def _unless_over(
 
 def _datetime(epoch_ms: int) -> datetime:
     return datetime.fromtimestamp(epoch_ms / 1000, tz=UTC)
+
+
+def _started_time(at_ms: int | None) -> datetime:
+    """When the attempt started: at ``at_ms`` on the host's clock, else now."""
+    return datetime.now(UTC) if at_ms is None else _datetime(at_ms)
 
 
 def _timedelta(ms: int) -> timedelta | None:

@@ -83,6 +83,17 @@ class WorkflowInstance:
         run = self._execution.runs.current
         return run is None or run.closed
 
+    def holds_timer(self, timer_id: str) -> bool:
+        """Whether the current run has a timer armed under ``timer_id``.
+
+        Timer ids repeat across the runs of one workflow id (each run's first sleep is
+        ``sleep:1``), and a deadline may be moved to a later time under its id: a host that
+        clears a fired timer's key asks this first, or it would delete the timer a later run
+        or a later deadline set on that key.
+        """
+        run = self._execution.runs.current
+        return run is not None and timer_id in run.deadlines
+
     def is_idle(self) -> bool:
         """True when no in-memory waiter would be lost by evicting this instance."""
         return not self.has_waiters()

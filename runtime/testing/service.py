@@ -272,6 +272,7 @@ class InMemoryService:
         registry, spec = queue
         key = attempt_key(task)
         cancelled, grace_ended = asyncio.Event(), asyncio.Event()
+        started_at_ms = self.now_ms  # the attempt starts now; its task runs a little later
 
         def heartbeat(details: tuple[Payload, ...]) -> None:
             # The engine ignores a cancelled attempt's heartbeats; delivered, each one woke
@@ -293,6 +294,7 @@ class InMemoryService:
                     cancelled=cancelled,
                     executor=spec.activity_executor or self._threads,
                     grace_ended=grace_ended,
+                    started_at_ms=started_at_ms,
                 )
                 self.post(report)
             finally:

@@ -330,3 +330,31 @@ async def test_activity_info_tells_the_first_schedule_from_this_attempts(
         second.heartbeat_timeout,
     )
     assert timeouts == (timedelta(minutes=5), timedelta(seconds=10), timedelta(seconds=30))
+
+
+@workflow.defn
+async def naps_then_retries() -> None:
+    await workflow.sleep(timedelta(hours=1))
+    await workflow.execute_activity(
+        fails_its_first_attempt,
+        start_to_close_timeout=timedelta(seconds=10),
+        retry_policy=RetryPolicy(initial_interval=timedelta(minutes=5)),
+    )
+
+
+async def test_activity_info_times_follow_the_virtual_clock(env: WorkflowEnvironment) -> None:
+    """`started_time` read the wall clock while the scheduled times were the environment's:
+    with an hour skipped, an attempt seemed to start an hour before it was scheduled."""
+    seen.clear()
+    start = env.now()
+    async with Worker(
+        env.client,
+        task_queue="q",
+        workflows=[naps_then_retries],
+        activities=[fails_its_first_attempt],
+    ):
+        await env.client.execute_workflow(naps_then_retries, id="clock", task_queue="q")
+    first, second = seen
+    assert first.started_time == start + timedelta(hours=1)
+    assert second.started_time == start + timedelta(hours=1, minutes=5)
+    assert [i.current_attempt_scheduled_time for i in seen] == [i.started_time for i in seen]

@@ -39,6 +39,7 @@ from runtime.messages import (
     Reply,
     RequestFailed,
     StartWorkflow,
+    TerminateWorkflow,
     TimerFiredReport,
     WorkflowOutcome,
     WorkflowStatus,
@@ -270,23 +271,76 @@ def test_an_owner_that_leaves_timers_to_the_timer_service_keeps_only_deadlines(
     assert partition.store.checkpoint(NAMES.history) == 10
 
 
-def test_a_fire_from_the_timer_service_is_cleared_by_the_owner_once_taken(
-    tmp_path: Path,
-) -> None:
+def _napping(tmp_path: Path) -> tuple[OwnedPartition, TimerFiredReport]:
+    """An owner that leaves timers to `chronik timers`, with "n" asleep; and the fire the
+    service sends when the nap is due."""
     partition = _partition(tmp_path, fires_timers=False)
     partition.handle(StartWorkflow("n", "nap", "q", (), "request-1"), 1_000)
     [nap] = [serde.decode_timer(r.value or b"") for r in _on(NAMES.timers, partition.pending)]
     partition.apply_committed(partition.take_pending(), {})
-    fire = TimerFiredReport("n", nap.run_id, nap.timer_id, nap.fire_at_ms)
+    return partition, TimerFiredReport("n", nap.run_id, nap.timer_id, nap.fire_at_ms)
 
-    partition.handle(fire, nap.fire_at_ms)  # the service fired it: the workflow takes it
-    taken = partition.take_pending()
-    partition.apply_committed(taken, {})
-    partition.handle(fire, nap.fire_at_ms + 1)  # a duplicate (the service restarted)
 
-    key = serde.encode_timer_key("n", nap.timer_id)
-    assert [(r.key, r.value) for r in _on(NAMES.timers, taken)] == [(key, None)]
-    assert _on(NAMES.timers, partition.take_pending()) == []  # a stale fire clears nothing
+def _clears_only(pending: PendingWrites, workflow_id: str, timer_id: str) -> bool:
+    """Whether the transaction's one write to the timers topic tombstones that timer."""
+    key = serde.encode_timer_key(workflow_id, timer_id)
+    return [(r.key, r.value) for r in _on(NAMES.timers, pending)] == [(key, None)]
+
+
+def test_a_fire_from_the_timer_service_is_cleared_by_the_owner_once_taken(
+    tmp_path: Path,
+) -> None:
+    partition, fire = _napping(tmp_path)
+
+    partition.handle(fire, fire.fire_at_ms)  # the service fired it: the workflow takes it
+
+    assert any(isinstance(e.attributes, WorkflowCompleted) for e in _events(partition.pending))
+    assert _clears_only(partition.pending, "n", fire.timer_id)
+
+
+def _end_the_nap(partition: OwnedPartition, fire: TimerFiredReport, how: str) -> str:
+    """End "n"'s nap ``how``, everything applied; return the workflow id the fire is for."""
+    match how:
+        case "fired before":  # a duplicate: the service restarted before the clear came
+            partition.handle(fire, fire.fire_at_ms)
+        case "terminated":
+            partition.handle(TerminateWorkflow("n", None, "enough", "request-2"), 2_000)
+        case "collected":  # retention ended: the owner knows no run of the id any more
+            return "collected"
+    partition.apply_committed(partition.take_pending(), {})
+    return "n"
+
+
+@pytest.mark.parametrize("how", ["fired before", "terminated", "collected"])
+def test_a_fire_from_the_timer_service_the_workflow_ignores_is_cleared_too(
+    tmp_path: Path, how: str
+) -> None:
+    """A stale fire records nothing, and used to clear nothing: its timer stayed on the
+    compacted topic, and every rebuild of the service's store fired it once more."""
+    partition, fire = _napping(tmp_path)
+    workflow_id = _end_the_nap(partition, fire, how)
+    stale = TimerFiredReport(workflow_id, fire.run_id, fire.timer_id, fire.fire_at_ms)
+
+    partition.handle(stale, fire.fire_at_ms + 1)
+
+    assert _events(partition.pending) == []
+    assert _clears_only(partition.pending, workflow_id, fire.timer_id)
+
+
+def test_a_stale_fire_keeps_the_timer_a_later_run_set_on_its_key(tmp_path: Path) -> None:
+    """Run 1's fire, sent before the service read run 2's timer on the same key: clearing
+    the key would delete run 2's."""
+    partition, fire = _napping(tmp_path)
+    policy = IdReusePolicy.TERMINATE_IF_RUNNING
+    partition.handle(StartWorkflow("n", "nap", "q", (), "request-2", policy), 2_000)
+    restarted = partition.take_pending()
+    partition.apply_committed(restarted, {})
+
+    partition.handle(fire, fire.fire_at_ms)
+
+    [run_2s_nap] = [serde.decode_timer(r.value or b"") for r in _on(NAMES.timers, restarted)]
+    assert run_2s_nap.run_id != fire.run_id
+    assert _on(NAMES.timers, partition.take_pending()) == []
 
 
 # --- retention ----------------------------------------------------------------------------
