@@ -181,8 +181,6 @@ class ActivityWorker:
         self._registry = registry
         self._converter = converter
         self._metrics = metrics or ActivityWorkerMetrics(CollectorRegistry())
-        # Started attempts: `_running` also holds those waiting for a slot.
-        self._metrics.watch(running=lambda: len(self._tasks))
         member = config.member
         self._names = TopicNames(member.namespace)
         self._consumer = Consumer(
@@ -208,6 +206,8 @@ class ActivityWorker:
         self._executor: Executor = config.executor or DaemonThreadPool(
             max_workers=config.max_concurrent, thread_name_prefix="chronik-activity"
         )
+        # Started attempts: `_running` also holds those waiting for a slot.
+        self._metrics.watch(running=lambda: len(self._tasks), abandoned=self._abandoned_threads)
         #: The loop that owns the state above (set by `run`).
         self._loop: asyncio.AbstractEventLoop | None = None
         #: The one thread that polls the consumer (and so runs its rebalance callbacks).
@@ -249,6 +249,13 @@ class ActivityWorker:
                 await self._drain()
             finally:
                 watch.stop()
+
+    def _abandoned_threads(self) -> int:
+        """Threads of abandoned attempts still running, for the gauge: only a
+        `DaemonThreadPool` can tell (an application's executor counts them as its own)."""
+        if isinstance(self._executor, DaemonThreadPool):
+            return self._executor.abandoned_running()
+        return 0
 
     def _running_types(self) -> list[str]:
         """The activity types in flight; read from the watch's thread while the loop stands."""

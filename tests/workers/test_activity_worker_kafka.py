@@ -352,3 +352,40 @@ async def test_the_running_gauge_counts_the_attempts_that_run_not_those_waiting_
         released.set()  # the one running returns; the waiting one is left to the next owner
         stop.set()
         await running
+
+
+async def test_the_abandoned_threads_gauge_counts_the_threads_that_run_on(
+    kafka_bootstrap: str, namespace: str, holding: None
+) -> None:
+    """An abandoned sync attempt keeps its thread until the activity returns, which may be
+    never: the log said so once, and nothing showed how many such threads a worker held."""
+    TopicAdmin({"bootstrap.servers": kafka_bootstrap}).create(Catalogue(namespace))  # an inbox
+    task = ActivityTask("wf", "run", "T", 1, 1, "holds_its_thread", "q", (), 0, 200, 0)
+    _send_tasks(kafka_bootstrap, namespace, task)
+    registry = ActivityRegistry([holds_its_thread])
+    prometheus = CollectorRegistry()
+    worker = ActivityWorker(
+        ActivityWorkerConfig(Member(kafka_bootstrap, namespace, "w-1"), "q"),
+        registry,
+        registry.converter,
+        ActivityWorkerMetrics(prometheus),
+    )
+    stop = asyncio.Event()
+
+    def abandoned() -> float | None:
+        return prometheus.get_sample_value("chronik_activity_threads_abandoned")
+
+    with capture_logs() as logs:
+        running = asyncio.create_task(worker.run(stop))
+        try:
+            assert abandoned() == 0
+            await _until_abandoned(logs, running)
+            assert abandoned() == 1
+            released.set()  # the activity returns at last: its thread ends
+            deadline = time.monotonic() + 10
+            while abandoned() != 0:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.05)
+        finally:
+            stop.set()
+            await running
