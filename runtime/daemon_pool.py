@@ -77,6 +77,13 @@ class DaemonThreadPool(Executor):
             self._abandoned.add(future)
             return True
 
+    def abandoned_running(self) -> int:
+        """How many threads still run a call given up on (`abandon`). Python cannot stop
+        them, and each holds what its call holds (a connection, memory, a lock): the
+        count, watched over time, is how an operator sees them pile up."""
+        with self._lock:
+            return len(self._abandoned)
+
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         with self._lock:
             self._shut_down = True

@@ -37,12 +37,15 @@ def retry_transient(call: Callable[[], T], timeout_s: float = 30.0) -> T:
         try:
             return call()
         except KafkaException as exception:
-            error: KafkaError = exception.args[0]
-            transient = error.retriable() or error.code() in _TRANSIENT
-            if not transient or time.monotonic() + pause > deadline:
+            if not is_transient(exception.args[0]) or time.monotonic() + pause > deadline:
                 raise
         time.sleep(pause)
         pause = min(pause * 2, 1.0)
+
+
+def is_transient(error: KafkaError) -> bool:
+    """Whether ``error`` is one that goes away by itself: asking again is the answer."""
+    return bool(error.retriable()) or error.code() in _TRANSIENT
 
 
 def watermarks(consumer: Consumer, where: TopicPartition) -> tuple[int, int]:

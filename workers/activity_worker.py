@@ -25,11 +25,11 @@ import concurrent.futures
 import contextlib
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from typing import NamedTuple, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import structlog
 from confluent_kafka import (
@@ -63,9 +63,9 @@ from topics import serde
 from topics.admin import TopicAdmin
 from topics.catalogue import MAX_RECORD_BYTES, Catalogue, TopicNames
 from topics.consumed import Consumed, consume_available
-from topics.errors import DecodeError
+from topics.errors import DecodeError, EncodeError
 from topics.partitioner import producer_config
-from topics.transient import produce_when_room
+from topics.transient import is_transient, produce_when_room
 from workers.loop_watch import LoopWatch
 from workers.membership import Member, on_consume_error
 from workers.metrics import ActivityWorkerMetrics
@@ -75,11 +75,24 @@ log = structlog.get_logger(__name__)
 
 _T = TypeVar("_T")
 
+#: How an attempt ends, and every report the worker sends.
+Outcome = ActivityCompletedReport | ActivityFailedReport
+_Report = Outcome | ActivityHeartbeat | ActivityStartedReport
+
 #: While a stop waits for running activities, the consumer is polled this often (seconds):
 #: far within ``max.poll.interval.ms``, past which it left its group mid-stop.
 _DRAIN_POLL_S = 1.0
 #: How long a stop waits for the reports of finished activities to reach Kafka.
 _FLUSH_S = 10.0
+#: How long a report the producer refuses for a passing reason (a topic's metadata not
+#: there yet, a partition's leader moving) is offered again before the worker gives up
+#: on it, and the longest pause between two offers (seconds).
+REPORT_RETRY_S = 30.0
+_REPORT_RETRY_PAUSE_S = 1.0
+#: librdkafka's ``message.max.bytes`` when none is set, and what `MAX_RECORD_BYTES` leaves
+#: below it for a batch's framing.
+_MESSAGE_MAX_BYTES = 1_000_000
+_FRAMING_BYTES = _MESSAGE_MAX_BYTES - MAX_RECORD_BYTES
 
 
 class CancelReason(StrEnum):
@@ -168,8 +181,6 @@ class ActivityWorker:
         self._registry = registry
         self._converter = converter
         self._metrics = metrics or ActivityWorkerMetrics(CollectorRegistry())
-        # Started attempts: `_running` also holds those waiting for a slot.
-        self._metrics.watch(running=lambda: len(self._tasks))
         member = config.member
         self._names = TopicNames(member.namespace)
         self._consumer = Consumer(
@@ -179,6 +190,7 @@ class ActivityWorker:
             }
         )
         self._producer = Producer({**producer_config(member.client_config()), "linger.ms": 2})
+        self._report_limit = report_limit(member.client_config())
         self._admin = TopicAdmin(member.client_config())
         self._progress: dict[int, PartitionProgress] = {}
         self._running: dict[tuple[str, str, int, int], _Running] = {}
@@ -194,6 +206,8 @@ class ActivityWorker:
         self._executor: Executor = config.executor or DaemonThreadPool(
             max_workers=config.max_concurrent, thread_name_prefix="chronik-activity"
         )
+        # Started attempts: `_running` also holds those waiting for a slot.
+        self._metrics.watch(running=lambda: len(self._tasks), abandoned=self._abandoned_threads)
         #: The loop that owns the state above (set by `run`).
         self._loop: asyncio.AbstractEventLoop | None = None
         #: The one thread that polls the consumer (and so runs its rebalance callbacks).
@@ -235,6 +249,13 @@ class ActivityWorker:
                 await self._drain()
             finally:
                 watch.stop()
+
+    def _abandoned_threads(self) -> int:
+        """Threads of abandoned attempts still running, for the gauge: only a
+        `DaemonThreadPool` can tell (an application's executor counts them as its own)."""
+        if isinstance(self._executor, DaemonThreadPool):
+            return self._executor.abandoned_running()
+        return 0
 
     def _running_types(self) -> list[str]:
         """The activity types in flight; read from the watch's thread while the loop stands."""
@@ -357,8 +378,11 @@ class ActivityWorker:
         self._start_queued()
 
     async def _execute(self, running: _Running, progress: PartitionProgress, offset: int) -> None:
+        """Run the attempt and report its outcome; the offset is finished only once Kafka
+        has the report. Finishing it whenever the report could not be produced (an
+        unencodable failure, a refusal of the producer) committed the attempt as done with
+        its outcome lost, and the workflow waited for its activity's timeout."""
         task = running.task
-        settled = False  # reported (its delivery finishes it), or left to run again
         try:
             if task.report_start:
                 self._report(
@@ -378,21 +402,22 @@ class ActivityWorker:
             if running.abandoned:
                 _log_abandoned(running, reported=report is not None)
             if report is None:  # stopped: its offset stays open, it runs again elsewhere
-                settled = True
                 return
             # The task's offset may be committed once its report is in Kafka, not before.
             self._report(report, on_delivered=lambda: _finish(progress, offset, running))
-            settled = True
         except Exception:
-            log.exception("activity execution crashed", activity=task.activity_type)
+            log.exception(
+                "activity execution crashed: its task's offset stays uncommitted, and the "
+                "attempt runs again on the partition's next owner",
+                activity=task.activity_type, workflow_id=task.workflow_id, seq=task.seq,
+                attempt=task.attempt,
+            )  # fmt: skip
         finally:
             del self._running[attempt_key(task)]
             if running.trailing is not None:  # the outcome supersedes any heartbeat
                 running.trailing.cancel()
-            if not settled:
-                _finish(progress, offset, running)
 
-    async def _run_with_deadline(self, running: _Running) -> InboxMessage:
+    async def _run_with_deadline(self, running: _Running) -> Outcome:
         """Run the attempt, cancelling it when the workflow would time it out.
 
         The engine times the attempt out by itself, and then sends a cancellation; these
@@ -463,37 +488,65 @@ class ActivityWorker:
             ActivityHeartbeat(task.workflow_id, task.run_id, task.seq, task.attempt, details)
         )
 
-    def _report(
-        self, message: InboxMessage, on_delivered: Callable[[], None] | None = None
-    ) -> None:
+    def _report(self, message: _Report, on_delivered: Callable[[], None] | None = None) -> None:
         """Produce ``message``; ``on_delivered`` runs (in the loop's poll) once Kafka has it.
 
-        A report Kafka did not take (librdkafka gave up after ``message.timeout.ms``) is
-        produced again, and its task's offset stays uncommitted until one copy is in:
-        counting it as delivered lost the result for good, the workflow then waiting for a
-        start-to-close retry — or, with only a schedule-to-close timeout, timing out an
-        activity that had completed. The engine ignores a second copy of a report.
+        The record is encoded within what the producer takes (`encode_report`): an outcome
+        that cannot be sent as it is goes as a failure that says why. What the producer
+        refuses is handled by `_produce`.
         """
-        value = encode_report(message)
+        value = encode_report(message, self._report_limit)
+        self._produce(message, value, on_delivered, time.monotonic() + REPORT_RETRY_S, 0.05)
+
+    def _produce(
+        self,
+        message: _Report,
+        value: bytes,
+        on_delivered: Callable[[], None] | None,
+        deadline: float,
+        pause_s: float,
+    ) -> None:
+        """Produce ``value``, offered again while the producer refuses it for a passing
+        reason, until ``deadline``; given up on then, or at once for any other reason,
+        and logged: ``on_delivered`` never runs, so its task's offset stays uncommitted.
+
+        A report Kafka did not take (librdkafka gave up after ``message.timeout.ms``) is
+        produced again, its offset uncommitted until one copy is in: counting it as
+        delivered lost the result for good, the workflow then waiting for a start-to-close
+        retry — or, with only a schedule-to-close timeout, timing out an activity that had
+        completed. The engine ignores a second copy of a report. A fatal producer error
+        stops the worker (raised out of the poll), its offset open.
+        """
 
         def delivered(error: KafkaError | None, _message: Message) -> None:
             if error is None:
                 if on_delivered is not None:
                     on_delivered()
                 return
-            report = type(message).__name__
             if error.fatal():  # the producer is unusable: stop; the task's offset stays open
                 raise KafkaException(error)
-            log.warning("report not delivered: producing it again", error=str(error), report=report)
-            self._report(message, on_delivered)
+            log.warning(
+                "report not delivered: producing it again",
+                error=str(error), report=type(message).__name__,
+            )  # fmt: skip
+            self._produce(message, value, on_delivered, time.monotonic() + REPORT_RETRY_S, 0.05)
 
-        produce_when_room(
-            self._producer,
-            self._names.inbox,
-            key=message.workflow_id.encode(),
-            value=value,
-            on_delivery=delivered,
-        )
+        try:
+            produce_when_room(
+                self._producer,
+                self._names.inbox,
+                key=message.workflow_id.encode(),
+                value=value,
+                on_delivery=delivered,
+            )
+        except KafkaException as refused:
+            error: KafkaError = refused.args[0]
+            if error.fatal() or not is_transient(error) or time.monotonic() >= deadline:
+                _log_not_produced(message, error)
+                return
+            loop = asyncio.get_running_loop()  # offered again without blocking the loop
+            again = min(pause_s * 2, _REPORT_RETRY_PAUSE_S)
+            loop.call_later(pause_s, self._produce, message, value, on_delivered, deadline, again)
 
     # --- flow control and offsets ------------------------------------------------------
 
@@ -619,7 +672,7 @@ def _commit(consumer: Consumer, offsets: list[TopicPartition]) -> None:
         log.warning("offset commit failed", error=str(error))
 
 
-def outcome(report: InboxMessage, reason: CancelReason | None) -> InboxMessage | None:
+def outcome(report: Outcome, reason: CancelReason | None) -> Outcome | None:
     """What to report for an attempt that ended as ``report``; None: nothing, yet.
 
     An attempt the worker cancelled ends as "cancelled". That is right when the workflow
@@ -680,6 +733,30 @@ def _log_abandoned(running: _Running, *, reported: bool) -> None:
     )  # fmt: skip
 
 
+def _log_not_produced(message: _Report, error: KafkaError) -> None:
+    """Name a report the producer refused for good: an outcome's attempt is not finished
+    (its offset stays uncommitted) and runs again on its partition's next owner, or the
+    workflow's timeout and retry policy take over meanwhile."""
+    then = (
+        "its task's offset stays uncommitted, the attempt runs again on the partition's next owner"
+        if isinstance(message, Outcome)
+        else "it is dropped"
+    )
+    log.error(
+        f"activity report not produced: {then}",
+        report=type(message).__name__, error=str(error), workflow_id=message.workflow_id,
+        run_id=message.run_id, seq=message.seq, attempt=message.attempt,
+    )  # fmt: skip
+
+
+def report_limit(settings: Mapping[str, Any]) -> int:
+    """The largest report (key and value) the producer of ``settings`` takes: a lower
+    ``message.max.bytes`` (``-X``) makes librdkafka refuse a larger record in `produce`
+    itself, and the worker then had no report to send at all."""
+    message_max = int(settings.get("message.max.bytes", _MESSAGE_MAX_BYTES))
+    return min(MAX_RECORD_BYTES, message_max - _FRAMING_BYTES)
+
+
 def _finish(progress: PartitionProgress, offset: int, running: _Running) -> None:
     """The attempt is done: its offset, and those of its redeliveries, may be committed."""
     progress.finished(offset)
@@ -695,9 +772,13 @@ def encode_report(message: InboxMessage, limit: int = MAX_RECORD_BYTES) -> bytes
     `except` matches. A result too large — or a failure still too large — becomes a
     non-retryable failure that says so (retrying would produce it again), and a heartbeat
     too large is sent without its details: dropping it, the engine heard no heartbeat
-    and timed out a live activity, every attempt alike.
+    and timed out a live activity, every attempt alike. A report that cannot be encoded
+    at all is made encodable the same way (`_encodable`).
     """
-    value = serde.encode_inbox(message)
+    try:
+        value = serde.encode_inbox(message)
+    except EncodeError as error:
+        return encode_report(_encodable(message, error), limit)
     key_size = len(message.workflow_id.encode())
     if key_size + len(value) <= limit:
         return value
@@ -711,18 +792,62 @@ def encode_report(message: InboxMessage, limit: int = MAX_RECORD_BYTES) -> bytes
             workflow_id=message.workflow_id, seq=message.seq, size=len(value), limit=limit,
         )  # fmt: skip
         return serde.encode_inbox(replace(message, details=()))
-    if not isinstance(message, ActivityCompletedReport | ActivityFailedReport):
+    if not isinstance(message, Outcome):
         raise TypeError(f"not an activity report: {type(message).__name__}")
+    size = f"is {len(value):,} bytes encoded; the limit is {limit:,}"
+    return serde.encode_inbox(_failed_as(message, size, "RecordTooLarge"))
+
+
+def _encodable(message: InboxMessage, error: EncodeError) -> InboxMessage:
+    """``message`` in a form that encodes, saying why it had to change.
+
+    The usual cause is text UTF-8 refuses: an exception message or stack trace holding a
+    file name's surrogate escapes (``os.listdir`` of a name that is not UTF-8). Such a
+    failure keeps its kind, type and retryability, its text escaped (``\\udcff``);
+    anything else becomes a non-retryable ``ReportNotEncodable`` failure naming the
+    error. Raising instead lost the outcome, and the workflow waited for its timeout.
+    """
+    if isinstance(message, ActivityFailedReport):
+        escaped = replace(message, failure=_escaped(message.failure))
+        if escaped != message:  # else escaping did not help: no second pass
+            return escaped
+    if isinstance(message, ActivityHeartbeat) and message.details:
+        return replace(message, details=())
+    if not isinstance(message, Outcome):
+        raise error
+    log.error(
+        "activity report cannot be encoded: a failure that says why is sent instead",
+        workflow_id=message.workflow_id, seq=message.seq, attempt=message.attempt,
+        error=str(error),
+    )  # fmt: skip
+    return _failed_as(message, f"cannot be encoded: {_escape(str(error))}", "ReportNotEncodable")
+
+
+def _failed_as(message: Outcome, why: str, failure_type: str) -> ActivityFailedReport:
+    """The non-retryable failure sent for an outcome that cannot go as it is: retrying
+    would run the activity's side effects again for the same refusal."""
     what = "result" if isinstance(message, ActivityCompletedReport) else "failure"
-    failure = Failure(
-        f"the activity's {what} is {len(value):,} bytes encoded; the limit is {limit:,}",
-        type="RecordTooLarge",
-        non_retryable=True,
-    )
-    too_large = ActivityFailedReport(
+    failure = Failure(f"the activity's {what} {why}", type=failure_type, non_retryable=True)
+    return ActivityFailedReport(
         message.workflow_id, message.run_id, message.seq, message.attempt, failure
     )
-    return serde.encode_inbox(too_large)
+
+
+def _escaped(failure: Failure) -> Failure:
+    """``failure`` and its causes with every text UTF-8 can encode."""
+    cause = None if failure.cause is None else _escaped(failure.cause)
+    return replace(
+        failure,
+        message=_escape(failure.message),
+        type=_escape(failure.type),
+        stack_trace=_escape(failure.stack_trace),
+        cause=cause,
+    )
+
+
+def _escape(text: str) -> str:
+    """``text`` with what UTF-8 cannot encode (lone surrogates) as backslash escapes."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _cut(failure: Failure, limit: int, size: int) -> Failure:

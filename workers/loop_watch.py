@@ -9,6 +9,12 @@ Nothing on the loop can notice, because it is the loop that is stuck; a thread c
 warning carries the loop thread's stack, which names the blocking call, and the fix:
 make the activity a plain ``def`` (it then runs in the thread pool) or await
 ``asyncio.to_thread`` around the blocking call.
+
+The worker itself blocks its loop in one place: `topics.transient.produce_when_room`,
+while librdkafka's producer queue is full and the reports wait for Kafka to take earlier
+records. There the innermost frames are that function's, and the warning names the
+producer and Kafka instead: blaming the activities sent the operator to code that was
+fine while the broker or the network was what to look at.
 """
 
 from __future__ import annotations
@@ -19,14 +25,32 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
+from types import FrameType
 
 import structlog
+
+from topics.transient import produce_when_room
 
 log = structlog.get_logger(__name__)
 
 #: Innermost frames of the loop thread's stack shown in the warning: the blocking call and
 #: the activity that made it, without the worker's own frames above them.
 STACK_FRAMES = 6
+
+#: What the warning says for each cause: the ``cause`` field, then the diagnosis and fix.
+_BLOCKING_CODE = (
+    "blocking code",
+    "an async activity runs blocking code (make it a plain def, which runs in the thread "
+    "pool, or await asyncio.to_thread around the blocking call)",
+)
+_PRODUCER_FULL = (
+    "producer queue full",
+    "the Kafka producer's queue is full (queue.buffering.max.messages or "
+    "queue.buffering.max.kbytes), and producing waits for Kafka to take earlier records: "
+    "the broker is slow or unreachable, or records are produced faster than it takes "
+    "them. Look at the broker and the network (librdkafka's log lines of this worker "
+    "say which); raise the queue's size only if the broker keeps up",
+)
 
 
 class LoopWatch:
@@ -90,13 +114,14 @@ class LoopWatch:
                 blocked_since = None
 
     def _warn(self, stood: float) -> None:
+        frame = sys._current_frames().get(self._loop_thread or -1)
+        cause, diagnosis = _diagnose(frame)
         log.warning(
-            f"the {self._what} event loop is blocked: an async activity runs blocking code "
-            "(make it a plain def, which runs in the thread pool, or await "
-            "asyncio.to_thread around the blocking call)",
+            f"the {self._what} event loop is blocked: {diagnosis}",
+            cause=cause,
             blocked_s=round(stood, 1),
             running=self._running_names(),
-            stack=self._loop_stack(),
+            stack=_innermost(frame),
         )
 
     def _running_names(self) -> list[str]:
@@ -105,8 +130,21 @@ class LoopWatch:
         except RuntimeError:  # changed while read: the loop moved on after all
             return []
 
-    def _loop_stack(self) -> str:
-        frame = sys._current_frames().get(self._loop_thread or -1)
+
+def _diagnose(frame: FrameType | None) -> tuple[str, str]:
+    """Why the loop stands, from its innermost frames: waiting for room in the producer's
+    queue (a delivery callback may run inside that wait, a frame or two further in), or
+    else code the activities run."""
+    for _ in range(STACK_FRAMES):
         if frame is None:
-            return ""
-        return "".join(traceback.format_stack(frame)[-STACK_FRAMES:])
+            break
+        if frame.f_code is produce_when_room.__code__:
+            return _PRODUCER_FULL
+        frame = frame.f_back
+    return _BLOCKING_CODE
+
+
+def _innermost(frame: FrameType | None) -> str:
+    if frame is None:
+        return ""
+    return "".join(traceback.format_stack(frame)[-STACK_FRAMES:])

@@ -129,7 +129,8 @@ class WorkflowWorkerMetrics(_Metrics):
 
 
 class ActivityWorkerMetrics(_Metrics):
-    """The activity worker's: attempts by outcome, how long they run, how many run."""
+    """The activity worker's: attempts by outcome, how long they run, how many run, and
+    the threads of abandoned attempts that run on."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         super().__init__(registry)
@@ -144,11 +145,18 @@ class ActivityWorkerMetrics(_Metrics):
         self.running = self._gauge(
             "chronik_activities_running", "Activity attempts running (not waiting for a slot)."
         )
+        self.abandoned = self._gauge(
+            "chronik_activity_threads_abandoned",
+            "Threads of sync activity attempts abandoned past their cancellation grace "
+            "that still run.",
+        )
         self._attempts: dict[tuple[str, str], Counter] = {}
         self._seconds: dict[str, Histogram] = {}
 
-    def watch(self, running: Callable[[], int]) -> None:
+    def watch(self, running: Callable[[], int], abandoned: Callable[[], int]) -> None:
+        """The gauges read the worker's state when scraped (from the server's thread)."""
         self.running.set_function(running)
+        self.abandoned.set_function(abandoned)
 
     def finished(self, activity_type: str, outcome: str, seconds: float) -> None:
         # On the path of every attempt: `labels()` takes a lock and builds a key each call

@@ -83,7 +83,9 @@ def test_an_abandoned_call_frees_its_place_and_its_thread_ends_with_it() -> None
         assert entered.wait(5)
         queued = pool.submit(threading.current_thread)  # no thread free: it waits
         assert not pool.abandon(queued) and queued.cancelled()  # never started
+        assert pool.abandoned_running() == 0  # a call never started holds no thread
         assert pool.abandon(held)
+        assert pool.abandoned_running() == 1
 
         other = pool.submit(threading.current_thread).result(5)  # before `held` returns
         release.set()
@@ -91,6 +93,7 @@ def test_an_abandoned_call_frees_its_place_and_its_thread_ends_with_it() -> None
         held_thread.join(5)
 
         assert other is not held_thread and not held_thread.is_alive()
+        assert pool.abandoned_running() == 0
         assert pool.submit(threading.current_thread).result(5) is other
         assert not pool.abandon(held)  # done: nothing left to abandon
     finally:

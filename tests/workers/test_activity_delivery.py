@@ -16,7 +16,8 @@ from dataclasses import replace
 from typing import Any, cast
 
 import pytest
-from confluent_kafka import KafkaError, Message, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
+from structlog.testing import capture_logs
 
 from runtime import activity
 from runtime.engine import ActivityRegistry
@@ -71,6 +72,61 @@ def test_a_report_kafka_did_not_take_is_produced_again_and_only_then_finished(
     assert len(callbacks) == 2 and finished == []  # sent again; the offset stays open
     callbacks[1](None, None)
     assert finished == [True]
+
+
+def _refusing(monkeypatch: pytest.MonkeyPatch, code: int, times: int) -> list[Any]:
+    """``produce_when_room`` refusing the first ``times`` reports with ``code`` (as
+    librdkafka's ``produce`` raises), then taking them: each taken one's delivery callback."""
+    callbacks: list[Any] = []
+    refusals = iter(range(times))
+
+    def produce(_producer: Any, _topic: str, **kwargs: Any) -> None:
+        if next(refusals, None) is not None:
+            raise KafkaException(KafkaError(code))
+        callbacks.append(kwargs["on_delivery"])
+
+    monkeypatch.setattr(activity_worker, "produce_when_room", produce)
+    return callbacks
+
+
+async def test_a_report_the_producer_refuses_for_a_moment_is_offered_again(
+    worker: ActivityWorker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A refusal raised by ``produce`` (a topic whose metadata is not there yet) ended the
+    attempt's task with its offset finished and no report: the outcome was lost, and the
+    workflow waited for the activity's timeout."""
+    callbacks = _refusing(monkeypatch, KafkaError._UNKNOWN_TOPIC, times=2)
+    worker._on_assign(worker._consumer, [TopicPartition(TASKS, 0)])
+    worker._dispatch(_message(partition=0, offset=7))  # an unknown type: it fails at once
+    await _finished(worker, 5)
+
+    for _ in range(50):
+        if callbacks:
+            break
+        await asyncio.sleep(0.05)
+    assert len(callbacks) == 1  # taken on the third offer
+    assert worker._progress[0].in_flight == 1  # not finished before Kafka has it
+    callbacks[0](None, None)
+    assert worker._progress[0].commit_point() == 8
+
+
+async def test_a_report_the_producer_refuses_for_good_leaves_its_offset_uncommitted(
+    worker: ActivityWorker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At-least-once: an attempt whose outcome never reached Kafka runs again on the
+    partition's next owner, instead of being committed as done."""
+    _refusing(monkeypatch, KafkaError.TOPIC_AUTHORIZATION_FAILED, times=1)
+    worker._on_assign(worker._consumer, [TopicPartition(TASKS, 0)])
+
+    with capture_logs() as logs:
+        worker._dispatch(_message(partition=0, offset=7))
+        await _finished(worker, 5)
+
+    assert worker._progress[0].in_flight == 1
+    [entry] = [e for e in logs if e["event"].startswith("activity report not produced")]
+    assert "offset stays uncommitted" in entry["event"]
+    assert (entry["log_level"], entry["report"]) == ("error", "ActivityFailedReport")
+    assert "TOPIC_AUTHORIZATION_FAILED" in entry["error"]
 
 
 async def test_records_of_a_revoked_partition_are_not_run(worker: ActivityWorker) -> None:
@@ -150,7 +206,7 @@ async def test_heartbeats_held_back_are_sent_at_the_end_of_the_interval(
     callbacks = _capture_produced(monkeypatch)
     sent: list[Any] = []
 
-    def encode(message: Any) -> bytes:
+    def encode(message: Any, _limit: int) -> bytes:
         sent.append(message)
         return b"report"
 

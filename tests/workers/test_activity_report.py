@@ -5,7 +5,14 @@ from __future__ import annotations
 from runtime.messages import ActivityCompletedReport, ActivityFailedReport, ActivityHeartbeat
 from runtime.payloads import Failure, Payload
 from topics import serde
-from workers.activity_worker import CancelReason, encode_report, outcome, outcome_label
+from topics.catalogue import MAX_RECORD_BYTES
+from workers.activity_worker import (
+    CancelReason,
+    encode_report,
+    outcome,
+    outcome_label,
+    report_limit,
+)
 
 LIMIT = 1_000
 
@@ -88,3 +95,40 @@ def test_the_metrics_name_how_an_attempt_ended() -> None:
     assert outcome_label(outcome(cancelled, CancelReason.REQUESTED)) == "cancelled"
     assert outcome_label(outcome(cancelled, CancelReason.HEARTBEAT)) == "timeout"
     assert outcome_label(outcome(cancelled, CancelReason.STOPPING)) == "stopped"
+
+
+def test_a_failure_with_text_utf8_refuses_keeps_its_type_and_retryability_escaped() -> None:
+    """An exception message with a file name's surrogate escapes (``os.listdir`` of a name
+    that is not UTF-8) made the report unencodable: the worker then reported nothing, and
+    the workflow waited for its activity's timeout."""
+    cause = Failure("read /data/\udcff.csv", type="OSError")
+    failure = Failure("cannot load \udcff.csv", type="LoadError", stack_trace="\udcff", cause=cause)
+
+    sent = serde.decode_inbox(encode_report(ActivityFailedReport("w", "run", 3, 2, failure)))
+
+    assert isinstance(sent, ActivityFailedReport)
+    kept = sent.failure
+    assert (kept.type, kept.kind, kept.non_retryable) == ("LoadError", "application", False)
+    assert kept.message == "cannot load \\udcff.csv" and kept.stack_trace == "\\udcff"
+    assert kept.cause is not None and kept.cause.message == "read /data/\\udcff.csv"
+
+
+def test_a_result_that_cannot_be_encoded_becomes_a_non_retryable_failure_that_says_why() -> None:
+    """A payload codec of the application's named its encoding with text UTF-8 refuses."""
+    report = ActivityCompletedReport("w", "run", 3, 2, Payload("binary/\udcff", b"data"))
+
+    sent = serde.decode_inbox(encode_report(report))
+
+    assert isinstance(sent, ActivityFailedReport)
+    assert (sent.workflow_id, sent.run_id, sent.seq, sent.attempt) == ("w", "run", 3, 2)
+    assert sent.failure.type == "ReportNotEncodable" and sent.failure.non_retryable
+    assert "result cannot be encoded" in sent.failure.message
+    assert "surrogates not allowed" in sent.failure.message
+
+
+def test_the_report_limit_follows_a_lower_message_max_bytes() -> None:
+    """librdkafka refuses a record over ``message.max.bytes`` in ``produce`` itself: a
+    result under our own limit but over a lower one set with ``-X`` was lost."""
+    assert report_limit({}) == MAX_RECORD_BYTES
+    assert report_limit({"message.max.bytes": "50000"}) == 49_000
+    assert report_limit({"message.max.bytes": 10_000_000}) == MAX_RECORD_BYTES

@@ -16,7 +16,8 @@ from structlog.testing import capture_logs
 from runtime import activity
 from runtime.engine import ActivityRegistry
 from runtime.engine.activity_executor import CANCEL_GRACE_S
-from runtime.messages import ActivityTask
+from runtime.messages import ActivityFailedReport, ActivityTask, InboxMessage
+from tests.integration.kafka_reading import read_topic
 from topics import serde
 from topics.admin import TopicAdmin
 from topics.catalogue import Catalogue, TopicNames
@@ -190,7 +191,6 @@ async def test_an_activity_that_finishes_in_a_long_graceful_shutdown_has_its_off
     consumer had left its group, so the commit of an activity that then finished was
     refused and another worker ran it again."""
     finishing.clear()
-    names = TopicNames(namespace)
     TopicAdmin({"bootstrap.servers": kafka_bootstrap}).create(Catalogue(namespace))  # an inbox
     _send_tasks(
         kafka_bootstrap,
@@ -206,6 +206,12 @@ async def test_an_activity_that_finishes_in_a_long_graceful_shutdown_has_its_off
     stop.set()
     await running
 
+    assert _tasks_committed(member) == 1  # the one task, done
+
+
+def _tasks_committed(member: Member) -> int:
+    """How many tasks of queue ``q`` the worker group has committed, over its partitions."""
+    names = TopicNames(member.namespace)
     group = Consumer(member.group_config(names.activity_group("q")))
     try:
         topic = names.tasks("q")
@@ -213,7 +219,76 @@ async def test_an_activity_that_finishes_in_a_long_graceful_shutdown_has_its_off
         committed = group.committed([TopicPartition(topic, p) for p in partitions], timeout=10)
     finally:
         group.close()
-    assert sum(max(tp.offset, 0) for tp in committed) == 1  # the one task, done
+    return sum(max(tp.offset, 0) for tp in committed)
+
+
+async def _reported(member: Member, running: asyncio.Task[None]) -> list[InboxMessage]:
+    """What the worker reported to the inbox, once it reported anything (within 30 s)."""
+    inbox = TopicNames(member.namespace).inbox
+    deadline = time.monotonic() + 30
+    while not (records := await asyncio.to_thread(read_topic, member.bootstrap_servers, inbox)):
+        assert time.monotonic() < deadline and not running.done()
+        await asyncio.sleep(0.2)
+    return [serde.decode_inbox(record.value()) for record in records]
+
+
+async def _report_of(member: Member, *activities: Any) -> InboxMessage:
+    """Run the one task ``_send_tasks`` put on ``q`` with ``activities``: its one report."""
+    worker = _worker(member, *activities)
+    stop = asyncio.Event()
+    running = asyncio.create_task(worker.run(stop))
+    try:
+        [report] = await _reported(member, running)
+    finally:
+        stop.set()
+        await running
+    assert _tasks_committed(member) == 1  # its outcome in, the task is done
+    return report
+
+
+@activity.defn
+def fails_naming_a_file() -> None:
+    name = b"rows-\xff.csv".decode(errors="surrogateescape")  # as os.listdir names it
+    raise LookupError(f"no rows in {name}")
+
+
+async def test_a_failure_utf8_cannot_encode_reaches_the_workflow(
+    kafka_bootstrap: str, namespace: str
+) -> None:
+    """The report raised in its encoding, the task was committed as done anyway, and the
+    workflow heard nothing until the activity's timeout: the error, and its retry, lost."""
+    TopicAdmin({"bootstrap.servers": kafka_bootstrap}).create(Catalogue(namespace))  # an inbox
+    task = ActivityTask("wf", "run", "T", 1, 1, "fails_naming_a_file", "q", (), 0, 60_000, 0)
+    _send_tasks(kafka_bootstrap, namespace, task)
+
+    report = await _report_of(Member(kafka_bootstrap, namespace, "w-1"), fails_naming_a_file)
+
+    assert isinstance(report, ActivityFailedReport)
+    failure = report.failure
+    assert (failure.type, failure.non_retryable) == ("LookupError", False)
+    assert failure.message == "no rows in rows-\\udcff.csv"
+
+
+@activity.defn
+def answers_at_length() -> str:
+    return "x" * 100_000
+
+
+async def test_a_result_over_a_lower_message_max_bytes_is_reported_too_large(
+    kafka_bootstrap: str, namespace: str
+) -> None:
+    """``-X message.max.bytes=50000``: librdkafka refused the 100 KB result in ``produce``
+    itself, and the attempt was committed as done without any report."""
+    TopicAdmin({"bootstrap.servers": kafka_bootstrap}).create(Catalogue(namespace))
+    task = ActivityTask("wf", "run", "T", 1, 1, "answers_at_length", "q", (), 0, 60_000, 0)
+    _send_tasks(kafka_bootstrap, namespace, task)
+    member = Member(kafka_bootstrap, namespace, "w-1", {"message.max.bytes": 50_000})
+
+    report = await _report_of(member, answers_at_length)
+
+    assert isinstance(report, ActivityFailedReport)
+    assert (report.failure.type, report.failure.non_retryable) == ("RecordTooLarge", True)
+    assert "the limit is 49,000" in report.failure.message
 
 
 async def test_a_stop_that_waits_for_kafka_to_take_a_report_is_not_taken_for_a_blocked_loop(
@@ -277,3 +352,40 @@ async def test_the_running_gauge_counts_the_attempts_that_run_not_those_waiting_
         released.set()  # the one running returns; the waiting one is left to the next owner
         stop.set()
         await running
+
+
+async def test_the_abandoned_threads_gauge_counts_the_threads_that_run_on(
+    kafka_bootstrap: str, namespace: str, holding: None
+) -> None:
+    """An abandoned sync attempt keeps its thread until the activity returns, which may be
+    never: the log said so once, and nothing showed how many such threads a worker held."""
+    TopicAdmin({"bootstrap.servers": kafka_bootstrap}).create(Catalogue(namespace))  # an inbox
+    task = ActivityTask("wf", "run", "T", 1, 1, "holds_its_thread", "q", (), 0, 200, 0)
+    _send_tasks(kafka_bootstrap, namespace, task)
+    registry = ActivityRegistry([holds_its_thread])
+    prometheus = CollectorRegistry()
+    worker = ActivityWorker(
+        ActivityWorkerConfig(Member(kafka_bootstrap, namespace, "w-1"), "q"),
+        registry,
+        registry.converter,
+        ActivityWorkerMetrics(prometheus),
+    )
+    stop = asyncio.Event()
+
+    def abandoned() -> float | None:
+        return prometheus.get_sample_value("chronik_activity_threads_abandoned")
+
+    with capture_logs() as logs:
+        running = asyncio.create_task(worker.run(stop))
+        try:
+            assert abandoned() == 0
+            await _until_abandoned(logs, running)
+            assert abandoned() == 1
+            released.set()  # the activity returns at last: its thread ends
+            deadline = time.monotonic() + 10
+            while abandoned() != 0:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.05)
+        finally:
+            stop.set()
+            await running

@@ -17,6 +17,7 @@ from runtime.messages import ActivityTask
 from topics import serde
 from topics.admin import TopicAdmin
 from topics.catalogue import Catalogue, TopicNames
+from topics.transient import produce_when_room
 from workers.activity_worker import ActivityWorker, ActivityWorkerConfig
 from workers.loop_watch import LoopWatch
 from workers.membership import Member
@@ -44,11 +45,48 @@ async def test_a_stall_is_warned_once_with_its_stack_and_its_end_is_logged() -> 
         finally:
             watch.stop()
     [warning] = _warnings(logs)
+    assert "an async activity runs blocking code" in warning["event"]
+    assert warning["cause"] == "blocking code"
     assert warning["running"] == ["charge"]
     assert "_blocks_the_loop_for" in warning["stack"] and "time.sleep" in warning["stack"]
     assert warning["blocked_s"] >= 0.5
     [recovered] = [entry for entry in logs if entry["log_level"] == "info"]
     assert recovered["blocked_s"] >= 1.2
+
+
+async def test_a_loop_waiting_for_room_in_the_producer_queue_is_not_blamed_on_activities(
+    kafka_bootstrap: str, namespace: str
+) -> None:
+    """``produce_when_room`` holds the loop while librdkafka's queue is full (a slow or
+    unreachable broker): the warning told the operator to fix an async activity, which
+    was not the cause. Here the queue holds one record, lingering 2 s before it is sent."""
+    TopicAdmin({"bootstrap.servers": kafka_bootstrap}).create(Catalogue(namespace))
+    inbox = TopicNames(namespace).inbox
+    producer = Producer(
+        {
+            "bootstrap.servers": kafka_bootstrap,
+            "queue.buffering.max.messages": 1,
+            "linger.ms": 2_000,
+        }
+    )
+    producer.produce(inbox, key=b"wf", value=b"first")  # the queue is full
+    watch = LoopWatch(
+        asyncio.get_running_loop(), threshold_s=0.5, running=lambda: ["charge"], what="test"
+    )
+    with capture_logs() as logs:
+        watch.start()
+        try:
+            produce_when_room(producer, inbox, key=b"wf", value=b"second")
+            await asyncio.sleep(0.5)
+        finally:
+            watch.stop()
+    assert producer.flush(10) == 0
+    [warning] = _warnings(logs)
+    assert "producer's queue is full" in warning["event"]
+    assert "queue.buffering.max.messages" in warning["event"]
+    assert "activity" not in warning["event"]
+    assert warning["cause"] == "producer queue full"
+    assert "produce_when_room" in warning["stack"]
 
 
 def test_a_threshold_that_is_not_positive_is_refused() -> None:
