@@ -19,7 +19,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import Consumer, Message, Producer, TopicPartition
+import structlog
+from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 
 from topics import dead_letters
 from topics.catalogue import TopicNames
@@ -27,6 +28,8 @@ from topics.consumed import Consumed, consume_available
 from topics.errors import TopicsMissingError
 from topics.partitioner import producer_config
 from topics.transient import produce_when_room, watermarks
+
+log = structlog.get_logger(__name__)
 
 #: Dead letters per transaction: a long backlog moves in several, each well inside
 #: ``transaction.timeout.ms``, the cursor advancing with each.
@@ -176,9 +179,20 @@ def _move(
                 producer, consumer, names, outcomes[start : start + TRANSACTION_RECORDS]
             )
     except Exception as error:
+        _abort(producer)
         raise RedriveError(f"moving dead letters: {error}") from error
     finally:
         producer.flush(10)
+
+
+def _abort(producer: Producer) -> None:
+    """End a failed transaction now: left open, it would hold every read_committed reader
+    of the inbox partitions it wrote to — the workflow workers — at its first record until
+    ``transaction.timeout.ms``."""
+    try:
+        producer.abort_transaction(10)
+    except KafkaException as error:  # none open (the failure came before), or unusable
+        log.info("no transaction to abort", error=str(error))
 
 
 def _move_one_transaction(

@@ -12,14 +12,16 @@ from typing import Any
 import pytest
 from confluent_kafka import Producer
 
+from examples import order
 from runtime.client import Client
 from runtime.messages import StartWorkflow
 from runtime.payloads import Payload
 from tests.integration.conftest import PARTITIONS, Launcher
 from tests.integration.kafka_reading import read_topic
-from topics import dead_letters, serde
+from topics import dead_letters, serde, transient
 from topics.catalogue import TopicNames
 from topics.partitioner import partition_for, producer_config
+from workers import dlq_redrive
 
 
 @pytest.fixture
@@ -139,3 +141,41 @@ async def test_a_record_refused_again_returns_to_the_dead_letters_saying_it_was_
     [line] = await _redrive(kafka_bootstrap, topics_ready, "--dry-run")
     assert (line["partition"], line["offset"]) == (again.partition(), again.offset())
     assert line["redriven_from"] == f"{names.inbox_dlq}[0]@0"
+
+
+async def test_a_run_that_fails_mid_transaction_aborts_it_and_moves_nothing(
+    client: Client,
+    kafka_bootstrap: str,
+    topics_ready: str,
+    order_worker: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Left open, the failed transaction would hold the workflow workers' read_committed
+    inbox consumer at its record for ``transaction.timeout.ms`` (a minute): a workflow on
+    that partition completing within seconds shows it was aborted."""
+    names = TopicNames(topics_ready)
+    workflow_id = f"aborted-{uuid.uuid4().hex[:6]}"
+    _dead_letter(kafka_bootstrap, names, workflow_id.encode(), _start(workflow_id))
+    real_produce = transient.produce_when_room
+
+    def produce_then_fail(*args: Any, **kwargs: Any) -> None:
+        real_produce(*args, **kwargs)
+        raise RuntimeError("injected after the record was produced")
+
+    monkeypatch.setattr(dlq_redrive, "produce_when_room", produce_then_fail)
+    with pytest.raises(dlq_redrive.RedriveError, match="injected"):
+        await asyncio.to_thread(dlq_redrive.redrive, {"bootstrap.servers": kafka_bootstrap}, names)
+    monkeypatch.undo()
+
+    partition = partition_for(workflow_id, PARTITIONS)
+    neighbour = next(
+        f"n-{n}" for n in range(1_000) if partition_for(f"n-{n}", PARTITIONS) == partition
+    )
+    result = await asyncio.wait_for(
+        client.execute_workflow(order.process_order, "N", id=neighbour, task_queue="orders"), 20
+    )
+    assert result[0] == "payment-N"
+    assert _redriven(kafka_bootstrap, names) == []  # the aborted copy is not there
+    [line] = await _redrive(kafka_bootstrap, topics_ready)  # the cursor did not move
+    assert line["outcome"] == "moved"
+    assert len(_redriven(kafka_bootstrap, names)) == 1
