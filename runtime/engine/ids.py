@@ -72,3 +72,9 @@ def parse_timer_id(timer_id: str) -> TimerId:
             return TimerId("activity", int(parts[1]), kind=parts[-1])
         case family:
             return TimerId(family)
+
+
+def start_signal_id(start_request_id: str) -> str:
+    """The request id a signal-with-start's signal is recorded with: its start's, marked,
+    so no plain signal's id can pass for it (replay tells the pair by it)."""
+    return f"start-signal:{start_request_id}"

@@ -15,7 +15,12 @@ import structlog
 
 from runtime.engine import activities
 from runtime.engine.execution import Execution
-from runtime.engine.ids import EXECUTION_TIMEOUT_TIMER, derive_run_id, parse_timer_id
+from runtime.engine.ids import (
+    EXECUTION_TIMEOUT_TIMER,
+    derive_run_id,
+    parse_timer_id,
+    start_signal_id,
+)
 from runtime.engine.state import ActivityState, Phase, RunState
 from runtime.errors import (
     TYPE_NOT_FOUND,
@@ -254,7 +259,8 @@ def _signalled_instead(ex: Execution, msg: StartWorkflow) -> bool:
         )
         ex.fx.reply(msg.reply_to, msg.request_id, RequestFailed(failure))
         return True
-    signalled = next((r for r in ex.runs.all() if msg.request_id in r.signal_ids), None)
+    signal_id = start_signal_id(msg.request_id)
+    signalled = next((r for r in ex.runs.all() if signal_id in r.signal_ids), None)
     if signalled is not None:
         _answer_duplicate_start(ex, msg, signalled.run_id)
         return True
@@ -263,7 +269,7 @@ def _signalled_instead(ex: Execution, msg: StartWorkflow) -> bool:
         return False
     if msg.id_reuse_policy is IdReusePolicy.TERMINATE_IF_RUNNING:
         return False
-    ex.record(SignalReceived(name, msg.start_signal.input, msg.request_id), current.run_id)
+    ex.record(SignalReceived(name, msg.start_signal.input, signal_id), current.run_id)
     _answer_duplicate_start(ex, msg, current.run_id)
     return True
 
@@ -294,7 +300,8 @@ def _record_start(ex: Execution, msg: StartWorkflow, run_id: str) -> None:
     # in Temporal, the handler before the run method): `start_signal_follows` on replay.
     ex.record(started, run_id, drive=signal is None)
     if signal is not None:
-        ex.record(SignalReceived(signal.name, signal.input, msg.request_id), run_id)
+        request_id = start_signal_id(msg.request_id)
+        ex.record(SignalReceived(signal.name, signal.input, request_id), run_id)
     if not known:
         # Recorded as started, then failed, so the failure is visible in history and status.
         ex.record(WorkflowFailed(_unknown_type_failure(ex, started)), run_id)

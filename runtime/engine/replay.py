@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from runtime.engine.commands import Command, describe, same_command
+from runtime.engine.ids import start_signal_id
 from runtime.engine.patches import is_deprecated_patch_marker, is_patch_marker
 from runtime.engine.state import EventClass, RunState, classify
 from runtime.errors import TYPE_NOT_FOUND, NonDeterminismError
@@ -50,7 +51,7 @@ def start_signal_follows(started: HistoryEvent, following: HistoryEvent | None) 
     return (
         isinstance(attrs, SignalReceived)
         and isinstance(start, WorkflowStarted)
-        and attrs.request_id == start.request_id
+        and attrs.request_id == start_signal_id(start.request_id)
     )
 
 

@@ -241,3 +241,37 @@ async def test_signal_arguments_without_a_signal_are_a_type_error(
         await env.client.start_workflow(
             Cart.run, "ann", id="cart-9", task_queue="q", start_signal_args=["x"]
         )
+
+
+@workflow.defn
+class FirstLook:
+    """Notes its state before its first await, then waits for a name."""
+
+    def __init__(self) -> None:
+        self.name: str | None = None
+
+    @workflow.run
+    async def run(self) -> str:
+        first = self.name
+        await workflow.wait_condition(lambda: self.name is not None)
+        if first is None:  # a command only a run that saw no name at its start issues
+            await workflow.sleep(1)
+        return f"{first}/{self.name}"
+
+    @workflow.signal
+    def call_me(self, name: str) -> None:
+        self.name = name
+
+
+async def test_a_plain_signal_reusing_the_starts_request_id_is_no_start_signal(
+    env: WorkflowEnvironment,
+) -> None:
+    """Replay tells a start signal by its marked request id: a client that reused its
+    start's request id for a later signal must not have that signal replayed before the
+    run method (restored, the run would then see the name at its start)."""
+    async with Worker(env.client, task_queue="q", workflows=[FirstLook]):
+        handle = await env.client.start_workflow(
+            FirstLook.run, id="look", task_queue="q", request_id="same"
+        )
+        await handle.signal(FirstLook.call_me, "ann", request_id="same")
+        assert await handle.result() == "None/ann"
