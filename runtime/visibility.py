@@ -14,19 +14,18 @@ reads a compacted topic); this is what the CLI and programs use below that.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import structlog
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message
 
-from runtime.errors import RPCError, RPCTimeoutError
+from runtime.errors import RPCError
 from runtime.messages import StatusRecord
 from topics import serde
 from topics.catalogue import TopicNames
-from topics.consumed import Consumed, consume_available
-from topics.errors import DecodeError, TopicsMissingError
-from topics.transient import watermarks
+from topics.consumed import Consumed
+from topics.errors import DecodeError
+from topics.scan import partition_count, read_to_end
 
 log = structlog.get_logger(__name__)
 
@@ -60,28 +59,14 @@ def read_statuses(
 def _read_to_end(
     consumer: Consumer, topic: str, namespace: str, timeout_s: float
 ) -> dict[str, StatusRecord]:
-    metadata = consumer.list_topics(topic, timeout=10).topics.get(topic)
-    if metadata is None or metadata.error is not None or not metadata.partitions:
-        raise TopicsMissingError(namespace, [topic])
-    ends = {}
-    for partition in sorted(metadata.partitions):
-        low, high = watermarks(consumer, TopicPartition(topic, partition))
-        if low < high:
-            ends[partition] = high
-    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
     latest: dict[str, StatusRecord] = {}
-    deadline = time.monotonic() + timeout_s
-    while ends:
-        if time.monotonic() > deadline:
-            raise RPCTimeoutError(
-                f"{topic} partitions {sorted(ends)} were not read to their end within "
-                f"{timeout_s}s (a transaction left open holds read_committed readers back)"
-            )
-        for message in consume_available(consumer, 10_000, 0.2):
-            if message.error() is None:
-                _apply(latest, Consumed.of(message))
-        positions = consumer.position([TopicPartition(topic, p) for p in ends])
-        ends = {p.partition: ends[p.partition] for p in positions if p.offset < ends[p.partition]}
+
+    def apply(records: list[Message]) -> None:
+        for message in records:
+            _apply(latest, Consumed.of(message))
+
+    partitions = range(partition_count(consumer, topic, namespace))
+    read_to_end(consumer, topic, partitions, apply, timeout_s)
     return latest
 
 

@@ -5,7 +5,9 @@ follow the histories of runs still open would fail their workflow tasks once dep
 (they wait, stuck, for a fix). Replaying those histories first, against the new code,
 names each such run and the first event the code disagrees with. Histories come from
 files (a ``chronik workflow history`` or ``chronik history tail`` capture) or from Kafka:
-named workflow ids, or every open run of the types the modules define. Of each history
+named workflow ids, or every open run of the types the modules define, asked of their
+owners — or, with ``--from-topic``, read from the history topic (`workers.history_topic`),
+because a full-stop deploy has no owner running to ask. Of each history
 the newest run is replayed, as a worker replays it; the runs it continued from are closed
 and no deploy makes them fail a task (``--all-runs`` replays them too).
 
@@ -15,6 +17,7 @@ all do (2 for a bad argument, as everywhere).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 from collections.abc import Iterable, Sequence
@@ -28,9 +31,11 @@ from runtime.events import HistoryEvent, WorkflowStarted
 from runtime.history_json import history_from_json
 from runtime.messages import WorkflowStatus
 from runtime.replay import Replayer, ReplayResult
+from topics.catalogue import TopicNames
 from workers.cli_context import CliContext, pass_cli
 from workers.cli_worker import load_definitions
 from workers.cli_workflow import RequestNotServed
+from workers.history_topic import read_histories
 
 EXIT_DOES_NOT_REPLAY = 1
 
@@ -52,6 +57,11 @@ HISTORY_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
     "--open", "open_runs", is_flag=True,
     help="Fetch the history of every open run whose type MODULES define.",
 )  # fmt: skip
+@click.option(
+    "--from-topic", is_flag=True,
+    help="With --open/--workflow-id: read the histories from <ns>.history, asking no worker "
+    "(for a deploy with every worker stopped; reads each partition the ids are on to its end).",
+)  # fmt: skip
 @click.option("--type", "workflow_type", default=None, help="With --open: only this type.")
 @click.option(
     "--all-runs", is_flag=True,
@@ -68,6 +78,7 @@ def replay(
     files: tuple[Path, ...],
     workflow_ids: tuple[str, ...],
     open_runs: bool,
+    from_topic: bool,
     workflow_type: str | None,
     limit: int | None,
     all_runs: bool,
@@ -78,6 +89,8 @@ def replay(
     event the code disagrees with. Run it against production histories before deploying
     changed workflow code.
     """
+    if from_topic and not (workflow_ids or open_runs):
+        raise click.UsageError("--from-topic is where --open and --workflow-id read from: add one")
     if not (files or workflow_ids or open_runs):
         raise click.UsageError("nothing to replay: give --history, --workflow-id or --open")
     if (workflow_type or limit) and not open_runs:
@@ -100,6 +113,9 @@ def replay(
             ids = list(workflow_ids)
             if open_runs:
                 ids += [i for i in await _open_ids(client, types, limit) if i not in ids]
+            if from_topic:
+                config, names = ctx.client_config(), TopicNames(ctx.namespace)
+                return await asyncio.to_thread(read_histories, config, names, ids)
             return [list(await client.get_workflow_handle(i).fetch_history()) for i in ids]
 
         try:

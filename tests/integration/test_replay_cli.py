@@ -12,10 +12,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from confluent_kafka import Producer
 
-from runtime.client import Client
+from runtime.client import Client, WorkflowHandle
 from tests.engine.steps import STEPS
 from tests.integration import drift_v1, drift_v2
+from tests.integration.conftest import PARTITIONS, Launcher
+from topics import serde
+from topics.catalogue import TopicNames
+from topics.partitioner import partition_for
 from workers.worker import Worker
 
 pytestmark = pytest.mark.kafka
@@ -105,7 +110,9 @@ async def test_replay_refuses_what_it_cannot_replay_in_one_line(
     assert unknown_type.returncode == 2 and "define no workflow 'Nope'" in unknown_type.stderr
     unknown_id = await chronik("replay", V1, "--workflow-id", "never-started")
     assert unknown_id.returncode == 2 and "never-started" in unknown_id.stderr
-    for result in (nothing, bad_file, unknown_type, unknown_id):
+    no_source = await chronik("replay", V1, "--from-topic")
+    assert no_source.returncode == 2 and "--from-topic is where --open" in no_source.stderr
+    for result in (nothing, bad_file, unknown_type, unknown_id, no_source):
         assert "Traceback" not in result.stderr
 
 
@@ -116,10 +123,7 @@ async def test_the_open_run_is_replayed_not_the_runs_it_continued_from(
         handle = await client.start_workflow(
             drift_v1.Generations.run, 0, id="gen", task_queue="drift"
         )
-        for _ in range(300):  # until the second run waits for `go`
-            if (await handle.describe()).run_id != handle.first_execution_run_id:
-                break
-            await asyncio.sleep(0.1)
+        await _until_continued(handle)
         replayed = await chronik("replay", V2, "--open")  # the owner answers with history
         assert replayed.returncode == 0, replayed.stdout + replayed.stderr
         assert _lines(replayed)["gen"]["ok"] is True
@@ -130,3 +134,68 @@ async def test_the_open_run_is_replayed_not_the_runs_it_continued_from(
     async with Worker(client, task_queue="drift", workflows=drift_v2.WORKFLOWS, activities=STEPS):
         await handle.signal(drift_v2.Generations.go)
         assert await handle.result() == "generation 1"
+
+
+async def test_from_topic_replays_open_runs_with_every_worker_stopped(
+    client: Client, chronik: Chronik, launch: Launcher
+) -> None:
+    """A full-stop deploy: no owner answers, the histories are read from the topic, and
+    the lines are the ones the owners' histories gave."""
+    worker = launch.worker(role="all", worker_id="w-1", modules=(V1,), task_queue="drift")
+    drifting = await client.start_workflow(drift_v1.Drifting.run, id="d-1", task_queue="drift")
+    await drift_v1.until_first_step_done(drifting)
+    closed = await client.start_workflow(drift_v1.Drifting.run, id="d-2", task_queue="drift")
+    await drift_v1.until_first_step_done(closed)
+    await closed.signal(drift_v1.Drifting.go)
+    assert await closed.result() == "a"
+    generations = await client.start_workflow(
+        drift_v1.Generations.run, 0, id="gen", task_queue="drift"
+    )
+    await _until_continued(generations)
+    collected = await client.start_workflow(drift_v1.Drifting.run, id="d-3", task_queue="drift")
+    await drift_v1.until_first_step_done(collected)
+    from_owners = await chronik("replay", V2, "--open")
+    closed_events = len(await closed.fetch_history())
+    worker.kill()
+    _collect(launch.bootstrap, launch.namespace, "d-3", up_to_event=40)
+
+    from_topic = await chronik("replay", V2, "--open", "--from-topic")
+    assert from_topic.returncode == 1, from_topic.stderr
+    lines = _lines(from_topic)
+    assert lines == {i: line for i, line in _lines(from_owners).items() if i != "d-3"}
+    assert lines["gen"]["ok"] is True and lines["d-1"]["ok"] is False
+    assert "step_a" in lines["d-1"]["error"] and "step_b" in lines["d-1"]["error"]
+
+    one_closed = await chronik("replay", V1, "--workflow-id", "d-2", "--from-topic")
+    assert one_closed.returncode == 0, one_closed.stderr
+    line = _lines(one_closed)["d-2"]
+    assert line["ok"] is True and line["status"] == "completed"
+    assert line["events"] == closed_events
+    for gone in ("never-started", "d-3"):  # d-3: every event tombstoned, as retention does
+        missing = await chronik("replay", V1, "--workflow-id", gone, "--from-topic")
+        assert missing.returncode == 2, missing.stdout
+        assert gone in missing.stderr and len(missing.stderr.splitlines()) == 1
+
+
+async def _until_continued(handle: WorkflowHandle) -> None:
+    for _ in range(300):  # until the second run waits for `go`
+        if (await handle.describe()).run_id != handle.first_execution_run_id:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{handle.id} never continued as new")
+
+
+def _collect(bootstrap: str, namespace: str, workflow_id: str, up_to_event: int) -> None:
+    """Tombstone the status and every history key ``workflow_id`` can have up to
+    ``up_to_event``, as an owner ending its retention does (a key it never had is deleted
+    too: harmless)."""
+    names = TopicNames(namespace)
+    partition = partition_for(workflow_id, PARTITIONS)
+    producer = Producer({"bootstrap.servers": bootstrap})
+    for event_id in range(1, up_to_event + 1):
+        key = serde.encode_history_key(workflow_id, event_id)
+        producer.produce(names.history, key=key, value=None, partition=partition)
+    producer.produce(
+        names.status, key=serde.workflow_key(workflow_id), value=None, partition=partition
+    )
+    assert producer.flush(10) == 0
