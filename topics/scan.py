@@ -12,9 +12,9 @@ moment however busy the topic is.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
+from confluent_kafka import Consumer, Message, TopicPartition
 
 from runtime.errors import RPCTimeoutError
 from topics.consumed import consume_available
@@ -35,14 +35,23 @@ def partition_count(consumer: Consumer, topic: str, namespace: str) -> int:
 
 
 def read_to_end(
-    consumer: Consumer, topic: str, partitions: Iterable[int], apply: Apply, timeout_s: float
+    consumer: Consumer,
+    topic: str,
+    partitions: Iterable[int],
+    apply: Apply,
+    timeout_s: float,
+    *,
+    starts: Mapping[int, int] | None = None,
 ) -> None:
     """Hand ``apply`` every committed record of ``partitions`` below their current high
-    watermarks, assigned without joining a group; `RPCTimeoutError` if that takes longer
+    watermarks, from their start (or the offsets ``starts`` names; below the log start:
+    from there), assigned without joining a group; `RPCTimeoutError` if that takes longer
     than ``timeout_s`` (a transaction left open holds ``read_committed`` readers back until
     its coordinator aborts it)."""
-    ends = _ends(consumer, topic, partitions)
-    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
+    marks = {p: watermarks(consumer, TopicPartition(topic, p)) for p in sorted(set(partitions))}
+    first = {p: max((starts or {}).get(p, low), low) for p, (low, _) in marks.items()}
+    ends = {p: high for p, (_, high) in marks.items() if first[p] < high}
+    consumer.assign([TopicPartition(topic, p, first[p]) for p in ends])
     deadline = time.monotonic() + timeout_s
     while ends:
         if time.monotonic() > deadline:
@@ -59,13 +68,3 @@ def read_to_end(
             apply(records)
         positions = consumer.position([TopicPartition(topic, p) for p in ends])
         ends = {p.partition: ends[p.partition] for p in positions if p.offset < ends[p.partition]}
-
-
-def _ends(consumer: Consumer, topic: str, partitions: Iterable[int]) -> dict[int, int]:
-    """The high watermark of each partition that holds anything (an empty one is read)."""
-    ends = {}
-    for partition in sorted(set(partitions)):
-        low, high = watermarks(consumer, TopicPartition(topic, partition))
-        if low < high:
-            ends[partition] = high
-    return ends

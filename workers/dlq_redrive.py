@@ -15,26 +15,27 @@ fences the earlier.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import structlog
 from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 
+from runtime.errors import RPCTimeoutError
 from topics import dead_letters
 from topics.catalogue import TopicNames
-from topics.consumed import Consumed, consume_available
-from topics.errors import TopicsMissingError
+from topics.consumed import Consumed
 from topics.partitioner import producer_config
-from topics.transient import produce_when_room, watermarks
+from topics.scan import partition_count, read_to_end
+from topics.transient import produce_when_room
 
 log = structlog.get_logger(__name__)
 
 #: Dead letters per transaction: a long backlog moves in several, each well inside
 #: ``transaction.timeout.ms``, the cursor advancing with each.
 TRANSACTION_RECORDS = 5_000
-#: How long a read of the dead letters may go without progress before it gives up.
+#: How long reading the dead letters to their end may take before the run gives up.
 _READ_PATIENCE_S = 30.0
 
 
@@ -76,7 +77,7 @@ def redrive(
         }
     )
     try:
-        inbox_partitions = _partition_count(consumer, names, names.inbox)
+        inbox_partitions = partition_count(consumer, names.inbox, names.namespace)
         pending = _read_past_cursor(consumer, names, limit)
         outcomes = [_outcome(record, inbox_partitions) for record in pending]
         if not dry_run and outcomes:
@@ -84,13 +85,6 @@ def redrive(
         return outcomes
     finally:
         consumer.close()
-
-
-def _partition_count(consumer: Consumer, names: TopicNames, topic: str) -> int:
-    metadata = consumer.list_topics(topic, timeout=10).topics.get(topic)
-    if metadata is None or metadata.error is not None or not metadata.partitions:
-        raise TopicsMissingError(names.namespace, [topic])
-    return len(metadata.partitions)
 
 
 def _read_past_cursor(consumer: Consumer, names: TopicNames, limit: int | None) -> list[Consumed]:
@@ -101,43 +95,22 @@ def _read_past_cursor(consumer: Consumer, names: TopicNames, limit: int | None) 
     moved) starts at the log start: what is gone cannot be moved.
     """
     topic = names.inbox_dlq
-    partitions = range(_partition_count(consumer, names, topic))
+    partitions = range(partition_count(consumer, topic, names.namespace))
     committed = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=10)
     cursor = {tp.partition: tp.offset for tp in committed if tp.offset >= 0}
-    marks = {p: watermarks(consumer, TopicPartition(topic, p)) for p in partitions}
-    starts = {p: max(cursor.get(p, low), low) for p, (low, _) in marks.items()}
-    ends = {p: high for p, (_, high) in marks.items()}
-    assignment = [TopicPartition(topic, p, starts[p]) for p in partitions if starts[p] < ends[p]]
-    if not assignment:
-        return []
-    consumer.assign(assignment)
-    by_partition: dict[int, list[Consumed]] = {tp.partition: [] for tp in assignment}
-    for message in _until_ends(consumer, topic, ends, {tp.partition for tp in assignment}):
-        by_partition[message.partition].append(message)
+    by_partition: dict[int, list[Consumed]] = {}
+
+    def keep(messages: list[Message]) -> None:
+        for message in messages:
+            record = Consumed.of(message)
+            by_partition.setdefault(record.partition, []).append(record)
+
+    try:
+        read_to_end(consumer, topic, partitions, keep, _READ_PATIENCE_S, starts=cursor)
+    except RPCTimeoutError as error:
+        raise RedriveError(str(error)) from error
     ordered = [record for p in sorted(by_partition) for record in by_partition[p]]
     return ordered if limit is None else ordered[:limit]
-
-
-def _until_ends(
-    consumer: Consumer, topic: str, ends: Mapping[int, int], left: set[int]
-) -> Iterator[Consumed]:
-    """Every record of the assigned partitions until each position reaches its end (not
-    "until offset end - 1": a transaction marker may hold that offset)."""
-    idle = 0.0
-    while left:
-        messages: Sequence[Message] = consume_available(consumer, 1_000, 0.5)
-        idle = 0.0 if messages else idle + 0.5
-        if idle > _READ_PATIENCE_S:
-            raise RedriveError(f"{topic}: no progress towards the end for {_READ_PATIENCE_S}s")
-        for message in messages:
-            if message.error() is not None:
-                raise RedriveError(f"{topic}: {message.error()}")
-            record = Consumed.of(message)
-            if record.offset < ends[record.partition]:  # later ones wait for the next run
-                yield record
-        for position in consumer.position([TopicPartition(topic, p) for p in list(left)]):
-            if position.offset >= ends[position.partition]:
-                left.discard(position.partition)
 
 
 def _outcome(record: Consumed, inbox_partitions: int) -> Outcome:
