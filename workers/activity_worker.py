@@ -197,6 +197,8 @@ class ActivityWorker:
         self._rereading: asyncio.Future[int] | None = None
         #: Reports waiting for that read, to be produced again.
         self._resending: set[asyncio.Task[None]] = set()
+        #: The fatal error ``produce`` raised, which stops the worker at the next poll.
+        self._producer_failed: KafkaException | None = None
         self._admin = TopicAdmin(member.client_config())
         self._progress: dict[int, PartitionProgress] = {}
         self._running: dict[tuple[str, str, int, int], _Running] = {}
@@ -371,6 +373,9 @@ class ActivityWorker:
         for record in records:
             self._dispatch(record)
         self._producer.poll(0)
+        if (failed := self._producer_failed) is not None:  # raised once, as a delivery's is
+            self._producer_failed = None
+            raise failed
         self._commit()
 
     async def _flush(self, timeout_s: float) -> None:
@@ -565,7 +570,9 @@ class ActivityWorker:
         delivered lost the result for good, the workflow then waiting for a start-to-close
         retry — or, with only a schedule-to-close timeout, timing out an activity that had
         completed. The engine ignores a second copy of a report. A fatal producer error
-        stops the worker (raised out of the poll), its offset open.
+        stops the worker (raised out of the poll), its offset open — one ``produce`` raised
+        too (kept for `_poll` to raise): it only failed that attempt, and the worker ran on
+        with a producer that could send nothing more.
         """
 
         def delivered(error: KafkaError | None, _message: Message) -> None:
@@ -573,7 +580,7 @@ class ActivityWorker:
                 if on_delivered is not None:
                     on_delivered()
                 return
-            if error.fatal():  # the producer is unusable: stop; the task's offset stays open
+            if _is_fatal(error):  # the producer is unusable: stop; the task's offset stays open
                 raise KafkaException(error)
             if error.code() == KafkaError.MSG_SIZE_TOO_LARGE:
                 self._refused_too_large(message, value, on_delivered)
@@ -594,8 +601,10 @@ class ActivityWorker:
             )
         except KafkaException as refused:
             error: KafkaError = refused.args[0]
-            if error.fatal() or not is_transient(error) or time.monotonic() >= deadline:
+            if _is_fatal(error) or not is_transient(error) or time.monotonic() >= deadline:
                 _log_not_produced(message, error)
+                if _is_fatal(error):
+                    self._producer_failed = refused
                 return
             loop = asyncio.get_running_loop()  # offered again without blocking the loop
             again = min(pause_s * 2, _REPORT_RETRY_PAUSE_S)
@@ -845,6 +854,13 @@ def _log_not_produced(message: _Report, error: KafkaError) -> None:
         report=type(message).__name__, error=str(error), workflow_id=message.workflow_id,
         run_id=message.run_id, seq=message.seq, attempt=message.attempt,
     )  # fmt: skip
+
+
+def _is_fatal(error: KafkaError) -> bool:
+    """Whether the producer is unusable: ``produce`` and delivery reports say so with the
+    code ``_FATAL``, their `KafkaError.fatal()` False (the flag marks the client's own
+    fatal error, as `workers.membership.on_consume_error` found for the consumer)."""
+    return bool(error.fatal()) or error.code() == KafkaError._FATAL
 
 
 def report_limit(settings: Mapping[str, Any], topic_max_bytes: int | None = None) -> int:

@@ -9,7 +9,7 @@ from collections.abc import Iterator, MutableMapping
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
@@ -29,6 +29,7 @@ from topics import serde
 from topics.admin import TopicAdmin
 from topics.catalogue import Catalogue, TopicNames
 from topics.consumed import consume_available
+from workers import activity_worker
 from workers.activity_worker import ActivityWorker, ActivityWorkerConfig
 from workers.membership import SESSION_TIMEOUT_MS, Member
 from workers.metrics import ActivityWorkerMetrics
@@ -360,6 +361,40 @@ async def test_a_report_the_broker_refuses_as_too_large_is_sent_within_the_limit
     assert isinstance(refused, ActivityFailedReport) and refused.seq == large.seq
     assert (refused.failure.type, refused.failure.non_retryable) == ("RecordTooLarge", True)
     assert "the limit is 49,000" in refused.failure.message
+
+
+async def test_a_fatal_error_produce_raises_stops_the_worker(
+    kafka_bootstrap: str, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fatal producer error raised by ``produce`` itself only failed that attempt's
+    report, logged, and the worker ran on with a producer that could send nothing more.
+    It now stops the worker as a fatal error in a delivery report does: raised out of the
+    poll, and so out of `ActivityWorker.run`, the attempt's offset left open.
+
+    A real fatal error (an idempotent producer's broken sequence) cannot be provoked at
+    will, so it is injected at the seam the bookkeeping tests use for refusals
+    (``produce_when_room``), as librdkafka's ``produce`` raises it for a producer in a
+    fatal state: code ``_FATAL``. The consumer, the admin calls and the task are the
+    real broker's."""
+    TopicAdmin({"bootstrap.servers": kafka_bootstrap}).create(Catalogue(namespace))
+    task = ActivityTask("wf", "run", "T", 1, 1, "answers_at_once", "q", (), 0, 60_000, 0)
+    _send_tasks(kafka_bootstrap, namespace, task)
+    member = Member(kafka_bootstrap, namespace, "w-1")
+    attempts: list[str] = []
+
+    def produce(_producer: Producer, topic: str, **_kwargs: Any) -> None:
+        attempts.append(topic)
+        raise KafkaException(KafkaError(KafkaError._FATAL))
+
+    monkeypatch.setattr(activity_worker, "produce_when_room", produce)
+    worker = _worker(member, answers_at_once)
+
+    with pytest.raises(KafkaException) as raised:
+        await asyncio.wait_for(worker.run(asyncio.Event()), 60)
+
+    assert raised.value.args[0].code() == KafkaError._FATAL
+    assert attempts == [TopicNames(namespace).inbox]  # the outcome's report, once
+    assert _tasks_committed(member) == 0  # its offset open: the attempt runs again
 
 
 async def test_a_stop_that_waits_for_kafka_to_take_a_report_is_not_taken_for_a_blocked_loop(
