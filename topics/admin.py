@@ -139,6 +139,16 @@ class TopicAdmin:
             if topic.config.get("delete.retention.ms") is not None
         }
 
+    def max_message_bytes(self, name: str) -> int | None:
+        """The largest record batch the broker takes on topic ``name`` (its
+        ``max.message.bytes``, else the broker's default); None when the topic does not
+        exist. An operator may set it below what producers allow themselves, and the
+        broker then refuses a larger batch whole (``MSG_SIZE_TOO_LARGE``)."""
+        topic = self.describe([name]).get(name)
+        if topic is None or topic.config.get("max.message.bytes") is None:
+            return None
+        return int(topic.config["max.message.bytes"])
+
     def require(self, namespace: str, names: list[str]) -> None:
         """Raise `TopicsMissingError` unless every topic of ``names`` exists: a process
         subscribed to a topic that does not exist would wait for nothing, looking healthy."""

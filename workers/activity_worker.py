@@ -63,7 +63,7 @@ from topics import serde
 from topics.admin import TopicAdmin
 from topics.catalogue import MAX_RECORD_BYTES, Catalogue, TopicNames
 from topics.consumed import Consumed, consume_available
-from topics.errors import DecodeError, EncodeError
+from topics.errors import DecodeError, EncodeError, KafkaUnavailableError
 from topics.partitioner import producer_config
 from topics.transient import is_transient, produce_when_room
 from workers.loop_watch import LoopWatch
@@ -89,9 +89,10 @@ _FLUSH_S = 10.0
 #: on it, and the longest pause between two offers (seconds).
 REPORT_RETRY_S = 30.0
 _REPORT_RETRY_PAUSE_S = 1.0
-#: librdkafka's ``message.max.bytes`` when none is set, and what `MAX_RECORD_BYTES` leaves
-#: below it for a batch's framing.
+#: librdkafka's ``message.max.bytes`` and ``batch.size`` when none is set, and what
+#: `MAX_RECORD_BYTES` leaves below it for a batch's framing.
 _MESSAGE_MAX_BYTES = 1_000_000
+_BATCH_BYTES = 1_000_000
 _FRAMING_BYTES = _MESSAGE_MAX_BYTES - MAX_RECORD_BYTES
 
 
@@ -189,8 +190,15 @@ class ActivityWorker:
                 "on_commit": self._on_commit,
             }
         )
-        self._producer = Producer({**producer_config(member.client_config()), "linger.ms": 2})
+        self._producer = _report_producer(member.client_config())
         self._report_limit = report_limit(member.client_config())
+        #: The read of the inbox's ``max.message.bytes`` under way after a refusal, which
+        #: every report of the refused batch waits for.
+        self._rereading: asyncio.Future[int] | None = None
+        #: Reports waiting for that read, to be produced again.
+        self._resending: set[asyncio.Task[None]] = set()
+        #: The fatal error ``produce`` raised, which stops the worker at the next poll.
+        self._producer_failed: KafkaException | None = None
         self._admin = TopicAdmin(member.client_config())
         self._progress: dict[int, PartitionProgress] = {}
         self._running: dict[tuple[str, str, int, int], _Running] = {}
@@ -223,6 +231,7 @@ class ActivityWorker:
             Catalogue(self._config.member.namespace),
             self._config.task_queue,
         )
+        await loop.run_in_executor(self._poller, self._follow_inbox_limit)
         self._consumer.subscribe(
             [topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke
         )
@@ -249,6 +258,48 @@ class ActivityWorker:
                 await self._drain()
             finally:
                 watch.stop()
+
+    def _follow_inbox_limit(self) -> None:
+        """Keep reports and their batches within the inbox's ``max.message.bytes``, before
+        anything is produced (in the polling thread: the admin call blocks).
+
+        An operator may set that topic config below librdkafka's ``message.max.bytes``:
+        the broker then refused a large report's whole batch, the worker produced it
+        again forever, and the workflow waited. Within the limit, an outcome too large
+        goes as `RecordTooLarge` (`encode_report`); the producer is made anew with its
+        ``batch.size`` within it too, so that small reports batched together are not
+        refused either."""
+        topic_max = self._inbox_max_bytes()
+        if topic_max is None:
+            return
+        settings = self._config.member.client_config()
+        self._report_limit = report_limit(settings, topic_max)
+        if topic_max - _FRAMING_BYTES < _batch_bytes(settings):
+            self._producer = _report_producer(settings, topic_max)
+
+    def _inbox_max_bytes(self) -> int | None:
+        """The inbox's ``max.message.bytes``, asked with the admin's timeout like the task
+        queue's check before it; None when Kafka does not say (logged): the producer's
+        own settings then bound the reports, and a refusal re-reads it (`_resend_refused`)."""
+        try:
+            topic_max = self._admin.max_message_bytes(self._names.inbox)
+        except KafkaUnavailableError as error:
+            log.warning(
+                "the inbox's max.message.bytes could not be read: reports are limited by "
+                "the producer's settings",
+                error=str(error), limit=self._report_limit,
+            )  # fmt: skip
+            return None
+        return topic_max
+
+    def _read_report_limit(self) -> int:
+        """The report limit, after reading the inbox's ``max.message.bytes`` again (in the
+        polling thread); it only goes down: the producer's batches were sized for it."""
+        topic_max = self._inbox_max_bytes()
+        if topic_max is not None:
+            settings = self._config.member.client_config()
+            self._report_limit = min(self._report_limit, report_limit(settings, topic_max))
+        return self._report_limit
 
     def _abandoned_threads(self) -> int:
         """Threads of abandoned attempts still running, for the gauge: only a
@@ -322,6 +373,9 @@ class ActivityWorker:
         for record in records:
             self._dispatch(record)
         self._producer.poll(0)
+        if (failed := self._producer_failed) is not None:  # raised once, as a delivery's is
+            self._producer_failed = None
+            raise failed
         self._commit()
 
     async def _flush(self, timeout_s: float) -> None:
@@ -330,7 +384,8 @@ class ActivityWorker:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         while loop.time() < deadline:
-            if not self._producer.flush(0.05):  # nothing left to deliver
+            # Nothing left to deliver, nor waiting to be produced again (`_resend_refused`).
+            if not self._producer.flush(0.05) and not self._resending:
                 return
             await asyncio.sleep(0)  # the loop runs between slices
 
@@ -515,7 +570,9 @@ class ActivityWorker:
         delivered lost the result for good, the workflow then waiting for a start-to-close
         retry — or, with only a schedule-to-close timeout, timing out an activity that had
         completed. The engine ignores a second copy of a report. A fatal producer error
-        stops the worker (raised out of the poll), its offset open.
+        stops the worker (raised out of the poll), its offset open — one ``produce`` raised
+        too (kept for `_poll` to raise): it only failed that attempt, and the worker ran on
+        with a producer that could send nothing more.
         """
 
         def delivered(error: KafkaError | None, _message: Message) -> None:
@@ -523,8 +580,11 @@ class ActivityWorker:
                 if on_delivered is not None:
                     on_delivered()
                 return
-            if error.fatal():  # the producer is unusable: stop; the task's offset stays open
+            if _is_fatal(error):  # the producer is unusable: stop; the task's offset stays open
                 raise KafkaException(error)
+            if error.code() == KafkaError.MSG_SIZE_TOO_LARGE:
+                self._refused_too_large(message, value, on_delivered)
+                return
             log.warning(
                 "report not delivered: producing it again",
                 error=str(error), report=type(message).__name__,
@@ -541,12 +601,59 @@ class ActivityWorker:
             )
         except KafkaException as refused:
             error: KafkaError = refused.args[0]
-            if error.fatal() or not is_transient(error) or time.monotonic() >= deadline:
+            if _is_fatal(error) or not is_transient(error) or time.monotonic() >= deadline:
                 _log_not_produced(message, error)
+                if _is_fatal(error):
+                    self._producer_failed = refused
                 return
             loop = asyncio.get_running_loop()  # offered again without blocking the loop
             again = min(pause_s * 2, _REPORT_RETRY_PAUSE_S)
             loop.call_later(pause_s, self._produce, message, value, on_delivered, deadline, again)
+
+    def _refused_too_large(
+        self, message: _Report, value: bytes, on_delivered: Callable[[], None] | None
+    ) -> None:
+        """The broker refused the batch holding ``message`` as larger than the inbox's
+        ``max.message.bytes`` (lowered since the worker read it, or not read): produced
+        again as it was, it was refused again forever. It is produced again once the
+        limit is read anew (`_resend_refused`), off the loop."""
+        log.warning(
+            "report refused by the broker as too large: the inbox's max.message.bytes is "
+            "read again",
+            report=type(message).__name__, workflow_id=message.workflow_id, seq=message.seq,
+            attempt=message.attempt, size=len(value), limit=self._report_limit,
+        )  # fmt: skip
+        task = asyncio.get_running_loop().create_task(
+            self._resend_refused(message, value, on_delivered)
+        )
+        self._resending.add(task)
+        task.add_done_callback(self._resending.discard)
+
+    async def _resend_refused(
+        self, message: _Report, value: bytes, on_delivered: Callable[[], None] | None
+    ) -> None:
+        """Produce a refused report again under the limit read anew: one over it is
+        encoded again within it (an outcome as `RecordTooLarge`, a heartbeat without its
+        details); one within it only shared the refused batch, and goes as it was."""
+        limit = await self._reread_limit()
+        if len(message.workflow_id.encode()) + len(value) > limit:
+            value = encode_report(message, limit)
+        self._produce(message, value, on_delivered, time.monotonic() + REPORT_RETRY_S, 0.05)
+
+    async def _reread_limit(self) -> int:
+        """`_read_report_limit`, in the polling thread; one read for all the reports of a
+        refused batch, which are refused together."""
+        if self._rereading is None:
+            loop = asyncio.get_running_loop()
+            reading = asyncio.ensure_future(
+                loop.run_in_executor(self._poller, self._read_report_limit)
+            )
+            self._rereading = reading
+            reading.add_done_callback(self._reread_done)
+        return await asyncio.shield(self._rereading)
+
+    def _reread_done(self, _reading: asyncio.Future[int]) -> None:
+        self._rereading = None
 
     # --- flow control and offsets ------------------------------------------------------
 
@@ -749,12 +856,38 @@ def _log_not_produced(message: _Report, error: KafkaError) -> None:
     )  # fmt: skip
 
 
-def report_limit(settings: Mapping[str, Any]) -> int:
-    """The largest report (key and value) the producer of ``settings`` takes: a lower
-    ``message.max.bytes`` (``-X``) makes librdkafka refuse a larger record in `produce`
-    itself, and the worker then had no report to send at all."""
+def _is_fatal(error: KafkaError) -> bool:
+    """Whether the producer is unusable: ``produce`` and delivery reports say so with the
+    code ``_FATAL``, their `KafkaError.fatal()` False (the flag marks the client's own
+    fatal error, as `workers.membership.on_consume_error` found for the consumer)."""
+    return bool(error.fatal()) or error.code() == KafkaError._FATAL
+
+
+def report_limit(settings: Mapping[str, Any], topic_max_bytes: int | None = None) -> int:
+    """The largest report (key and value) the producer of ``settings`` takes, and the
+    inbox too when its ``max.message.bytes`` is known: a lower ``message.max.bytes``
+    (``-X``) makes librdkafka refuse a larger record in `produce` itself, and the worker
+    then had no report to send at all; a lower topic config makes the broker refuse it."""
     message_max = int(settings.get("message.max.bytes", _MESSAGE_MAX_BYTES))
-    return min(MAX_RECORD_BYTES, message_max - _FRAMING_BYTES)
+    limits = [MAX_RECORD_BYTES, message_max - _FRAMING_BYTES]
+    if topic_max_bytes is not None:
+        limits.append(topic_max_bytes - _FRAMING_BYTES)
+    return min(limits)
+
+
+def _batch_bytes(settings: Mapping[str, Any]) -> int:
+    """The largest batch the producer of ``settings`` builds."""
+    return int(settings.get("batch.size", _BATCH_BYTES))
+
+
+def _report_producer(settings: Mapping[str, Any], topic_max_bytes: int | None = None) -> Producer:
+    """The producer of reports; with ``topic_max_bytes``, its batches stay within it: the
+    broker refuses a batch over the topic's ``max.message.bytes`` whole, small reports
+    in it too."""
+    config = {**producer_config(settings), "linger.ms": 2}
+    if topic_max_bytes is not None:
+        config["batch.size"] = max(1, min(_batch_bytes(settings), topic_max_bytes - _FRAMING_BYTES))
+    return Producer(config)
 
 
 def _finish(progress: PartitionProgress, offset: int, running: _Running) -> None:

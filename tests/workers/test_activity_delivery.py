@@ -557,6 +557,7 @@ async def test_a_cancelled_run_closes_the_consumer_after_the_poll_under_way(
     consumer = _PollingConsumer()
     monkeypatch.setattr(worker, "_consumer", consumer)
     monkeypatch.setattr(worker._admin, "ensure_task_queue", lambda *_: 1)
+    monkeypatch.setattr(worker._admin, "max_message_bytes", lambda *_: None)
     monkeypatch.setattr(activity_worker, "consume_available", lambda c, *_: c.poll_once())
     running = asyncio.create_task(worker.run(asyncio.Event()))
     assert await asyncio.to_thread(consumer.polling.wait, 5)

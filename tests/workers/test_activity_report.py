@@ -132,3 +132,11 @@ def test_the_report_limit_follows_a_lower_message_max_bytes() -> None:
     assert report_limit({}) == MAX_RECORD_BYTES
     assert report_limit({"message.max.bytes": "50000"}) == 49_000
     assert report_limit({"message.max.bytes": 10_000_000}) == MAX_RECORD_BYTES
+
+
+def test_the_report_limit_follows_a_lower_max_message_bytes_of_the_inbox() -> None:
+    """The broker refuses a batch over the topic's ``max.message.bytes`` whole, whatever
+    the producer allows itself."""
+    assert report_limit({}, 50_000) == 49_000
+    assert report_limit({"message.max.bytes": 20_000}, 50_000) == 19_000
+    assert report_limit({}, 1_048_588) == MAX_RECORD_BYTES

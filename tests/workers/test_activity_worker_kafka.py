@@ -9,19 +9,27 @@ from collections.abc import Iterator, MutableMapping
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
 from runtime import activity
 from runtime.engine import ActivityRegistry
 from runtime.engine.activity_executor import CANCEL_GRACE_S
-from runtime.messages import ActivityFailedReport, ActivityTask, InboxMessage
+from runtime.messages import (
+    ActivityCompletedReport,
+    ActivityFailedReport,
+    ActivityTask,
+    InboxMessage,
+)
+from runtime.payloads import Payload
 from tests.integration.kafka_reading import read_topic
+from tests.kafka.topic_config import set_topic_config
 from topics import serde
 from topics.admin import TopicAdmin
 from topics.catalogue import Catalogue, TopicNames
 from topics.consumed import consume_available
+from workers import activity_worker
 from workers.activity_worker import ActivityWorker, ActivityWorkerConfig
 from workers.membership import SESSION_TIMEOUT_MS, Member
 from workers.metrics import ActivityWorkerMetrics
@@ -289,6 +297,104 @@ async def test_a_result_over_a_lower_message_max_bytes_is_reported_too_large(
     assert isinstance(report, ActivityFailedReport)
     assert (report.failure.type, report.failure.non_retryable) == ("RecordTooLarge", True)
     assert "the limit is 49,000" in report.failure.message
+
+
+def _lower_inbox_limit(kafka_bootstrap: str, namespace: str, max_bytes: int) -> None:
+    """Set the inbox's ``max.message.bytes`` as an operator would, and wait until the
+    broker applies it (the change goes through the metadata log first)."""
+    inbox = TopicNames(namespace).inbox
+    config = {"bootstrap.servers": kafka_bootstrap}
+    set_topic_config(config, inbox, max_message_bytes=str(max_bytes))
+    admin = TopicAdmin(config)
+    deadline = time.monotonic() + 10
+    while admin.max_message_bytes(inbox) != max_bytes:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+
+
+async def test_a_result_over_the_inbox_max_message_bytes_is_reported_too_large(
+    kafka_bootstrap: str, namespace: str
+) -> None:
+    """An inbox whose ``max.message.bytes`` an operator set to 50,000: the broker refused
+    the 100 KB result's batch, the worker produced it again forever, its offset stayed
+    open, and the workflow waited."""
+    TopicAdmin({"bootstrap.servers": kafka_bootstrap}).create(Catalogue(namespace))
+    _lower_inbox_limit(kafka_bootstrap, namespace, 50_000)
+    task = ActivityTask("wf", "run", "T", 1, 1, "answers_at_length", "q", (), 0, 60_000, 0)
+    _send_tasks(kafka_bootstrap, namespace, task)
+
+    report = await _report_of(Member(kafka_bootstrap, namespace, "w-1"), answers_at_length)
+
+    assert isinstance(report, ActivityFailedReport)
+    assert (report.failure.type, report.failure.non_retryable) == ("RecordTooLarge", True)
+    assert "the limit is 49,000" in report.failure.message
+
+
+async def test_a_report_the_broker_refuses_as_too_large_is_sent_within_the_limit_read_anew(
+    kafka_bootstrap: str, namespace: str
+) -> None:
+    """The inbox's ``max.message.bytes`` lowered after the worker read it: the broker
+    refused the batch with ``MSG_SIZE_TOO_LARGE``, and the worker produced it again as it
+    was, forever. Now the large outcome goes as ``RecordTooLarge``, and the small report
+    produced beside it (in the same batch, within ``linger.ms``) goes as it was."""
+    TopicAdmin({"bootstrap.servers": kafka_bootstrap}).create(Catalogue(namespace))
+    worker = _worker(Member(kafka_bootstrap, namespace, "w-1"))
+    names = TopicNames(namespace)
+    _lower_inbox_limit(kafka_bootstrap, namespace, 50_000)
+    small = ActivityCompletedReport("wf", "run", 1, 1, Payload("json/plain", b'"ok"'))
+    large = ActivityCompletedReport("wf", "run", 2, 1, Payload("json/plain", b"x" * 100_000))
+    delivered: list[int] = []
+
+    try:
+        worker._report(small, on_delivered=lambda: delivered.append(small.seq))
+        worker._report(large, on_delivered=lambda: delivered.append(large.seq))
+        await worker._flush(20)
+    finally:
+        worker._poller.shutdown(wait=False)
+        worker._executor.shutdown(wait=False)
+
+    assert sorted(delivered) == [1, 2]
+    records = await asyncio.to_thread(read_topic, kafka_bootstrap, names.inbox)
+    reports = [serde.decode_inbox(record.value()) for record in records]
+    assert small in reports  # as it was
+    [refused] = [r for r in reports if r != small]
+    assert isinstance(refused, ActivityFailedReport) and refused.seq == large.seq
+    assert (refused.failure.type, refused.failure.non_retryable) == ("RecordTooLarge", True)
+    assert "the limit is 49,000" in refused.failure.message
+
+
+async def test_a_fatal_error_produce_raises_stops_the_worker(
+    kafka_bootstrap: str, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fatal producer error raised by ``produce`` itself only failed that attempt's
+    report, logged, and the worker ran on with a producer that could send nothing more.
+    It now stops the worker as a fatal error in a delivery report does: raised out of the
+    poll, and so out of `ActivityWorker.run`, the attempt's offset left open.
+
+    A real fatal error (an idempotent producer's broken sequence) cannot be provoked at
+    will, so it is injected at the seam the bookkeeping tests use for refusals
+    (``produce_when_room``), as librdkafka's ``produce`` raises it for a producer in a
+    fatal state: code ``_FATAL``. The consumer, the admin calls and the task are the
+    real broker's."""
+    TopicAdmin({"bootstrap.servers": kafka_bootstrap}).create(Catalogue(namespace))
+    task = ActivityTask("wf", "run", "T", 1, 1, "answers_at_once", "q", (), 0, 60_000, 0)
+    _send_tasks(kafka_bootstrap, namespace, task)
+    member = Member(kafka_bootstrap, namespace, "w-1")
+    attempts: list[str] = []
+
+    def produce(_producer: Producer, topic: str, **_kwargs: Any) -> None:
+        attempts.append(topic)
+        raise KafkaException(KafkaError(KafkaError._FATAL))
+
+    monkeypatch.setattr(activity_worker, "produce_when_room", produce)
+    worker = _worker(member, answers_at_once)
+
+    with pytest.raises(KafkaException) as raised:
+        await asyncio.wait_for(worker.run(asyncio.Event()), 60)
+
+    assert raised.value.args[0].code() == KafkaError._FATAL
+    assert attempts == [TopicNames(namespace).inbox]  # the outcome's report, once
+    assert _tasks_committed(member) == 0  # its offset open: the attempt runs again
 
 
 async def test_a_stop_that_waits_for_kafka_to_take_a_report_is_not_taken_for_a_blocked_loop(
