@@ -48,6 +48,15 @@ def is_transient(error: KafkaError) -> bool:
     return bool(error.retriable()) or error.code() in _TRANSIENT
 
 
+def is_fatal(error: KafkaError) -> bool:
+    """Whether the client that reported ``error`` is unusable. librdkafka says so to a
+    consumer's records, to ``produce`` and to delivery reports with the code ``_FATAL``,
+    and `KafkaError.fatal()` of that object is False (the flag belongs to the client's
+    own fatal error): checking only the flag kept fenced consumers and unusable
+    producers running."""
+    return bool(error.fatal()) or error.code() == KafkaError._FATAL
+
+
 def watermarks(consumer: Consumer, where: TopicPartition) -> tuple[int, int]:
     """The (low, high) watermarks of ``where``, asked again while the broker answers with
     a passing error (a partition just created, a leader moving)."""

@@ -65,7 +65,7 @@ from topics.catalogue import MAX_RECORD_BYTES, Catalogue, TopicNames
 from topics.consumed import Consumed, consume_available
 from topics.errors import DecodeError, EncodeError, KafkaUnavailableError
 from topics.partitioner import producer_config
-from topics.transient import is_transient, produce_when_room
+from topics.transient import is_fatal, is_transient, produce_when_room
 from workers.loop_watch import LoopWatch
 from workers.membership import Member, on_consume_error
 from workers.metrics import ActivityWorkerMetrics
@@ -580,7 +580,7 @@ class ActivityWorker:
                 if on_delivered is not None:
                     on_delivered()
                 return
-            if _is_fatal(error):  # the producer is unusable: stop; the task's offset stays open
+            if is_fatal(error):  # the producer is unusable: stop; the task's offset stays open
                 raise KafkaException(error)
             if error.code() == KafkaError.MSG_SIZE_TOO_LARGE:
                 self._refused_too_large(message, value, on_delivered)
@@ -601,9 +601,9 @@ class ActivityWorker:
             )
         except KafkaException as refused:
             error: KafkaError = refused.args[0]
-            if _is_fatal(error) or not is_transient(error) or time.monotonic() >= deadline:
+            if is_fatal(error) or not is_transient(error) or time.monotonic() >= deadline:
                 _log_not_produced(message, error)
-                if _is_fatal(error):
+                if is_fatal(error):
                     self._producer_failed = refused
                 return
             loop = asyncio.get_running_loop()  # offered again without blocking the loop
@@ -854,13 +854,6 @@ def _log_not_produced(message: _Report, error: KafkaError) -> None:
         report=type(message).__name__, error=str(error), workflow_id=message.workflow_id,
         run_id=message.run_id, seq=message.seq, attempt=message.attempt,
     )  # fmt: skip
-
-
-def _is_fatal(error: KafkaError) -> bool:
-    """Whether the producer is unusable: ``produce`` and delivery reports say so with the
-    code ``_FATAL``, their `KafkaError.fatal()` False (the flag marks the client's own
-    fatal error, as `workers.membership.on_consume_error` found for the consumer)."""
-    return bool(error.fatal()) or error.code() == KafkaError._FATAL
 
 
 def report_limit(settings: Mapping[str, Any], topic_max_bytes: int | None = None) -> int:

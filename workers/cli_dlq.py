@@ -67,10 +67,7 @@ def dead_letter_to_dict(record: Consumed, *, with_value: bool = False) -> dict[s
         "partition": record.partition,
         "offset": record.offset,
         "reason": headers.get(dead_letters.REASON),
-        "source": (
-            f"{headers.get(dead_letters.TOPIC)}[{headers.get(dead_letters.PARTITION)}]"
-            f"@{headers.get(dead_letters.OFFSET)}"
-        ),
+        "source": dead_letters.source(dict(record.headers)),
         "key": key.decode("utf-8", "backslashreplace"),
         "value_bytes": len(value),
         "value_head": value[:16].hex(),

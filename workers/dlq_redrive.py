@@ -116,7 +116,7 @@ def _read_past_cursor(consumer: Consumer, names: TopicNames, limit: int | None) 
 def _outcome(record: Consumed, inbox_partitions: int) -> Outcome:
     headers = dict(record.headers)
     if dead_letters.TRUNCATED in headers:
-        where = _source(headers)
+        where = dead_letters.source(headers)
         return Outcome(
             record,
             None,
@@ -127,13 +127,6 @@ def _outcome(record: Consumed, inbox_partitions: int) -> Outcome:
     if not 0 <= partition < inbox_partitions:
         return Outcome(record, None, f"no inbox partition in its headers ({source!r})")
     return Outcome(record, partition)
-
-
-def _source(headers: Mapping[str, bytes]) -> str:
-    topic = headers.get(dead_letters.TOPIC, b"?").decode("utf-8", "replace")
-    partition = headers.get(dead_letters.PARTITION, b"?").decode("utf-8", "replace")
-    offset = headers.get(dead_letters.OFFSET, b"?").decode("utf-8", "replace")
-    return f"{topic}[{partition}]@{offset}"
 
 
 def _move(
@@ -178,14 +171,13 @@ def _move_one_transaction(
         cursor[record.partition] = record.offset + 1
         if outcome.destination is None:
             continue
-        moved_from = f"{record.topic}[{record.partition}]@{record.offset}".encode()
         produce_when_room(
             producer,
             names.inbox,
             key=record.key,
             value=record.value,
             partition=outcome.destination,
-            headers=[(dead_letters.REDRIVEN_FROM, moved_from)],
+            headers=[(dead_letters.REDRIVEN_FROM, record.location.encode())],
         )
     producer.send_offsets_to_transaction(
         [TopicPartition(names.inbox_dlq, p, offset) for p, offset in cursor.items()],

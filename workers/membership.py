@@ -22,6 +22,7 @@ from confluent_kafka import KafkaError
 from runtime.logging import kafka_logger
 from topics.consumed import FETCH_WAIT_MS
 from topics.partitioner import producer_config
+from topics.transient import is_fatal
 
 SESSION_TIMEOUT_MS = 10_000
 HEARTBEAT_INTERVAL_MS = 2_000
@@ -44,7 +45,7 @@ def on_consume_error(error: KafkaError, worker_id: str) -> None:
     process with the same ``--worker-id`` had taken running for ever, logging "consume
     error" twice a poll and owning nothing, alive to every supervisor.
     """
-    if error.fatal() or error.code() == KafkaError._FATAL:
+    if is_fatal(error):
         raise WorkerFencedError(
             f"worker {worker_id!r} was fenced: {error.str()} (is another process running "
             "with the same --worker-id?)"

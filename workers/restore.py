@@ -169,16 +169,14 @@ def restore_partitions(
     Records deleted while the restore runs (`RecordsGoneError`) make it start over: its checks
     then find the stores concerned below the log start, and rebuild them.
     """
-    for attempt in range(1, _ATTEMPTS_WHEN_GONE + 1):
+    for _ in range(_ATTEMPTS_WHEN_GONE - 1):
         try:
             return _restore_once(kafka_config, names, stores, topics, timeout_s)
         except RecordsGoneError as error:
-            if attempt == _ATTEMPTS_WHEN_GONE:
-                raise
             log.warning(
                 "records deleted while restoring: checking the stores again", error=str(error)
             )
-    raise AssertionError("unreachable")
+    return _restore_once(kafka_config, names, stores, topics, timeout_s)
 
 
 def _restore_once(

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import Consumer, Message
 
 from runtime.events import HistoryEvent
 from topics import serde
 from topics.catalogue import TopicNames
-from topics.consumed import consume_available
+from topics.scan import read_to_end
 
 
 def read_topic(bootstrap: str, topic: str, timeout_s: float = 30.0) -> list[Any]:
@@ -25,24 +24,15 @@ def read_topic(bootstrap: str, topic: str, timeout_s: float = 30.0) -> list[Any]
         }
     )
     try:
-        partitions = sorted(consumer.list_topics(topic, timeout=10).topics[topic].partitions)
-        ends = {
-            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-            for p in partitions
-        }
-        consumer.assign(
-            [TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions if ends[p] > 0]
-        )
-        records: list[Any] = []
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            records += [r for r in consume_available(consumer, 1000, 0.2) if not r.error()]
-            positions = consumer.position(
-                [TopicPartition(topic, p) for p in partitions if ends[p] > 0]
-            )
-            if all(tp.offset >= ends[tp.partition] for tp in positions):
-                return records
-        raise TimeoutError(f"could not read {topic} to its end in {timeout_s}s")
+        by_partition: dict[int, list[Any]] = {}
+
+        def keep(records: list[Message]) -> None:
+            for record in records:
+                by_partition.setdefault(record.partition() or 0, []).append(record)
+
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        read_to_end(consumer, topic, partitions, keep, timeout_s)
+        return [record for p in sorted(by_partition) for record in by_partition[p]]
     finally:
         consumer.close()
 
