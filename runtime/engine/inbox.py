@@ -185,22 +185,35 @@ def _on_signal(ex: Execution, msg: SignalWorkflow) -> None:
     run = _find_run(ex, msg, open_only=True)
     if run is None:
         return
-    definition = ex.registry.get(run.workflow_type)
-    if definition is not None and msg.signal_name not in definition.signals:
-        failure = unknown_signal_failure(
-            ex.workflow_id, run.workflow_type, msg.signal_name, definition.signals
-        )
-        _log.warning(
-            "signal without handler refused",
-            workflow_id=ex.workflow_id,
-            run_id=run.run_id,
-            signal=msg.signal_name,
-            sender=msg.reply_to or msg.request_id,
-        )
-        ex.fx.reply(msg.reply_to, msg.request_id, RequestFailed(failure))
+    if _refused_without_handler(ex, msg, run.workflow_type, msg.signal_name, run.run_id):
         return
     ex.record(SignalReceived(msg.signal_name, msg.input, msg.request_id), run.run_id)
     ex.fx.reply(msg.reply_to, msg.request_id, RequestAccepted())
+
+
+def _refused_without_handler(
+    ex: Execution,
+    msg: SignalWorkflow | StartWorkflow,
+    workflow_type: str,
+    name: str,
+    run_id: str | None,
+) -> bool:
+    """Whether ``workflow_type``'s code has no handler for signal ``name``: then the
+    sender is told, and nothing is recorded (`_on_signal` says why). A type this worker
+    does not know is let through."""
+    definition = ex.registry.get(workflow_type)
+    if definition is None or name in definition.signals:
+        return False
+    failure = unknown_signal_failure(ex.workflow_id, workflow_type, name, definition.signals)
+    _log.warning(
+        "signal without handler refused",
+        workflow_id=ex.workflow_id,
+        run_id=run_id,
+        signal=name,
+        sender=msg.reply_to or msg.request_id,
+    )
+    ex.fx.reply(msg.reply_to, msg.request_id, RequestFailed(failure))
+    return True
 
 
 def _on_cancel(ex: Execution, msg: CancelWorkflow) -> None:
@@ -245,30 +258,27 @@ def _on_start(ex: Execution, msg: StartWorkflow) -> None:
 def _signalled_instead(ex: Execution, msg: StartWorkflow) -> bool:
     """Signal-with-start's other outcomes than a start, decided before any (True: done).
 
-    The signal must have a handler in the type's code, or nothing happens (as for a plain
-    signal, `_on_signal`; a type this worker does not know is let through, as there).
     A retry of a signal-with-start that signalled a run is answered with that run, and an
     open run takes the signal — unless the reuse policy terminates it for a new start.
+    The signal must have a handler in the code of the run that gets it — the open run's
+    type, or the start's — or nothing happens (`_refused_without_handler`).
     """
     assert msg.start_signal is not None
     name = msg.start_signal.name
-    definition = ex.registry.get(msg.workflow_type)
-    if definition is not None and name not in definition.signals:
-        failure = unknown_signal_failure(
-            ex.workflow_id, msg.workflow_type, name, definition.signals
-        )
-        ex.fx.reply(msg.reply_to, msg.request_id, RequestFailed(failure))
-        return True
     signal_id = start_signal_id(msg.request_id)
     signalled = next((r for r in ex.runs.all() if signal_id in r.signal_ids), None)
     if signalled is not None:
         _answer_duplicate_start(ex, msg, signalled.run_id)
         return True
     current = ex.runs.current
-    if current is None or current.closed:
-        return False
-    if msg.id_reuse_policy is IdReusePolicy.TERMINATE_IF_RUNNING:
-        return False
+    if (
+        current is None
+        or current.closed
+        or msg.id_reuse_policy is IdReusePolicy.TERMINATE_IF_RUNNING
+    ):
+        return _refused_without_handler(ex, msg, msg.workflow_type, name, None)
+    if _refused_without_handler(ex, msg, current.workflow_type, name, current.run_id):
+        return True
     ex.record(SignalReceived(name, msg.start_signal.input, signal_id), current.run_id)
     _answer_duplicate_start(ex, msg, current.run_id)
     return True

@@ -275,3 +275,30 @@ async def test_a_plain_signal_reusing_the_starts_request_id_is_no_start_signal(
         )
         await handle.signal(FirstLook.call_me, "ann", request_id="same")
         assert await handle.result() == "None/ann"
+
+
+async def test_the_handler_is_looked_for_in_the_code_of_the_run_that_gets_the_signal(
+    env: WorkflowEnvironment,
+) -> None:
+    """An open run of another type than the start names takes the signal: its code must
+    have the handler, not the named type's (which would start a run)."""
+    async with Worker(env.client, task_queue="q", workflows=[Cart, Greeter]):
+        cart = await env.client.start_workflow(Cart.run, "ann", id="mixed", task_queue="q")
+        with pytest.raises(UnknownSignalError, match="Cart has no signal 'call_me'"):
+            await env.client.start_workflow(
+                Greeter.run,
+                id="mixed",
+                task_queue="q",
+                start_signal=Greeter.call_me,
+                start_signal_args=["bob"],
+            )
+        signalled = await env.client.start_workflow(
+            Greeter.run,
+            id="mixed",
+            task_queue="q",
+            start_signal=Cart.add,
+            start_signal_args=["plum"],
+        )
+        assert signalled.first_execution_run_id == cart.first_execution_run_id
+        await cart.signal(Cart.checkout)
+        assert await cart.result() == ["ann", "plum"]
