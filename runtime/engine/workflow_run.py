@@ -135,11 +135,11 @@ class WorkflowRun:
 
     def start(self, payloads: Sequence[Payload]) -> None:
         defn = self.definition
-        constructed: list[BaseException] = []
+        construction_failed: list[BaseException] = []
 
         async def main() -> Any:
-            if constructed:  # the constructor raised: the run fails with that
-                raise constructed[0]
+            if construction_failed:  # the constructor raised: the run fails with that
+                raise construction_failed[0]
             # Decoded in the run's own task: arguments the workflow's types refuse fail the
             # workflow with the reason, as missing ones do (outside, the error escaped the
             # engine, the start was dead-lettered and its caller waited forever).
@@ -157,7 +157,7 @@ class WorkflowRun:
                 try:
                     self._instance = defn.cls()
                 except Exception as error:
-                    constructed.append(error)
+                    construction_failed.append(error)
             # One turn later: the handlers of signals delivered with the start (queued
             # meanwhile: signal-with-start) run before the run method, as in Temporal.
             self.loop.call_soon(start_main)
