@@ -7,8 +7,10 @@ environments expose the very same `Client`.
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Protocol, runtime_checkable
 
@@ -38,6 +40,9 @@ from runtime.messages import (
     HistoryPage,
     IdReusePolicy,
     InboxMessage,
+    PendingActivity,
+    PendingChild,
+    PendingTimer,
     QueryAnswer,
     QueryWorkflow,
     ReplyBody,
@@ -259,6 +264,20 @@ class Client:
         return body
 
 
+@dataclass(frozen=True, slots=True)
+class WorkflowExecutionDescription(StatusRecord):
+    """What `WorkflowHandle.describe` returns: the run's status record (current, where a
+    listed one is as of its last write) and what the run waits on — the activities with
+    their attempts and last failure, the timers, the children. All empty once it closed.
+
+    A `StatusRecord` itself, so code that reads ``describe().status`` reads it as before.
+    """
+
+    pending_activities: tuple[PendingActivity, ...] = ()
+    pending_timers: tuple[PendingTimer, ...] = ()
+    pending_children: tuple[PendingChild, ...] = ()
+
+
 class WorkflowHandle:
     """A workflow id (and optionally one run of it) to talk to."""
 
@@ -363,12 +382,18 @@ class WorkflowHandle:
         )
         await self._accepted(message)
 
-    async def describe(self) -> StatusRecord:
+    async def describe(self) -> WorkflowExecutionDescription:
+        """The run's status as its owner has it now, and what it waits on."""
         message = DescribeWorkflow(self.id, self.run_id, _request_id(), self._transport.client_id)
         body = await self.client._request(message)
         if not isinstance(body, WorkflowDescription):
             raise RPCError(f"unexpected reply to describe: {body!r}")
-        return body.status
+        return WorkflowExecutionDescription(
+            **{f.name: getattr(body.status, f.name) for f in dataclasses.fields(body.status)},
+            pending_activities=body.pending_activities,
+            pending_timers=body.pending_timers,
+            pending_children=body.pending_children,
+        )
 
     async def fetch_history(self) -> Sequence[HistoryEvent]:
         """Every event of this workflow id (of `run_id` only, when the handle has one)."""

@@ -43,17 +43,19 @@ def _payload_from_json(value: dict[str, str]) -> Payload:
     return Payload(value["encoding"], value["data"].encode("utf-8"))
 
 
-def _encode(value: Any) -> Any:
+def to_jsonable(value: Any) -> Any:
+    """A model value (an event's attributes, a status record, a description) as JSON
+    types, payloads in the form above; what the CLI prints of every model value."""
     if isinstance(value, Payload):
         return _payload_to_json(value)
     if isinstance(value, enum.Enum):
         return value.value
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _encode(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, bytes):
         return base64.b64encode(value).decode()
     if isinstance(value, tuple | list):
-        return [_encode(v) for v in value]
+        return [to_jsonable(v) for v in value]
     return value
 
 
@@ -91,7 +93,7 @@ def event_to_dict(event: HistoryEvent) -> dict[str, Any]:
         "event_id": event.event_id,
         "timestamp_ms": event.timestamp_ms,
         "type": type(event.attributes).__name__,
-        "attributes": _encode(event.attributes),
+        "attributes": to_jsonable(event.attributes),
     }
 
 

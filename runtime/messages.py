@@ -405,9 +405,73 @@ class UpdateOutcome:
     failure: Failure | None
 
 
+class PendingActivityState(StrEnum):
+    """Where an activity that has not closed stands (Temporal's states)."""
+
+    #: The attempt is on its task queue; no worker said it started it (a worker says so
+    #: only when a schedule-to-start timeout waits for it).
+    SCHEDULED = "scheduled"
+    STARTED = "started"
+    #: The last attempt failed; the next one is dispatched at ``next_attempt_time_ms``.
+    BACKOFF = "backoff"
+
+
+@dataclass(frozen=True, slots=True)
+class PendingActivity:
+    """An activity the run waits on, with what its attempts went through so far.
+
+    What an operator asks of a stuck workflow: which call, which attempt of how many,
+    why the last one failed, when the next one runs, and when it last heartbeat.
+    """
+
+    seq: int
+    activity_type: str
+    task_queue: str
+    state: PendingActivityState
+    attempt: int
+    #: From the retry policy; 0: unlimited.
+    maximum_attempts: int
+    #: When the activity was scheduled (its first attempt).
+    scheduled_time_ms: int
+    #: When the current attempt was dispatched (during a backoff: the failed one's).
+    attempt_scheduled_time_ms: int
+    #: When the schedule-to-close timeout ends it; None: no such timeout.
+    expiration_time_ms: int | None = None
+    last_started_time_ms: int | None = None
+    last_heartbeat_time_ms: int | None = None
+    #: The latest heartbeat's details: what the next attempt resumes from.
+    heartbeat_details: tuple[Payload, ...] = ()
+    #: Why the previous attempt failed, once one has.
+    last_failure: Failure | None = None
+    next_attempt_time_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PendingTimer:
+    """A durable timer of the workflow code (``workflow.sleep``) that has not fired."""
+
+    seq: int
+    fire_at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class PendingChild:
+    """A child workflow the run started that has not closed; ``run_id`` once it started."""
+
+    seq: int
+    workflow_id: str
+    workflow_type: str
+    run_id: str | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class WorkflowDescription:
+    """The run's status record and what it waits on (nothing once it closed)."""
+
     status: StatusRecord
+    pending_activities: tuple[PendingActivity, ...] = ()
+    pending_timers: tuple[PendingTimer, ...] = ()
+    pending_children: tuple[PendingChild, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,12 +9,10 @@ or 3 (``result --timeout`` ran out while the run was still open).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from enum import Enum
 from typing import Any, TypeVar
 
 import click
@@ -28,7 +26,7 @@ from runtime.errors import (
     TimeoutError,
     WorkflowFailureError,
 )
-from runtime.history_json import event_to_dict
+from runtime.history_json import event_to_dict, to_jsonable
 from runtime.messages import IdReusePolicy, WorkflowStatus
 from workers.cli_context import CliContext, pass_cli
 
@@ -83,14 +81,7 @@ def _print(value: Any) -> None:
 
 
 def _json(value: Any) -> str:
-    def plain(item: Any) -> Any:
-        if isinstance(item, Enum):
-            return item.value
-        if dataclasses.is_dataclass(item) and not isinstance(item, type):
-            return {f.name: plain(getattr(item, f.name)) for f in dataclasses.fields(item)}
-        return item
-
-    return json.dumps(plain(value), default=str)
+    return json.dumps(to_jsonable(value), default=str)
 
 
 def _run(ctx: CliContext, action: Callable[[Client], Awaitable[T]]) -> T:
@@ -292,7 +283,11 @@ def result(ctx: CliContext, *, workflow_id: str, run_id: str | None, timeout: fl
     _print(_run(ctx, action))
 
 
-_handle_command("describe", "Print the workflow's status record.", WorkflowHandle.describe)
+_handle_command(
+    "describe",
+    "Print the workflow's status and what it waits on: activities, timers, children.",
+    WorkflowHandle.describe,
+)
 _handle_command("history", "Print the workflow's history as JSON lines.", _history)
 
 

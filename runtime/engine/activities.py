@@ -42,6 +42,7 @@ def schedule(fx: Effects, run: RunState, scheduled: ActivityScheduled, ts: int) 
 def dispatch_attempt(fx: Effects, run: RunState, state: ActivityState, ts: int) -> None:
     """Hand the current attempt to the activity workers and arm its deadlines."""
     state.phase = Phase.SCHEDULED
+    state.attempt_time_ms, state.next_attempt_time_ms = ts, None
     sched = state.scheduled
     seq, attempt = sched.seq, state.attempt
     if sched.schedule_to_start_timeout_ms:
@@ -85,6 +86,7 @@ def dispatch_attempt(fx: Effects, run: RunState, state: ActivityState, ts: int) 
 def started(fx: Effects, run: RunState, state: ActivityState, ts: int) -> None:
     """A worker picked the attempt up: schedule-to-start is over, start-to-close begins."""
     state.phase = Phase.STARTED
+    state.last_started_time_ms = ts
     sched = state.scheduled
     fx.disarm(run, activity_timer_id(sched.seq, state.attempt, "schedule_to_start"))
     if sched.start_to_close_timeout_ms:
@@ -101,6 +103,7 @@ def heartbeat(
 ) -> None:
     """Keep the details for the next attempt and push the heartbeat deadline out."""
     state.heartbeat_details = details
+    state.last_heartbeat_time_ms = ts
     arm_heartbeat(fx, run, state, ts)
 
 
@@ -117,7 +120,9 @@ def back_off(
     """The attempt failed and will be retried: its deadlines give way to the retry timer."""
     end_attempt(fx, run, state)
     state.phase = Phase.BACKOFF
-    fx.arm(run, retry_timer_id(failed.seq, failed.attempt + 1), ts + failed.next_attempt_delay_ms)
+    state.last_failure = failed.failure
+    state.next_attempt_time_ms = ts + failed.next_attempt_delay_ms
+    fx.arm(run, retry_timer_id(failed.seq, failed.attempt + 1), state.next_attempt_time_ms)
 
 
 def retry(fx: Effects, run: RunState, state: ActivityState, attempt: int, ts: int) -> None:

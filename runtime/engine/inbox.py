@@ -21,6 +21,7 @@ from runtime.engine.ids import (
     parse_timer_id,
     start_signal_id,
 )
+from runtime.engine.pending import describe_run
 from runtime.engine.state import ActivityState, Phase, RunState
 from runtime.errors import (
     TYPE_NOT_FOUND,
@@ -75,7 +76,6 @@ from runtime.messages import (
     TimerFiredReport,
     UpdateOutcome,
     UpdateWorkflow,
-    WorkflowDescription,
     WorkflowStatus,
 )
 from runtime.payloads import Failure
@@ -429,7 +429,7 @@ def _on_get_result(ex: Execution, msg: GetWorkflowResult) -> None:
 def _on_describe(ex: Execution, msg: DescribeWorkflow) -> None:
     run = _find_run(ex, msg, open_only=False)
     if run is not None:
-        ex.fx.reply(msg.reply_to, msg.request_id, WorkflowDescription(ex.status_record(run)))
+        ex.fx.reply(msg.reply_to, msg.request_id, describe_run(ex.status_record(run), run))
 
 
 def _on_fetch_history(ex: Execution, msg: FetchHistory) -> None:

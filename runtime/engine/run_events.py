@@ -221,12 +221,12 @@ def _activity_cancel_requested(
 
 
 def _timer_started(fx: Effects, run: RunState, attrs: TimerStarted, ts: int) -> None:
-    run.timers.add(attrs.seq)
+    run.timers[attrs.seq] = attrs.fire_at_ms
     fx.arm(run, sleep_timer_id(attrs.seq), attrs.fire_at_ms)
 
 
 def _timer_fired(fx: Effects, run: RunState, attrs: TimerFired, ts: int) -> None:
-    run.timers.discard(attrs.seq)
+    run.timers.pop(attrs.seq, None)
     # The timer service dropped it by firing it: nothing to tombstone.
     run.deadlines.pop(sleep_timer_id(attrs.seq), None)
     if run.code is not None:
@@ -234,7 +234,7 @@ def _timer_fired(fx: Effects, run: RunState, attrs: TimerFired, ts: int) -> None
 
 
 def _timer_cancelled(fx: Effects, run: RunState, attrs: TimerCancelled, ts: int) -> None:
-    run.timers.discard(attrs.seq)
+    run.timers.pop(attrs.seq, None)
     fx.disarm(run, sleep_timer_id(attrs.seq))
 
 
@@ -242,7 +242,7 @@ def _timer_cancelled(fx: Effects, run: RunState, attrs: TimerCancelled, ts: int)
 
 
 def _child_initiated(fx: Effects, run: RunState, attrs: ChildWorkflowInitiated, ts: int) -> None:
-    run.children[attrs.seq] = ChildState(attrs.workflow_id)
+    run.children[attrs.seq] = ChildState(attrs.workflow_id, attrs.workflow_type)
     fx.send(
         StartWorkflow(
             workflow_id=attrs.workflow_id,

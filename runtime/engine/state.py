@@ -86,11 +86,20 @@ class ActivityState:
     attempt: int = 1
     phase: Phase = Phase.SCHEDULED
     heartbeat_details: tuple[Payload, ...] = ()
+    # What `describe()` reports of the attempts (`runtime.engine.pending`):
+    #: When the current attempt was dispatched.
+    attempt_time_ms: int = 0
+    last_started_time_ms: int | None = None
+    last_heartbeat_time_ms: int | None = None
+    last_failure: Failure | None = None
+    #: During a backoff: when the next attempt is dispatched.
+    next_attempt_time_ms: int | None = None
 
 
 @dataclass
 class ChildState:
     workflow_id: str
+    workflow_type: str
     run_id: str | None = None
     closed: bool = False
 
@@ -106,7 +115,8 @@ class RunState:
     failure: Failure | None = None
     code: WorkflowRun | None = None
     activities: dict[int, ActivityState] = field(default_factory=dict)
-    timers: set[int] = field(default_factory=set)
+    #: The code's pending timers: seq -> fire time.
+    timers: dict[int, int] = field(default_factory=dict)
     children: dict[int, ChildState] = field(default_factory=dict)
     signal_ids: set[str] = field(default_factory=set)
     cancel_request_ids: set[str] = field(default_factory=set)

@@ -60,6 +60,41 @@ async def test_start_wait_describe_and_history(
     assert types[-1] == "WorkflowCompleted"
 
 
+async def test_describe_says_which_activity_a_run_is_stuck_retrying_and_why(
+    kafka_bootstrap: str, topics_ready: str, launch: Launcher
+) -> None:
+    modules = ("tests.integration.retrying_workflows",)
+    launch.worker(role="all", worker_id="retrying", modules=modules)
+    started = await _chronik(
+        kafka_bootstrap, topics_ready, "start", "charge", "--id", "cli-charge", "-q", "orders",
+        "--arg", '"4242"',
+    )  # fmt: skip
+    assert started.returncode == 0, started.stderr
+    deadline = time.monotonic() + 60
+    while True:  # until the first attempt failed and the run waits for the second
+        described = await _chronik(kafka_bootstrap, topics_ready, "describe", "cli-charge")
+        assert described.returncode == 0, described.stderr
+        status = json.loads(described.stdout)
+        pending = status["pending_activities"]
+        if pending and pending[0]["state"] == "backoff":
+            break
+        assert time.monotonic() < deadline, status
+        await asyncio.sleep(0.5)
+    assert status["status"] == "running"
+    [activity] = pending
+    assert (activity["activity_type"], activity["task_queue"]) == ("charge_card", "orders")
+    assert (activity["attempt"], activity["maximum_attempts"]) == (1, 3)
+    assert activity["last_failure"]["message"] == "card 4242 declined"
+    assert activity["last_failure"]["type"] == "CardDeclined"
+    waits_ms = activity["next_attempt_time_ms"] - activity["attempt_scheduled_time_ms"]
+    assert 3_600_000 <= waits_ms < 3_700_000
+    assert (status["pending_timers"], status["pending_children"]) == ([], [])
+    ended = await _chronik(kafka_bootstrap, topics_ready, "terminate", "cli-charge")
+    assert ended.returncode == 0, ended.stderr
+    after = await _chronik(kafka_bootstrap, topics_ready, "describe", "cli-charge")
+    assert json.loads(after.stdout)["pending_activities"] == []
+
+
 async def test_signal_query_and_result_of_a_waiting_workflow(
     kafka_bootstrap: str, topics_ready: str, cli_worker: ChronikProcess
 ) -> None:
