@@ -30,7 +30,8 @@ from runtime.messages import (
 from runtime.payloads import Payload
 from topics import serde
 from topics.catalogue import TopicNames
-from workers import activity_worker
+from workers import activity_report_sender, activity_worker
+from workers.activity_attempts import CancelReason, RunningAttempt
 from workers.activity_worker import ActivityWorker, ActivityWorkerConfig
 from workers.membership import Member
 from workers.offsets import PartitionProgress
@@ -55,7 +56,7 @@ def _capture_produced(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     def produce(_producer: Any, _topic: str, **kwargs: Any) -> None:
         callbacks.append(kwargs["on_delivery"])
 
-    monkeypatch.setattr(activity_worker, "produce_when_room", produce)
+    monkeypatch.setattr(activity_report_sender, "produce_when_room", produce)
     return callbacks
 
 
@@ -66,7 +67,7 @@ def test_a_report_kafka_did_not_take_is_produced_again_and_only_then_finished(
     finished: list[bool] = []
     report = ActivityCompletedReport("wf", "run", 1, 1, None)
 
-    worker._report(report, on_delivered=lambda: finished.append(True))
+    worker._reports.send(report, on_delivered=lambda: finished.append(True))
     callbacks[0](KafkaError(KafkaError._MSG_TIMED_OUT), None)
 
     assert len(callbacks) == 2 and finished == []  # sent again; the offset stays open
@@ -85,7 +86,7 @@ def _refusing(monkeypatch: pytest.MonkeyPatch, code: int, times: int) -> list[An
             raise KafkaException(KafkaError(code))
         callbacks.append(kwargs["on_delivery"])
 
-    monkeypatch.setattr(activity_worker, "produce_when_room", produce)
+    monkeypatch.setattr(activity_report_sender, "produce_when_room", produce)
     return callbacks
 
 
@@ -210,14 +211,14 @@ async def test_heartbeats_held_back_are_sent_at_the_end_of_the_interval(
         sent.append(message)
         return b"report"
 
-    monkeypatch.setattr(activity_worker, "encode_report", encode)
+    monkeypatch.setattr(activity_report_sender, "encode_report", encode)
     task = ActivityTask("wf", "run", "T", 1, 1, "beats", "q", (), 0, 10_000, 100)
-    running = activity_worker._Running(task, asyncio.Event())
+    running = RunningAttempt(task, asyncio.Event())
     first, second, third = (Payload("json/plain", str(n).encode()) for n in range(3))
 
-    worker._heartbeat(running, (first,))
-    worker._heartbeat(running, (second,))
-    worker._heartbeat(running, (third,))
+    worker._heartbeats.heartbeat(running, (first,))
+    worker._heartbeats.heartbeat(running, (second,))
+    worker._heartbeats.heartbeat(running, (third,))
     assert [m.details for m in sent] == [(first,)]  # the other two within the interval
 
     await asyncio.sleep(0.3)
@@ -233,7 +234,7 @@ async def test_a_stop_cancels_what_still_runs_after_the_drain(
         worker, "_config", ActivityWorkerConfig(worker._config.member, "q", graceful_shutdown_s=0)
     )
     task = ActivityTask("wf", "run", "T", 1, 1, "slow", "q", (), 0, 0, 0)
-    running = activity_worker._Running(task, asyncio.Event())
+    running = RunningAttempt(task, asyncio.Event())
     worker._running[("wf", "run", 1, 1)] = running
 
     async def until_cancelled() -> None:  # an activity that honours cancellation
@@ -308,7 +309,7 @@ def _hosting(worker: ActivityWorker, monkeypatch: pytest.MonkeyPatch) -> list[An
     def produce(_producer: Any, _topic: str, **kwargs: Any) -> None:
         reports.append(serde.decode_inbox(kwargs["value"]))
 
-    monkeypatch.setattr(activity_worker, "produce_when_room", produce)
+    monkeypatch.setattr(activity_report_sender, "produce_when_room", produce)
     worker._on_assign(worker._consumer, [TopicPartition(TASKS, 0)])
     return reports
 
@@ -462,7 +463,7 @@ async def test_rebalance_callbacks_from_the_polling_thread_change_state_on_the_l
     assert [q.running.task.seq for q in worker._queued] == [2]  # partition 1's are dropped
     assert sorted(key[2] for key in worker._running) == [0, 2]
     for running in worker._running.values():
-        running.cancel(activity_worker.CancelReason.REQUESTED)
+        running.cancel(CancelReason.REQUESTED)
     await _finished(worker, 5)
 
 

@@ -6,13 +6,8 @@ from runtime.messages import ActivityCompletedReport, ActivityFailedReport, Acti
 from runtime.payloads import Failure, Payload
 from topics import serde
 from topics.catalogue import MAX_RECORD_BYTES
-from workers.activity_worker import (
-    CancelReason,
-    encode_report,
-    outcome,
-    outcome_label,
-    report_limit,
-)
+from workers.activity_attempts import CancelReason, outcome, outcome_label
+from workers.activity_reports import encode_report, report_limit
 
 LIMIT = 1_000
 

@@ -29,7 +29,7 @@ from topics import serde
 from topics.admin import TopicAdmin
 from topics.catalogue import Catalogue, TopicNames
 from topics.consumed import consume_available
-from workers import activity_worker
+from workers import activity_report_sender
 from workers.activity_worker import ActivityWorker, ActivityWorkerConfig
 from workers.membership import SESSION_TIMEOUT_MS, Member
 from workers.metrics import ActivityWorkerMetrics
@@ -346,9 +346,9 @@ async def test_a_report_the_broker_refuses_as_too_large_is_sent_within_the_limit
     delivered: list[int] = []
 
     try:
-        worker._report(small, on_delivered=lambda: delivered.append(small.seq))
-        worker._report(large, on_delivered=lambda: delivered.append(large.seq))
-        await worker._flush(20)
+        worker._reports.send(small, on_delivered=lambda: delivered.append(small.seq))
+        worker._reports.send(large, on_delivered=lambda: delivered.append(large.seq))
+        await worker._reports.flush(20)
     finally:
         worker._poller.shutdown(wait=False)
         worker._executor.shutdown(wait=False)
@@ -386,7 +386,7 @@ async def test_a_fatal_error_produce_raises_stops_the_worker(
         attempts.append(topic)
         raise KafkaException(KafkaError(KafkaError._FATAL))
 
-    monkeypatch.setattr(activity_worker, "produce_when_room", produce)
+    monkeypatch.setattr(activity_report_sender, "produce_when_room", produce)
     worker = _worker(member, answers_at_once)
 
     with pytest.raises(KafkaException) as raised:
