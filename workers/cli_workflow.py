@@ -285,7 +285,7 @@ def result(ctx: CliContext, *, workflow_id: str, run_id: str | None, timeout: fl
 
 _handle_command(
     "describe",
-    "Print the workflow's status and what it waits on: activities, timers, children.",
+    "Print the workflow's status and what it waits on.",
     WorkflowHandle.describe,
 )
 _handle_command("history", "Print the workflow's history as JSON lines.", _history)
