@@ -15,8 +15,17 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar, overload
 
 from runtime.definitions import define_activity
+from runtime.task_token import TaskToken
 
-__all__ = ["ActivityInfo", "defn", "heartbeat", "info", "is_cancelled"]
+__all__ = [
+    "ActivityInfo",
+    "CompleteAsyncError",
+    "defn",
+    "heartbeat",
+    "info",
+    "is_cancelled",
+    "raise_complete_async",
+]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -71,6 +80,12 @@ class ActivityInfo:
         return self.run_id
 
     @property
+    def task_token(self) -> bytes:
+        """Names this attempt, for `Client.get_async_activity_handle` (see
+        `raise_complete_async`)."""
+        return TaskToken(self.workflow_id, self.run_id, self.seq, self.attempt).encode()
+
+    @property
     def activity_id(self) -> str:
         """The activity's id within its run: its sequence number (Temporal's default id);
         with `workflow_run_id`, the idempotency key Temporal's documentation suggests."""
@@ -110,3 +125,23 @@ def heartbeat(*details: Any) -> None:
 def is_cancelled() -> bool:
     """True once the workflow cancelled this activity or its attempt timed out."""
     return _context().cancelled.is_set()
+
+
+class CompleteAsyncError(BaseException):
+    """Raised by `raise_complete_async`; the executor catches it. A BaseException, as
+    Temporal's is, so that an activity's ``except Exception`` does not swallow it."""
+
+
+def raise_complete_async() -> None:
+    """End this function without ending the attempt: it completes later, from outside.
+
+    Keep `info().task_token` where the work goes (a payment provider's callback, a
+    ticket for a person); whoever finishes it calls ``complete``, ``fail`` or
+    ``heartbeat`` on `Client.get_async_activity_handle(token)`. The worker frees its
+    slot and reports nothing; the attempt's timeouts still run (start-to-close, and
+    heartbeat when set: heartbeat through the handle then), and when one ends it the
+    retry policy decides, as for any attempt. A completion for an attempt no longer
+    current (it timed out, the workflow moved on) is ignored, as a late report is.
+    """
+    _context()  # only inside an activity
+    raise CompleteAsyncError()

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Protocol, runtime_checkable
 
+from runtime.async_activity import AsyncActivityHandle
 from runtime.converter import DataConverter
 from runtime.definitions import (
     QUERY_ATTR,
@@ -226,6 +227,11 @@ class Client:
         self, workflow_id: str, *, run_id: str | None = None, result_type: Any = None
     ) -> WorkflowHandle:
         return WorkflowHandle(self, workflow_id, run_id=run_id, result_type=result_type)
+
+    def get_async_activity_handle(self, task_token: bytes | str) -> AsyncActivityHandle:
+        """A handle to complete, fail or heartbeat the attempt ``task_token`` names (an
+        activity's `activity.info().task_token`, after `activity.raise_complete_async`)."""
+        return AsyncActivityHandle(self, task_token)
 
     async def list_workflows(
         self,

@@ -42,7 +42,7 @@ from prometheus_client import CollectorRegistry
 from runtime.converter import DataConverter
 from runtime.daemon_pool import DaemonThreadPool
 from runtime.engine import ActivityRegistry, run_activity
-from runtime.engine.activity_executor import CANCEL_GRACE_S
+from runtime.engine.activity_executor import CANCEL_GRACE_S, AttemptOutcome, CompletesAsync
 from runtime.messages import ActivityStartedReport, CancelActivityTask, attempt_key
 from runtime.worker_spec import DEFAULT_GRACEFUL_SHUTDOWN
 from topics import serde
@@ -62,7 +62,6 @@ from workers.activity_attempts import (
 )
 from workers.activity_heartbeats import HeartbeatThrottle, watch_heartbeats
 from workers.activity_report_sender import ReportSender
-from workers.activity_reports import Outcome
 from workers.loop_watch import LoopWatch
 from workers.membership import Member, on_consume_error
 from workers.metrics import ActivityWorkerMetrics
@@ -319,7 +318,12 @@ class ActivityWorker:
                     )
                 )
             began = time.monotonic()
-            report = outcome(await self._run_with_deadline(running), running.cancel_reason)
+            ended = await self._run_with_deadline(running)
+            if isinstance(ended, CompletesAsync):  # it goes on outside: nothing to report
+                self._metrics.finished(task.activity_type, "async", time.monotonic() - began)
+                finish_attempt(progress, offset, running)
+                return
+            report = outcome(ended, running.cancel_reason)
             self._metrics.finished(
                 task.activity_type, outcome_label(report), time.monotonic() - began
             )
@@ -343,7 +347,7 @@ class ActivityWorker:
             if running.trailing is not None:  # the outcome supersedes any heartbeat
                 running.trailing.cancel()
 
-    async def _run_with_deadline(self, running: RunningAttempt) -> Outcome:
+    async def _run_with_deadline(self, running: RunningAttempt) -> AttemptOutcome:
         """Run the attempt, cancelling it when the workflow would time it out.
 
         The engine times the attempt out by itself, and then sends a cancellation; these

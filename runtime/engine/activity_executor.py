@@ -15,10 +15,11 @@ import functools
 import threading
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from runtime.activity import ActivityContext, ActivityInfo, set_context
+from runtime.activity import ActivityContext, ActivityInfo, CompleteAsyncError, set_context
 from runtime.converter import DataConverter
 from runtime.daemon_pool import DaemonThreadPool
 from runtime.engine.registry import ActivityRegistry
@@ -28,6 +29,17 @@ from runtime.payloads import Failure, Payload
 
 #: How long a cancelled activity may take to finish (its cleanup) before its attempt ends.
 CANCEL_GRACE_S = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class CompletesAsync:
+    """The activity called `activity.raise_complete_async`: the attempt goes on outside the
+    worker, which reports nothing for it and frees its slot."""
+
+
+COMPLETES_ASYNC = CompletesAsync()
+#: How an attempt ends on its worker.
+AttemptOutcome = ActivityCompletedReport | ActivityFailedReport | CompletesAsync
 
 
 async def run_activity(
@@ -42,7 +54,7 @@ async def run_activity(
     on_abandoned: Callable[[], None] = lambda: None,
     grace_ended: asyncio.Event | None = None,
     started_at_ms: int | None = None,
-) -> ActivityCompletedReport | ActivityFailedReport:
+) -> AttemptOutcome:
     """Run `task` once; never raises (except for the caller's own cancellation).
 
     Once ``cancelled`` is set, the activity has ``cancel_grace_s`` to finish (async ones
@@ -147,6 +159,8 @@ async def run_activity(
         if work.cancelled():
             return failed(Failure("activity cancelled", kind="cancelled"))
         exc = work.exception()
+        if isinstance(exc, CompleteAsyncError):
+            return COMPLETES_ASYNC
         if exc is not None:
             return failed(failure_from_exception(exc, conv.encode))
         try:

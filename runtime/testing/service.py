@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from runtime.daemon_pool import DaemonThreadPool
-from runtime.engine.activity_executor import CANCEL_GRACE_S, run_activity
+from runtime.engine.activity_executor import CANCEL_GRACE_S, CompletesAsync, run_activity
 from runtime.engine.ids import parse_timer_id
 from runtime.engine.instance import WorkflowInstance
 from runtime.engine.registry import ActivityRegistry, WorkflowRegistry
@@ -296,7 +296,8 @@ class InMemoryService:
                     grace_ended=grace_ended,
                     started_at_ms=started_at_ms,
                 )
-                self.post(report)
+                if not isinstance(report, CompletesAsync):  # else it completes from outside
+                    self.post(report)
             finally:
                 self._running.pop(key, None)
                 self.wake()

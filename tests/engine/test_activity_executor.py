@@ -16,6 +16,7 @@ from typing import Any
 
 from runtime import ApplicationError, activity
 from runtime.engine import ActivityRegistry, run_activity
+from runtime.engine.activity_executor import AttemptOutcome
 from runtime.messages import ActivityCompletedReport, ActivityFailedReport, ActivityTask
 from runtime.payloads import Payload
 from topics import serde
@@ -67,7 +68,7 @@ def _task(activity_type: str, **fields: Any) -> ActivityTask:
 
 async def _run(
     task: ActivityTask, on_heartbeat: Any = None, cancelled: asyncio.Event | None = None
-) -> ActivityCompletedReport | ActivityFailedReport:
+) -> AttemptOutcome:
     return await run_activity(
         REGISTRY,
         task,
@@ -79,7 +80,7 @@ async def _run(
 
 async def _attempt(
     defn: Any, cancelled: asyncio.Event | None = None, **options: Any
-) -> ActivityCompletedReport | ActivityFailedReport:
+) -> AttemptOutcome:
     """One attempt of the activity ``defn`` alone in its registry, heartbeats dropped."""
     name = defn.__name__
     return await run_activity(
