@@ -16,6 +16,7 @@ import click
 from runtime.logging import configure_logging
 from topics.errors import KafkaConfigError, TopicsMissingError
 from topics.reachability import KafkaUnreachableError, client_config_from_env
+from workers.cli_activity import activity
 from workers.cli_context import CliContext
 from workers.cli_dlq import dlq
 from workers.cli_history import history
@@ -115,6 +116,7 @@ cli.add_command(history)
 cli.add_command(dlq)
 cli.add_command(timers)
 cli.add_command(workflow)
+cli.add_command(activity)
 cli.add_command(replay)
 
 

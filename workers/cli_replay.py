@@ -32,9 +32,9 @@ from runtime.history_json import history_from_json
 from runtime.messages import WorkflowStatus
 from runtime.replay import Replayer, ReplayResult
 from topics.catalogue import TopicNames
+from workers.cli_client import RequestNotServed
 from workers.cli_context import CliContext, pass_cli
 from workers.cli_worker import load_definitions
-from workers.cli_workflow import RequestNotServed
 from workers.history_topic import read_histories
 
 EXIT_DOES_NOT_REPLAY = 1

@@ -19,15 +19,11 @@ import click
 
 from runtime.client import Client, WorkflowHandle
 from runtime.errors import (
-    CancelledError,
-    ChronikError,
     RPCTimeoutError,
-    TerminatedError,
-    TimeoutError,
-    WorkflowFailureError,
 )
-from runtime.history_json import event_to_dict, to_jsonable
+from runtime.history_json import event_to_dict
 from runtime.messages import IdReusePolicy, WorkflowStatus
+from workers.cli_client import json_args, json_line, print_json, run_action
 from workers.cli_context import CliContext, pass_cli
 
 T = TypeVar("T")
@@ -36,63 +32,6 @@ T = TypeVar("T")
 #: ``result --timeout`` ran out: the run may still be going, which is neither a failed
 #: workflow (1) nor a request that could not be served (2).
 EXIT_STILL_RUNNING = 3
-
-
-class RequestNotServed(click.ClickException):
-    """Not found, refused, no answer: ``Error: <reason>`` and exit code 2."""
-
-    exit_code = 2
-
-
-def _json_args(values: tuple[str, ...]) -> list[Any]:
-    parsed = []
-    for value in values:
-        try:
-            parsed.append(json.loads(value))
-        except json.JSONDecodeError as error:
-            hint = f" (a string is quoted: --arg '{json.dumps(value)}')" if _bare(value) else ""
-            raise click.BadParameter(
-                f"{value!r} is not JSON ({error.msg}){hint}", param_hint="'--arg'"
-            ) from None
-    return parsed
-
-
-def _bare(value: str) -> bool:
-    """Whether ``value`` looks like a string someone forgot to quote (``A-1``, not ``{``)."""
-    return bool(value) and value[0] not in '[{"' and value.isprintable()
-
-
-def _outcome_line(cause: BaseException) -> str:
-    """How a run that did not complete ended, in the words of its status."""
-    message = str(cause)
-    if isinstance(cause, TerminatedError):
-        return f"workflow terminated: {message}" if message else "workflow terminated"
-    if isinstance(cause, CancelledError):
-        return "workflow cancelled" if message in ("", "workflow cancelled") else message
-    if isinstance(cause, TimeoutError):
-        return f"workflow timed out: {message}"
-    return f"workflow failed: {message}"
-
-
-def _print(value: Any) -> None:
-    """``value`` as one JSON document; None (the command printed its own output) as nothing."""
-    if value is not None:
-        click.echo(_json(value))
-
-
-def _json(value: Any) -> str:
-    return json.dumps(to_jsonable(value), default=str)
-
-
-def _run(ctx: CliContext, action: Callable[[Client], Awaitable[T]]) -> T:
-    """Connect, run ``action``, close; typed errors become one line and an exit code."""
-    try:
-        return ctx.with_client(action)
-    except WorkflowFailureError as failure:
-        click.echo(f"Error: {_outcome_line(failure.cause)}", err=True)
-        sys.exit(1)
-    except ChronikError as error:
-        raise RequestNotServed(str(error)) from None
 
 
 ARG = click.option("--arg", "args", multiple=True, metavar="JSON", help="An argument; repeatable.")
@@ -160,10 +99,10 @@ def start(
     With --signal, the run id printed is the one that got the signal: the open run's, when
     there was one, or the new run's.
     """
-    values = _json_args(args)
+    values = json_args(args)
     if signal_args and signal_name is None:
         raise click.UsageError("--signal-arg needs --signal")
-    signal_values = _json_args(signal_args)
+    signal_values = json_args(signal_args, "--signal-arg")
 
     async def action(client: Client) -> Any:
         handle = await client.start_workflow(
@@ -183,7 +122,7 @@ def start(
             return {"result": await handle.result()}
         return {"workflow_id": workflow_id, "run_id": handle.first_execution_run_id}
 
-    _print(_run(ctx, action))
+    print_json(run_action(ctx, action))
 
 
 def _handle_command(
@@ -199,7 +138,7 @@ def _handle_command(
         async def action(client: Client) -> Any:
             return await operation(client.get_workflow_handle(workflow_id, run_id=run_id))
 
-        _print(_run(ctx, action))
+        print_json(run_action(ctx, action))
 
 
 async def _history(handle: WorkflowHandle) -> None:
@@ -247,10 +186,10 @@ def list_workflows(
         async for record in found:
             if limit is not None and printed == limit:
                 break
-            sys.stdout.write(_json(record) + "\n")
+            sys.stdout.write(json_line(record) + "\n")
             printed += 1
 
-    _run(ctx, action)
+    run_action(ctx, action)
 
 
 @workflow.command()
@@ -280,7 +219,7 @@ def result(ctx: CliContext, *, workflow_id: str, run_id: str | None, timeout: fl
             )
             sys.exit(EXIT_STILL_RUNNING)
 
-    _print(_run(ctx, action))
+    print_json(run_action(ctx, action))
 
 
 _handle_command(
@@ -311,13 +250,13 @@ def signal(
     request_id: str | None,
 ) -> None:
     """Send SIGNAL_NAME to the workflow."""
-    values = _json_args(args)
+    values = json_args(args)
 
     async def action(client: Client) -> None:
         handle = client.get_workflow_handle(workflow_id, run_id=run_id)
         await handle.signal(signal_name, *values, request_id=request_id)
 
-    _run(ctx, action)
+    run_action(ctx, action)
 
 
 @workflow.command()
@@ -330,13 +269,13 @@ def query(
     ctx: CliContext, *, workflow_id: str, query_name: str, args: tuple[str, ...], run_id: str | None
 ) -> None:
     """Ask the workflow QUERY_NAME and print the answer."""
-    values = _json_args(args)
+    values = json_args(args)
 
     async def action(client: Client) -> Any:
         handle = client.get_workflow_handle(workflow_id, run_id=run_id)
         return await handle.query(query_name, *values)
 
-    _print(_run(ctx, action))
+    print_json(run_action(ctx, action))
 
 
 @workflow.command()
@@ -359,13 +298,13 @@ def update(
     update_id: str | None,
 ) -> None:
     """Run UPDATE_NAME on the workflow and print its answer."""
-    values = _json_args(args)
+    values = json_args(args)
 
     async def action(client: Client) -> Any:
         handle = client.get_workflow_handle(workflow_id, run_id=run_id)
         return {"result": await handle.execute_update(update_name, *values, id=update_id)}
 
-    _print(_run(ctx, action))
+    print_json(run_action(ctx, action))
 
 
 @workflow.command()
@@ -383,7 +322,7 @@ def cancel(
         handle = client.get_workflow_handle(workflow_id, run_id=run_id)
         await (handle.terminate(reason) if terminate else handle.cancel(reason))
 
-    _run(ctx, action)
+    run_action(ctx, action)
 
 
 @workflow.command(short_help="End the workflow at once: no cleanup code runs.")
@@ -397,4 +336,4 @@ def terminate(ctx: CliContext, *, workflow_id: str, reason: str, run_id: str | N
     async def action(client: Client) -> None:
         await client.get_workflow_handle(workflow_id, run_id=run_id).terminate(reason)
 
-    _run(ctx, action)
+    run_action(ctx, action)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -58,3 +59,17 @@ class ChronikProcess:
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
+
+
+async def run_chronik(
+    bootstrap: str, namespace: str, *args: str
+) -> subprocess.CompletedProcess[str]:
+    """``chronik --bootstrap-servers ... --namespace ... ARGS`` to its end, as from a shell."""
+    command = [sys.executable, "-m", "workers.cli", "--bootstrap-servers", bootstrap]
+    return await asyncio.to_thread(
+        subprocess.run,
+        [*command, "--namespace", namespace, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )

@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from tests.integration.conftest import Launcher
-from tests.integration.processes import ChronikProcess
+from tests.integration.processes import ChronikProcess, run_chronik
 from workers.cli import cli
 
 pytestmark = pytest.mark.kafka
@@ -31,14 +31,7 @@ def cli_worker(launch: Launcher) -> ChronikProcess:
 
 
 async def _chronik(bootstrap: str, namespace: str, *args: str) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "workers.cli", "--bootstrap-servers", bootstrap]
-    return await asyncio.to_thread(
-        subprocess.run,
-        [*command, "--namespace", namespace, "workflow", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return await run_chronik(bootstrap, namespace, "workflow", *args)
 
 
 async def test_start_wait_describe_and_history(
