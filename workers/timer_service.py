@@ -44,7 +44,7 @@ from topics import serde
 from topics.catalogue import TopicNames
 from topics.consumed import Consumed, consume_available
 from workers.fence_offsets import FenceOffsets
-from workers.membership import Member, WorkerFencedError, on_consume_error
+from workers.membership import Member, on_consume_error, producer_stopped
 from workers.restore import FRESH_AS_OF_EVERY_MS, mark_caught_up, open_restored
 
 log = structlog.get_logger(__name__)
@@ -212,7 +212,7 @@ class TimerService:
     def _abort(self, exception: KafkaException) -> None:
         error: KafkaError = exception.args[0]
         if error.fatal():
-            raise WorkerFencedError(str(error)) from exception
+            raise producer_stopped(error, self._config.member.worker_id) from exception
         log.warning("timer transaction aborted", error=str(error))
         self._producer.abort_transaction(30)
         # Nothing was applied: the due timers are still in the index and fire next time.

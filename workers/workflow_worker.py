@@ -39,7 +39,7 @@ from topics.catalogue import MAX_RECORD_BYTES, Catalogue, TopicNames
 from topics.consumed import Consumed, consume_available
 from topics.errors import DecodeError
 from workers.fence_offsets import FenceOffsets
-from workers.membership import Member, WorkerFencedError, on_consume_error
+from workers.membership import Member, WorkerFencedError, on_consume_error, producer_stopped
 from workers.metrics import WorkflowWorkerMetrics
 from workers.partition import (
     DEFAULT_RETENTION_MS,
@@ -124,6 +124,8 @@ class WorkflowWorker:
         self._must_rewind = False
         #: When the last transaction was begun (`_idle_for_too_long`).
         self._last_begun_ms = 0
+        #: The producer reported a fatal error: it can deliver nothing more (`_close`).
+        self._producer_failed = False
 
     # --- lifecycle ---------------------------------------------------------------
 
@@ -162,7 +164,12 @@ class WorkflowWorker:
         for partition in list(self._partitions.values()):
             partition.close()
         self._partitions.clear()
-        self._producer.flush(5)
+        if not self._producer_failed:
+            # A producer in a fatal state (fenced) is not flushed: its flush raised (a
+            # KafkaException, or a SystemError out of a purged record's delivery report)
+            # out of `run`'s ``finally``, and a traceback replaced the one-line error that
+            # stops the worker.
+            self._producer.flush(5)
 
     # --- rebalance callbacks: fast, no I/O beyond closing local stores -------------
 
@@ -363,13 +370,16 @@ class WorkflowWorker:
 
     def _abort(self, exception: KafkaException) -> None:
         error: KafkaError = exception.args[0]
+        worker_id = self._config.member.worker_id
         if error.fatal() or error.code() == KafkaError._FENCED:
-            raise WorkerFencedError(str(error)) from exception
+            self._producer_failed = True
+            raise producer_stopped(error, worker_id) from exception
         log.warning("transaction aborted", error=str(error))
         try:
             self._producer.abort_transaction(30)
         except KafkaException as abort_error:
-            raise WorkerFencedError(str(abort_error)) from exception
+            self._producer_failed = True
+            raise producer_stopped(abort_error.args[0], worker_id) from exception
         self._must_rewind = True  # `_rewind` also drops the workflows that ran ahead
 
     def _rewind(self) -> None:

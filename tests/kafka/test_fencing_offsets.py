@@ -4,17 +4,19 @@ librdkafka has no position for a partition nothing was consumed from since it wa
 assigned, and sends no offsets for a transaction with none: a step that only fired timers
 then went unfenced, and a worker dropped from the group (say, while it restored) fired
 them alongside the new owner. That holds for the workflow worker's inbox offsets and for
-the standalone timer service's positions on the timers topic alike.
+the standalone timer service's positions on the timers topic alike. And a worker whose
+transactions another process with its id fenced says so, as one whose consumer was fenced.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, Producer, TopicPartition
 
 from runtime.engine import WorkflowRegistry
 from runtime.messages import DurableTimer, TimerFiredReport
@@ -25,7 +27,7 @@ from topics.admin import TopicAdmin
 from topics.catalogue import Catalogue, TopicNames
 from workers import partition as partition_module
 from workers import workflow_worker
-from workers.membership import SESSION_TIMEOUT_MS, Member
+from workers.membership import SESSION_TIMEOUT_MS, Member, WorkerFencedError
 from workers.timer_service import TimerService, TimerServiceConfig
 from workers.workflow_worker import WorkflowWorker, WorkflowWorkerConfig
 
@@ -53,6 +55,48 @@ def _owner_of_both_partitions(
         worker._close()
         raise
     return worker
+
+
+def test_a_worker_whose_producer_another_process_fenced_stops_saying_so(
+    kafka_bootstrap: str, namespace: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A second process started with the same ``--worker-id`` fences the first twice: its
+    consumer (static membership) and its producer (the transactional id). Whichever the
+    first worker hears of first stops it. The consumer's error said which worker and why;
+    the producer's was librdkafka's bare ``_FENCED: Failed to add offsets to transaction``,
+    and `run` did not even raise that: closing, it flushed the fatal producer, whose
+    flush raised (a `SystemError` out of a purged record's delivery report) over it, so
+    ``chronik worker`` ended in a traceback. The twin test failed so whenever the second
+    process's ``init_transactions`` came before its consumer joined."""
+    monkeypatch.setattr(workflow_worker, "FRESH_AS_OF_EVERY_MS", 300)  # transactions come
+    TopicAdmin({"bootstrap.servers": kafka_bootstrap}).create(Catalogue(namespace, 2))
+    member = Member(kafka_bootstrap, namespace, f"w-{uuid.uuid4().hex[:6]}")
+    worker = WorkflowWorker(
+        WorkflowWorkerConfig(member=member, state_dir=tmp_path), WorkflowRegistry([])
+    )
+    ended: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            worker.run(threading.Event())
+        except BaseException as error:  # what `run` raised is the subject
+            ended.append(error)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while sorted(worker._partitions) != [0, 1]:
+        assert time.monotonic() < deadline and thread.is_alive(), "never owned its partitions"
+        time.sleep(0.1)
+    twin = Producer(member.transactional_producer_config("workflow-worker"))
+    twin.init_transactions(60)  # what the second process does first: a newer epoch
+    thread.join(60)
+
+    assert not thread.is_alive(), "the fenced worker did not stop"
+    [error] = ended
+    assert isinstance(error, WorkerFencedError), repr(error)
+    assert str(error).startswith(f"worker {member.worker_id!r} was fenced: ")
+    assert str(error).endswith("(is another process running with the same --worker-id?)")
 
 
 def _commit_start(kafka_bootstrap: str, group: str, topic: str) -> None:
