@@ -36,6 +36,33 @@ class WorkerFencedError(RuntimeError):
     """Another worker took over this worker's transactional id or partitions: stop."""
 
 
+#: A producer's errors that say another producer took its transactional id: a second
+#: process started with this worker's id (``init_transactions`` gave that one a newer epoch).
+_PRODUCER_FENCED = frozenset({KafkaError._FENCED, KafkaError.PRODUCER_FENCED})
+
+
+def fenced(worker_id: str, why: str) -> WorkerFencedError:
+    """The error that stops a worker another process fenced: which worker, why, and the
+    usual cause, in the one line `chronik worker` exits with for a supervisor to show."""
+    return WorkerFencedError(
+        f"worker {worker_id!r} was fenced: {why} (is another process running "
+        "with the same --worker-id?)"
+    )
+
+
+def producer_stopped(error: KafkaError, worker_id: str) -> WorkerFencedError:
+    """The error that stops a worker whose transactional producer reported ``error`` (fatal).
+
+    A second process with the worker's id fences its producer as well as its consumer,
+    and whichever the worker hears of first stops it: the producer's error (librdkafka's
+    bare ``_FENCED: Failed to add offsets to transaction ...``) named neither the worker
+    nor the cause the consumer's did. Any other fatal producer error is kept as it is.
+    """
+    if error.code() in _PRODUCER_FENCED:
+        return fenced(worker_id, error.str())
+    return WorkerFencedError(str(error))
+
+
 def on_consume_error(error: KafkaError, worker_id: str) -> None:
     """Log a consumer's error, or stop the worker (`WorkerFencedError`) when it is fatal.
 
@@ -46,10 +73,7 @@ def on_consume_error(error: KafkaError, worker_id: str) -> None:
     error" twice a poll and owning nothing, alive to every supervisor.
     """
     if is_fatal(error):
-        raise WorkerFencedError(
-            f"worker {worker_id!r} was fenced: {error.str()} (is another process running "
-            "with the same --worker-id?)"
-        )
+        raise fenced(worker_id, error.str())
     log.warning("consume error", error=str(error))
 
 

@@ -7,8 +7,9 @@ timer load off the workflow workers or to scale the two apart.
 For each assigned partition *p* it keeps a due-time index in RocksDB, rebuilt from the
 compacted ``timers[p]`` (restore from the offset stored in the index, as the workflow
 worker does). Every due timer becomes, in ONE transaction with the consumer's position
-(which fences a zombie), a `TimerFiredReport` to the inbox, and leaves the index. A
-duplicate fire (after a crash) is ignored by the workflow.
+of every owned partition (which fences a zombie: `workers.fence_offsets`), a
+`TimerFiredReport` to the inbox, and leaves the index. A duplicate fire (after a crash)
+is ignored by the workflow.
 
 The tombstone of a fired timer is written by the partition owner, once it handled
 the fire — never here. Timer keys repeat across runs (each run's first sleep is
@@ -42,7 +43,8 @@ from runtime.store import PartitionStore, StoreBatch
 from topics import serde
 from topics.catalogue import TopicNames
 from topics.consumed import Consumed, consume_available
-from workers.membership import Member, WorkerFencedError, on_consume_error
+from workers.fence_offsets import FenceOffsets
+from workers.membership import Member, on_consume_error, producer_stopped
 from workers.restore import FRESH_AS_OF_EVERY_MS, mark_caught_up, open_restored
 
 log = structlog.get_logger(__name__)
@@ -68,10 +70,12 @@ class TimerService:
         member = config.member
         self._names = TopicNames(member.namespace)
         self._base = member.client_config()
-        self._consumer = Consumer(member.group_config(f"{member.namespace}.timer-service"))
+        self._consumer = Consumer(member.group_config(self._names.timer_group))
         self._producer = Producer(member.transactional_producer_config("timer-service"))
         self._stores: dict[int, PartitionStore] = {}
         self._to_restore: set[int] = set()
+        #: The timers offset each owned partition commits when nothing was consumed from it.
+        self._fence = FenceOffsets(self._consumer, self._names.timers)
         #: When the stores were last checked to be caught up (`_keep_fresh`).
         self._checked_fresh_ms = _now_ms()
 
@@ -104,6 +108,7 @@ class TimerService:
             log.info("partitions released", partitions=sorted(numbers), why=why)
         for number in numbers:
             self._to_restore.discard(number)
+            self._fence.forget(number)
             store = self._stores.pop(number, None)
             if store is not None:
                 store.close()
@@ -198,13 +203,16 @@ class TimerService:
                 self._stores[number].write(batch)
 
     def _positions(self) -> list[TopicPartition]:
-        owned = [TopicPartition(self._names.timers, n) for n in self._stores]
-        return [tp for tp in self._consumer.position(owned) if tp.offset >= 0]
+        """Every owned partition's position on the timers topic, one nothing was consumed
+        from since its assignment too: librdkafka knows none for it and sent no offsets
+        for a transaction with none, so an idle partition's fires (a timer set long ago,
+        restored, due now) went unfenced, and a zombie fired them alongside the new owner."""
+        return self._fence.positions(self._stores)
 
     def _abort(self, exception: KafkaException) -> None:
         error: KafkaError = exception.args[0]
         if error.fatal():
-            raise WorkerFencedError(str(error)) from exception
+            raise producer_stopped(error, self._config.member.worker_id) from exception
         log.warning("timer transaction aborted", error=str(error))
         self._producer.abort_transaction(30)
         # Nothing was applied: the due timers are still in the index and fire next time.
@@ -223,3 +231,4 @@ class TimerService:
         for number, store in stores.items():
             self._to_restore.discard(number)
             self._stores[number] = store
+        self._fence.learn(stores)  # owned (closed on the way out) should this raise

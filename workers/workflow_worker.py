@@ -38,13 +38,8 @@ from topics.admin import TopicAdmin
 from topics.catalogue import MAX_RECORD_BYTES, Catalogue, TopicNames
 from topics.consumed import Consumed, consume_available
 from topics.errors import DecodeError
-from topics.transient import retry_transient
-from workers.membership import (
-    TRANSACTION_TIMEOUT_MS,
-    Member,
-    WorkerFencedError,
-    on_consume_error,
-)
+from workers.fence_offsets import FenceOffsets
+from workers.membership import Member, WorkerFencedError, on_consume_error, producer_stopped
 from workers.metrics import WorkflowWorkerMetrics
 from workers.partition import (
     DEFAULT_RETENTION_MS,
@@ -124,11 +119,13 @@ class WorkflowWorker:
         #: The writes of the transaction under way, by partition, to apply once it committed.
         self._committing: dict[int, PendingWrites] = {}
         #: The inbox offset each owned partition commits when nothing was consumed from it.
-        self._fence_offsets: dict[int, int] = {}
+        self._fence = FenceOffsets(self._consumer, self._names.inbox)
         #: A transaction failed inside a rebalance callback: rewind before processing more.
         self._must_rewind = False
         #: When the last transaction was begun (`_idle_for_too_long`).
         self._last_begun_ms = 0
+        #: The producer reported a fatal error: it can deliver nothing more (`_close`).
+        self._producer_failed = False
 
     # --- lifecycle ---------------------------------------------------------------
 
@@ -167,7 +164,12 @@ class WorkflowWorker:
         for partition in list(self._partitions.values()):
             partition.close()
         self._partitions.clear()
-        self._producer.flush(5)
+        if not self._producer_failed:
+            # A producer in a fatal state (fenced) is not flushed: its flush raised (a
+            # KafkaException, or a SystemError out of a purged record's delivery report)
+            # out of `run`'s ``finally``, and a traceback replaced the one-line error that
+            # stops the worker.
+            self._producer.flush(5)
 
     # --- rebalance callbacks: fast, no I/O beyond closing local stores -------------
 
@@ -186,7 +188,7 @@ class WorkflowWorker:
     def _drop(self, numbers: list[int], why: str) -> None:
         for number in numbers:
             self._to_restore.discard(number)
-            self._fence_offsets.pop(number, None)
+            self._fence.forget(number)
             partition = self._partitions.pop(number, None)
             if partition is not None:
                 partition.close()
@@ -307,7 +309,7 @@ class WorkflowWorker:
             topics=cached_topics(self._names, fires_timers=self._config.fire_timers),
         )
         self._metrics.restore_seconds.observe(time.monotonic() - began)
-        self._learn_fence_offsets(list(stores))
+        self._fence.learn(stores)
         for number, store in stores.items():
             self._to_restore.discard(number)
             self._partitions[number] = OwnedPartition(
@@ -362,61 +364,22 @@ class WorkflowWorker:
         return True
 
     def _inbox_positions(self, next_offsets: dict[int, int]) -> list[TopicPartition]:
-        """Every owned partition's position: a transaction with none would not fence.
-
-        librdkafka knows no position of a partition nothing was consumed from since it was
-        assigned, and sends no offsets at all for a transaction with none — so a step that
-        only fired timers went unfenced, and a zombie (dropped from the group while it
-        restored) fired them alongside the new owner. Such a partition commits the offset
-        it started from again (`_learn_fence_offsets`), which checks the group generation.
-        """
-        owned = [TopicPartition(self._names.inbox, n) for n in self._partitions]
-        positions = {tp.partition: tp.offset for tp in self._consumer.position(owned)}
-        positions.update(next_offsets)
-        for number, offset in positions.items():
-            if offset >= 0:
-                self._fence_offsets[number] = offset
-        return [
-            TopicPartition(self._names.inbox, number, offset)
-            for number, offset in sorted(self._fence_offsets.items())
-            if number in self._partitions
-        ]
-
-    def _learn_fence_offsets(self, numbers: list[int]) -> None:
-        """Where each newly owned partition starts: its committed offset, else its start."""
-        wanted = [TopicPartition(self._names.inbox, n) for n in numbers]
-        # The committed offsets are unstable while a dead worker's transaction is open:
-        # the broker makes the call wait until the coordinator aborted it (its timeout).
-        committed = retry_transient(lambda: self._committed(wanted), timeout_s=120)
-        for tp in committed:
-            offset = tp.offset
-            if offset < 0:
-                low, _ = self._consumer.get_watermark_offsets(tp, timeout=10)
-                offset = low
-            self._fence_offsets[tp.partition] = offset
-
-    def _committed(self, wanted: list[TopicPartition]) -> list[TopicPartition]:
-        """The group's committed offsets of ``wanted``; a partition's own error is raised.
-
-        Taken for "nothing committed" (its offset is -1001 then), the error made the
-        fence offset the partition's start, which a commit then wrote back as the group's
-        position: the partition's inbox would be read again from the start.
-        """
-        committed = self._consumer.committed(wanted, timeout=TRANSACTION_TIMEOUT_MS / 1000 + 5)
-        for tp in committed:
-            if tp.error is not None:
-                raise KafkaException(tp.error)
-        return list(committed)
+        """Every owned partition's inbox offset: a transaction with none would not fence
+        (`workers.fence_offsets`)."""
+        return self._fence.positions(self._partitions, next_offsets)
 
     def _abort(self, exception: KafkaException) -> None:
         error: KafkaError = exception.args[0]
+        worker_id = self._config.member.worker_id
         if error.fatal() or error.code() == KafkaError._FENCED:
-            raise WorkerFencedError(str(error)) from exception
+            self._producer_failed = True
+            raise producer_stopped(error, worker_id) from exception
         log.warning("transaction aborted", error=str(error))
         try:
             self._producer.abort_transaction(30)
         except KafkaException as abort_error:
-            raise WorkerFencedError(str(abort_error)) from exception
+            self._producer_failed = True
+            raise producer_stopped(abort_error.args[0], worker_id) from exception
         self._must_rewind = True  # `_rewind` also drops the workflows that ran ahead
 
     def _rewind(self) -> None:
@@ -425,8 +388,7 @@ class WorkflowWorker:
         for tp in self._consumer.committed(owned, timeout=30):
             offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
             self._consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
-            if tp.offset >= 0:
-                self._fence_offsets[tp.partition] = tp.offset
+            self._fence.move(tp.partition, tp.offset)
         for partition in self._partitions.values():
             partition.forget_workflows()
         self._must_rewind = False
