@@ -22,10 +22,9 @@ if TYPE_CHECKING:
 class AsyncActivityHandle:
     """One attempt that completes asynchronously (`Client.get_async_activity_handle`)."""
 
-    def __init__(self, client: Client, task_token: bytes | str) -> None:
+    def __init__(self, client: Client, task_token: TaskToken) -> None:
         self._client = client
-        #: Raises `InvalidTaskTokenError` for bytes that are no task token.
-        self.task_token = TaskToken.decode(task_token)
+        self.task_token = task_token
 
     async def complete(self, result: Any = None) -> None:
         """The attempt succeeded with ``result`` (converted as an activity's return value)."""

@@ -61,6 +61,7 @@ from runtime.messages import (
     WorkflowOutcome,
     WorkflowStatus,
 )
+from runtime.task_token import TaskToken
 
 
 @runtime_checkable
@@ -230,8 +231,9 @@ class Client:
 
     def get_async_activity_handle(self, task_token: bytes | str) -> AsyncActivityHandle:
         """A handle to complete, fail or heartbeat the attempt ``task_token`` names (an
-        activity's `activity.info().task_token`, after `activity.raise_complete_async`)."""
-        return AsyncActivityHandle(self, task_token)
+        activity's `activity.info().task_token`, after `activity.raise_complete_async`);
+        `InvalidTaskTokenError` for bytes that are no task token."""
+        return AsyncActivityHandle(self, TaskToken.decode(task_token))
 
     async def list_workflows(
         self,

@@ -78,7 +78,7 @@ def _send(
         else:
             assert workflow_id is not None and seq is not None
             named = await _current_attempt(client, workflow_id, seq, run_id, attempt)
-        await send(AsyncActivityHandle(client, named.encode()))
+        await send(AsyncActivityHandle(client, named))
         return {"sent": what, **dataclasses.asdict(named)}
 
     print_json(run_action(ctx, action))

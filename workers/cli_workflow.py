@@ -13,21 +13,16 @@ import json
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
 from runtime.client import Client, WorkflowHandle
-from runtime.errors import (
-    RPCTimeoutError,
-)
+from runtime.errors import RPCTimeoutError
 from runtime.history_json import event_to_dict
 from runtime.messages import IdReusePolicy, WorkflowStatus
 from workers.cli_client import json_args, json_line, print_json, run_action
 from workers.cli_context import CliContext, pass_cli
-
-T = TypeVar("T")
-
 
 #: ``result --timeout`` ran out: the run may still be going, which is neither a failed
 #: workflow (1) nor a request that could not be served (2).

@@ -65,12 +65,14 @@ async def _described_once(
 
 def _in_backoff(attempt: int) -> Callable[[WorkflowExecutionDescription], bool]:
     def ready(description: WorkflowExecutionDescription) -> bool:
-        activities = description.pending_activities
-        return bool(activities) and activities[0].state is PendingActivityState.BACKOFF and (
-            activities[0].attempt == attempt
-        ) and bool(description.pending_children) and (
-            description.pending_children[0].run_id is not None
-        )  # fmt: skip
+        """The activity waits for the attempt after ``attempt``, and the child started."""
+        backing_off = [
+            a
+            for a in description.pending_activities
+            if a.state is PendingActivityState.BACKOFF and a.attempt == attempt
+        ]
+        started = [c for c in description.pending_children if c.run_id is not None]
+        return bool(backing_off) and bool(started)
 
     return ready
 
