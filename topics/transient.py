@@ -1,9 +1,11 @@
 """Retry the Kafka calls that fail for a moment and then go through.
 
 Right after a topic is created, or while a partition's leadership moves, brokers answer
-"not leader" or "unknown partition" for a few hundred milliseconds. Those answers are
-normal; an error that persists past the deadline is not, and is raised as it is. And a
-producer whose local queue is full refuses a record until deliveries make room.
+"not leader" or "unknown partition" for a few hundred milliseconds; while a group's
+coordinator moves, loads or stalls, group requests are answered "not coordinator" or
+"coordinator loading", or find no coordinator at all. Those answers are normal; an error
+that persists past the deadline is not, and is raised as it is. And a producer whose
+local queue is full refuses a record until deliveries make room.
 """
 
 from __future__ import annotations
@@ -25,6 +27,12 @@ _TRANSIENT = frozenset(
         KafkaError._UNKNOWN_TOPIC,
         KafkaError.REQUEST_TIMED_OUT,
         KafkaError._TIMED_OUT,
+        KafkaError.NOT_COORDINATOR,
+        KafkaError.COORDINATOR_NOT_AVAILABLE,
+        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+        KafkaError.UNSTABLE_OFFSET_COMMIT,
+        KafkaError._WAIT_COORD,
+        KafkaError._TRANSPORT,
     }
 )
 

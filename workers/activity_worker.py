@@ -62,6 +62,7 @@ from workers.activity_attempts import (
 )
 from workers.activity_heartbeats import HeartbeatThrottle, watch_heartbeats
 from workers.activity_report_sender import ReportSender
+from workers.assignment import assign_at_committed
 from workers.loop_watch import LoopWatch
 from workers.membership import Member, on_consume_error
 from workers.metrics import ActivityWorkerMetrics
@@ -450,12 +451,11 @@ class ActivityWorker:
         return done.result()
 
     def _on_assign(self, consumer: Consumer, assigned: list[TopicPartition]) -> None:
+        # Assigned here, before any pause: pausing a partition librdkafka has not assigned
+        # yet does nothing, and the records of partitions given to a busy worker flowed in,
+        # unbounded.
+        assign_at_committed(consumer, assigned)
         if self._in_loop(self._assign, assigned):
-            # Pausing a partition librdkafka has not assigned yet does nothing (it assigns
-            # after this callback unless the callback did): the records of partitions given
-            # to a busy worker flowed in, unbounded. The group is cooperative
-            # (`Member.group_config`), so the assignment is incremental.
-            consumer.incremental_assign(assigned)
             consumer.pause(assigned)
         # As the workflow worker logs its own: which task partitions this worker holds.
         log.info(

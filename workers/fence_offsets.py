@@ -18,15 +18,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 
-from topics.transient import retry_transient
-from workers.membership import TRANSACTION_TIMEOUT_MS
-
-#: How long a new owner asks for its partitions' committed offsets: they are unstable
-#: (the broker makes the call wait) while a dead owner's transaction is open, until the
-#: coordinator aborts it after `TRANSACTION_TIMEOUT_MS`.
-LEARN_PATIENCE_S = 120.0
+from workers.assignment import committed_offsets
 
 
 class FenceOffsets:
@@ -43,8 +37,7 @@ class FenceOffsets:
         wanted = [TopicPartition(self.topic, n) for n in numbers]
         if not wanted:
             return
-        committed = retry_transient(lambda: self._committed(wanted), timeout_s=LEARN_PATIENCE_S)
-        for tp in committed:
+        for tp in committed_offsets(self._consumer, wanted):
             offset = tp.offset
             if offset < 0:
                 low, _ = self._consumer.get_watermark_offsets(tp, timeout=10)
@@ -79,16 +72,3 @@ class FenceOffsets:
             for number, offset in sorted(self.offsets.items())
             if number in numbers
         ]
-
-    def _committed(self, wanted: list[TopicPartition]) -> list[TopicPartition]:
-        """The group's committed offsets of ``wanted``; a partition's own error is raised.
-
-        Taken for "nothing committed" (its offset is -1001 then), the error made the
-        fence offset the partition's start, which a commit then wrote back as the group's
-        position: the partition would be read again from the start.
-        """
-        committed = self._consumer.committed(wanted, timeout=TRANSACTION_TIMEOUT_MS / 1000 + 5)
-        for tp in committed:
-            if tp.error is not None:
-                raise KafkaException(tp.error)
-        return list(committed)

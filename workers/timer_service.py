@@ -43,6 +43,7 @@ from runtime.store import PartitionStore, StoreBatch
 from topics import serde
 from topics.catalogue import TopicNames
 from topics.consumed import Consumed, consume_available
+from workers.assignment import assign_at_committed
 from workers.fence_offsets import FenceOffsets
 from workers.membership import Member, on_consume_error, producer_stopped
 from workers.restore import FRESH_AS_OF_EVERY_MS, mark_caught_up, open_restored
@@ -99,7 +100,8 @@ class TimerService:
             self._consumer.close()
             self._release(list(self._stores), "stopped")
 
-    def _on_assign(self, _consumer: Consumer, assigned: list[TopicPartition]) -> None:
+    def _on_assign(self, consumer: Consumer, assigned: list[TopicPartition]) -> None:
+        assign_at_committed(consumer, assigned)
         self._to_restore.update(tp.partition for tp in assigned)
         log.info("partitions assigned", partitions=sorted(tp.partition for tp in assigned))
 

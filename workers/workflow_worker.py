@@ -38,6 +38,7 @@ from topics.admin import TopicAdmin
 from topics.catalogue import MAX_RECORD_BYTES, Catalogue, TopicNames
 from topics.consumed import Consumed, consume_available
 from topics.errors import DecodeError
+from workers.assignment import assign_at_committed, committed_offsets
 from workers.fence_offsets import FenceOffsets
 from workers.membership import Member, WorkerFencedError, on_consume_error, producer_stopped
 from workers.metrics import WorkflowWorkerMetrics
@@ -173,7 +174,8 @@ class WorkflowWorker:
 
     # --- rebalance callbacks: fast, no I/O beyond closing local stores -------------
 
-    def _on_assign(self, _consumer: Consumer, assigned: list[TopicPartition]) -> None:
+    def _on_assign(self, consumer: Consumer, assigned: list[TopicPartition]) -> None:
+        assign_at_committed(consumer, assigned)
         self._to_restore.update(tp.partition for tp in assigned)
         log.info("partitions assigned", partitions=sorted(tp.partition for tp in assigned))
 
@@ -385,7 +387,7 @@ class WorkflowWorker:
     def _rewind(self) -> None:
         """Back to the committed offsets: what follows them is consumed and processed again."""
         owned = [TopicPartition(self._names.inbox, n) for n in self._partitions]
-        for tp in self._consumer.committed(owned, timeout=30):
+        for tp in committed_offsets(self._consumer, owned):
             offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
             self._consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
             self._fence.move(tp.partition, tp.offset)

@@ -40,7 +40,9 @@ TASKS = TopicNames("ns").tasks("q")
 
 
 @pytest.fixture
-def worker() -> Iterator[ActivityWorker]:
+def worker(monkeypatch: pytest.MonkeyPatch) -> Iterator[ActivityWorker]:
+    # No group coordinator to look committed offsets up from, and no assignment to add to.
+    monkeypatch.setattr(activity_worker, "assign_at_committed", lambda _consumer, _tps: None)
     member = Member("127.0.0.1:1", "ns", "w-1")
     worker = ActivityWorker(
         ActivityWorkerConfig(member, "q"), ActivityRegistry([]), ActivityRegistry([]).converter

@@ -1,0 +1,65 @@
+"""Partitions a group gives a worker are assigned at offsets looked up here, never by librdkafka.
+
+Given partitions without offsets, librdkafka asks the group coordinator for their
+committed offsets itself, and starts fetching once the answer came. When that request is
+answered ``NOT_COORDINATOR`` for the whole request — the coordinator moved, or a stalled
+broker answered late — librdkafka neither retries nor gives up: the partitions stay
+assigned and are never fetched, while the process looks healthy to every supervisor
+(confluentinc/librdkafka#5586; seen here when a worker joined while its broker stalled).
+`rd_kafka_committed` does not share that path, so every worker looks the offsets up with
+it, asks again while the coordinator is passing, and assigns explicit offsets, which
+librdkafka fetches from without a lookup of its own.
+"""
+
+from __future__ import annotations
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
+
+from topics.transient import retry_transient
+from workers.membership import TRANSACTION_TIMEOUT_MS
+
+#: How long a worker asks for its partitions' committed offsets. They are unstable (the
+#: broker makes the call wait) while a dead owner's transaction is open, until the
+#: coordinator aborts it after `TRANSACTION_TIMEOUT_MS`; a broker that stays away longer
+#: fails the call, and the worker stops with the error rather than own partitions it
+#: never reads.
+LOOKUP_PATIENCE_S = 120.0
+
+
+def committed_offsets(
+    consumer: Consumer, partitions: list[TopicPartition], patience_s: float = LOOKUP_PATIENCE_S
+) -> list[TopicPartition]:
+    """The group's committed offset of each of ``partitions`` (negative: none committed),
+    asked again while the coordinator answers with a passing error."""
+    wanted = [TopicPartition(tp.topic, tp.partition) for tp in partitions]
+    if not wanted:
+        return []
+    return retry_transient(lambda: _committed(consumer, wanted), timeout_s=patience_s)
+
+
+def assign_at_committed(consumer: Consumer, assigned: list[TopicPartition]) -> None:
+    """Add ``assigned`` to the consumer's assignment at their committed offsets, or at
+    their start when nothing was committed (the group's ``auto.offset.reset=earliest``).
+
+    For an ``on_assign`` callback of a cooperative group: having assigned, the callback
+    keeps librdkafka from assigning them again without offsets.
+    """
+    at = [
+        TopicPartition(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_BEGINNING)
+        for tp in committed_offsets(consumer, assigned)
+    ]
+    consumer.incremental_assign(at)
+
+
+def _committed(consumer: Consumer, wanted: list[TopicPartition]) -> list[TopicPartition]:
+    """One lookup; a partition's own error is raised.
+
+    Taken for "nothing committed" (its offset is -1001 then), such an error would start
+    the partition from its beginning, and a commit would then write that back as the
+    group's position.
+    """
+    committed = consumer.committed(wanted, timeout=TRANSACTION_TIMEOUT_MS / 1000 + 5)
+    for tp in committed:
+        if tp.error is not None:
+            raise KafkaException(tp.error)
+    return list(committed)
