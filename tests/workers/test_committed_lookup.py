@@ -1,6 +1,7 @@
-"""How a worker looks up the committed offsets of the partitions it is given, before it
-assigns them itself (`workers.assignment`): a coordinator that is passing is asked again,
-an error that lasts is raised, and nothing committed starts at the beginning. The
+"""How a worker looks up the committed offsets of the partitions it is given, to assign
+them (`workers.assignment`) and to fence with them (`workers.fence_offsets`): a
+coordinator that is passing is asked again, an error that lasts is raised (a partition's
+own error is no "nothing committed"), and nothing committed starts at the beginning. The
 consumer's answers are made up here; `tests/kafka/test_assignment.py` is the real one."""
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from workers import assignment
+from workers.fence_offsets import FenceOffsets
 
 
 @dataclass
@@ -39,6 +41,9 @@ class _Consumer:
 
     def incremental_assign(self, partitions: list[TopicPartition]) -> None:
         self.assigned = partitions
+
+    def get_watermark_offsets(self, _tp: object, timeout: float) -> tuple[int, int]:
+        return 3, 100
 
 
 def _given(*numbers: int) -> list[TopicPartition]:
@@ -73,6 +78,15 @@ def test_an_unstable_partition_is_asked_again() -> None:
     assert [(tp.partition, tp.offset) for tp in committed] == [(0, 42), (1, 7)]
 
 
+def test_a_lasting_partition_error_is_raised() -> None:
+    """Taken for "nothing committed", it made the partition start from its beginning, and
+    a commit would have written that back as the group's position."""
+    refused = KafkaError(KafkaError.GROUP_AUTHORIZATION_FAILED)
+    consumer = _Consumer([[_Answer("ns.inbox", 0, -1001, refused)]])
+    with pytest.raises(KafkaException):
+        assignment.committed_offsets(cast(Consumer, consumer), _given(0))
+
+
 def test_a_lasting_error_is_raised_without_asking_again() -> None:
     refused = KafkaError(KafkaError.GROUP_AUTHORIZATION_FAILED)
     consumer = _Consumer([refused, [_Answer("ns.inbox", 0, 1)]])
@@ -105,3 +119,10 @@ def test_nothing_given_asks_nothing() -> None:
     consumer = _Consumer([])
     assert assignment.committed_offsets(cast(Consumer, consumer), []) == []
     assert consumer.asked == 0
+
+
+def test_the_fence_offset_of_a_partition_with_nothing_committed_is_its_start() -> None:
+    consumer = _Consumer([[_Answer("ns.inbox", 0, -1001), _Answer("ns.inbox", 1, 7)]])
+    fence = FenceOffsets(cast(Consumer, consumer), "ns.inbox")
+    fence.learn([0, 1])
+    assert fence.offsets == {0: 3, 1: 7}  # partition 0's low watermark
