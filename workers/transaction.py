@@ -52,6 +52,11 @@ class BackgroundTransactions:
     def under_way(self) -> bool:
         return self._under_way is not None
 
+    @property
+    def committing(self) -> bool:
+        """Whether the transaction under way is still being committed (`wait` would block)."""
+        return self._under_way is not None and not self._under_way.done()
+
     def start(
         self,
         records: Sequence[Outbound],
