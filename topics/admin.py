@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import structlog
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.admin._config import ConfigResource
@@ -22,6 +23,8 @@ from confluent_kafka.cimpl import NewTopic
 
 from topics.catalogue import Catalogue, TopicSpec
 from topics.errors import KafkaUnavailableError, TopicMismatchError, TopicsMissingError
+
+log = structlog.get_logger(__name__)
 
 DEFAULT_TIMEOUT_S = 15.0
 
@@ -263,19 +266,36 @@ class TopicAdmin:
         return created, partitions
 
     def _wait_for_leaders(self, names: list[str]) -> None:
-        """Return once every partition of ``names`` has a leader (so producing works)."""
+        """Return once every partition of ``names`` has a leader (so producing works), or
+        after the timeout with a warning that names the partitions still without one.
+
+        A created topic is there either way, and a record for a leaderless partition waits
+        in the producer until it has one; but an overloaded or stalled broker is what an
+        operator wants to hear of, not a worker that seems slow for no reason.
+        """
         deadline = time.monotonic() + self._timeout
-        while names and time.monotonic() < deadline:
+        leaderless: dict[str, list[int]] = {}
+        while names:
             metadata = self._client.list_topics(timeout=self._timeout)
-            ready = all(
-                name in metadata.topics
-                and metadata.topics[name].partitions
-                and all(p.leader >= 0 for p in metadata.topics[name].partitions.values())
-                for name in names
-            )
-            if ready:
+            leaderless = {}
+            for name in names:
+                topic = metadata.topics.get(name)
+                partitions = topic.partitions if topic is not None else {}
+                waiting = sorted(n for n, p in partitions.items() if p.leader < 0)
+                if not partitions or waiting:
+                    leaderless[name] = waiting
+            if not leaderless:
                 return
+            if time.monotonic() >= deadline:
+                break
             time.sleep(0.1)
+        if leaderless:
+            log.warning(
+                "created topics still have partitions without a leader: producing to them "
+                "waits until the broker elects one",
+                seconds=self._timeout,
+                topics={name: waiting or "no metadata yet" for name, waiting in leaderless.items()},
+            )
 
 
 def _refuse_fatal(mismatches: list[Mismatch]) -> None:

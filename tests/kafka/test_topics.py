@@ -13,6 +13,7 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.admin._config import ConfigResource
 from confluent_kafka.admin._resource import ResourceType
 from confluent_kafka.cimpl import NewTopic
+from structlog.testing import capture_logs
 
 from runtime import events, messages
 from runtime.events import HistoryEvent
@@ -344,3 +345,13 @@ def test_a_group_has_members_only_while_a_consumer_is_in_it(
         assert answer() is True
     finally:
         consumer.close()
+
+
+def test_partitions_that_get_no_leader_in_time_are_named(kafka_bootstrap: str) -> None:
+    """Giving up on them said nothing: a worker then seemed slow for no reason."""
+    admin = TopicAdmin({"bootstrap.servers": kafka_bootstrap}, timeout=0.5)
+    with capture_logs() as logs:
+        admin._wait_for_leaders(["never-created-topic"])
+    [warning] = [e for e in logs if "without a leader" in e["event"]]
+    assert warning["log_level"] == "warning"
+    assert warning["topics"] == {"never-created-topic": "no metadata yet"}
