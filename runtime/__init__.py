@@ -5,6 +5,7 @@ from runtime.client import Client, Transport, WorkflowHandle
 from runtime.converter import DataConverter, JsonPayloadConverter, ZlibCodec
 from runtime.errors import (
     ActivityError,
+    ActivityNotCurrentError,
     ApplicationError,
     CancelledError,
     ChildWorkflowError,
@@ -31,6 +32,7 @@ from runtime.retry import RetryPolicy
 
 __all__ = [
     "ActivityError",
+    "ActivityNotCurrentError",
     "ApplicationError",
     "CancelledError",
     "ChildWorkflowError",

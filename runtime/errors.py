@@ -192,6 +192,18 @@ class ClientClosedError(RPCError):
     already sent may still take effect)."""
 
 
+class ActivityNotCurrentError(ChronikError):
+    """The workflow no longer waits on the attempt a task token names: it cancelled the
+    activity, the attempt timed out or failed (a retry may be running), the activity
+    completed, or the run closed. What a system completing the activity from outside
+    hears on its heartbeat (Temporal's ``AsyncActivityCancelledError``), to stop work
+    whose outcome the workflow would ignore. ``reason`` says which it was."""
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 class ContinueAsNewError(BaseException):
     """Raised by `workflow.continue_as_new`; the engine turns it into a new run.
 

@@ -10,6 +10,7 @@ import pytest
 
 from runtime import (
     ActivityError,
+    ActivityNotCurrentError,
     ApplicationError,
     RetryPolicy,
     TimeoutError,
@@ -153,6 +154,48 @@ async def test_heartbeats_from_outside_keep_the_attempt_alive(
             await silent.result()
     assert isinstance(silent_failed.value.cause, ActivityError)
     assert isinstance(silent_failed.value.cause.cause, TimeoutError)
+
+
+async def test_a_heartbeat_from_outside_hears_when_its_attempt_is_over(
+    env: WorkflowEnvironment,
+) -> None:
+    """Timed out, then retried: the system holding the old token is told to stop."""
+    async with _worker(env):
+        handle = await env.client.start_workflow(
+            approval, "T-6", False, 0, id="a-6", task_queue="q"
+        )
+        [first] = await _tokens(1)
+        await env.client.get_async_activity_handle(first).heartbeat("working")  # current
+        await env.sleep(3600.5)  # start-to-close ended attempt 1; attempt 2 is 1 s away
+        with pytest.raises(ActivityNotCurrentError) as in_backoff:
+            await env.client.get_async_activity_handle(first).heartbeat()
+        await env.sleep(1)
+        second = (await _tokens(2))[1]
+        with pytest.raises(ActivityNotCurrentError) as retried:
+            await env.client.get_async_activity_handle(first).heartbeat()
+        await env.client.get_async_activity_handle(second).heartbeat()  # current
+        await env.client.get_async_activity_handle(second).complete("in time")
+        assert await handle.result() == "in time"
+    assert (
+        in_backoff.value.reason
+        == "the attempt failed or timed out; the next one waits for its retry"
+    )
+    assert retried.value.reason == "attempt 2 of the activity is the current one"
+    assert "activity 1 attempt 1 of workflow 'a-6'" in str(retried.value)
+
+
+async def test_a_heartbeat_from_outside_hears_that_the_workflow_was_cancelled(
+    env: WorkflowEnvironment,
+) -> None:
+    async with _worker(env):
+        handle = await env.client.start_workflow(approval, "T-7", True, 0, id="a-7", task_queue="q")
+        [token] = await _tokens(1)
+        await handle.cancel()
+        with pytest.raises(WorkflowFailureError):
+            await handle.result()
+        with pytest.raises(ActivityNotCurrentError) as cancelled:
+            await env.client.get_async_activity_handle(token).heartbeat()
+    assert cancelled.value.reason == "the run is cancelled"
 
 
 @pytest.mark.parametrize(

@@ -76,6 +76,10 @@ async def test_an_operator_completes_activities_by_token_or_by_workflow_and_seq(
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == {"sent": "completed", **json.loads(token)}
     assert await asyncio.wait_for(by_token.result(), 60) == "O-8: wired"
+    # The holder of that token, still working, hears on its heartbeat that it can stop.
+    over = await _chronik(kafka_bootstrap, topics_ready, "heartbeat", "--token", token)
+    assert over.returncode == 2
+    assert "is no longer current: the run is completed" in over.stderr
 
     # An activity whose worker went asynchronous, resolved by hand from its describe().
     by_seq = await client.start_workflow(
