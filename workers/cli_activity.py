@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from typing import Any
 
 import click
@@ -20,6 +19,7 @@ import click
 from runtime import ApplicationError
 from runtime.async_activity import AsyncActivityHandle
 from runtime.client import Client
+from runtime.epoch import datetime_of
 from runtime.messages import PendingActivityState
 from runtime.task_token import InvalidTaskTokenError, TaskToken
 from workers.cli_client import RequestNotServed, json_args, print_json, run_action
@@ -109,7 +109,7 @@ async def _current_attempt(
 def _when(epoch_ms: int | None) -> str:
     if epoch_ms is None:
         return "a time not known"
-    return datetime.fromtimestamp(epoch_ms / 1000, tz=UTC).isoformat(timespec="seconds")
+    return datetime_of(epoch_ms).isoformat(timespec="seconds")
 
 
 @activity.command(short_help="The attempt succeeded (with --result).")

@@ -23,6 +23,7 @@ from runtime.activity import ActivityContext, ActivityInfo, CompleteAsyncError, 
 from runtime.converter import DataConverter
 from runtime.daemon_pool import DaemonThreadPool
 from runtime.engine.registry import ActivityRegistry
+from runtime.epoch import datetime_of
 from runtime.errors import failure_from_exception
 from runtime.messages import ActivityCompletedReport, ActivityFailedReport, ActivityTask
 from runtime.payloads import Failure, Payload
@@ -116,8 +117,8 @@ async def run_activity(
             attempt=task.attempt,
             # A task written before it carried its first schedule knows only this
             # attempt's, which is the first one's on attempt 1.
-            scheduled_time=_datetime(task.first_scheduled_time_ms or task.scheduled_time_ms),
-            current_attempt_scheduled_time=_datetime(task.scheduled_time_ms),
+            scheduled_time=datetime_of(task.first_scheduled_time_ms or task.scheduled_time_ms),
+            current_attempt_scheduled_time=datetime_of(task.scheduled_time_ms),
             idempotency_key=task.idempotency_key,
             heartbeat_details=conv.decode(task.heartbeat_details),
             heartbeat_timeout=_timedelta(task.heartbeat_timeout_ms),
@@ -219,13 +220,9 @@ def _unless_over(
         on_heartbeat(payloads)
 
 
-def _datetime(epoch_ms: int) -> datetime:
-    return datetime.fromtimestamp(epoch_ms / 1000, tz=UTC)
-
-
 def _started_time(at_ms: int | None) -> datetime:
     """When the attempt started: at ``at_ms`` on the host's clock, else now."""
-    return datetime.now(UTC) if at_ms is None else _datetime(at_ms)
+    return datetime.now(UTC) if at_ms is None else datetime_of(at_ms)
 
 
 def _timedelta(ms: int) -> timedelta | None:

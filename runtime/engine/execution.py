@@ -11,7 +11,7 @@ from __future__ import annotations
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from runtime.engine.commands import Command
 from runtime.engine.effects import Effects
@@ -23,6 +23,7 @@ from runtime.engine.runs import Runs
 from runtime.engine.state import EventClass, RunState, classify
 from runtime.engine.waiters import Waiters
 from runtime.engine.workflow_run import WorkflowInfo, WorkflowRun
+from runtime.epoch import datetime_of
 from runtime.errors import (
     NonDeterminismError,
     WorkflowTypeNotRegisteredError,
@@ -289,7 +290,7 @@ class Execution:
             run_id=run.run_id,
             workflow_type=attrs.workflow_type,
             task_queue=attrs.task_queue,
-            start_time=datetime.fromtimestamp(start_ms / 1000, tz=UTC),
+            start_time=datetime_of(start_ms),
             first_run_id=attrs.first_run_id,
             continued_from_run_id=attrs.continued_from_run_id,
             parent=attrs.parent,

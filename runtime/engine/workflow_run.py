@@ -15,7 +15,7 @@ import uuid
 import weakref
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
@@ -25,6 +25,7 @@ from runtime.definitions import HandlerDefinition, WorkflowDefinition
 from runtime.engine.commands import Command
 from runtime.engine.loop import DeterministicLoop
 from runtime.engine.patches import patch_marker
+from runtime.epoch import datetime_of
 from runtime.errors import (
     ActivityError,
     ChildWorkflowError,
@@ -524,7 +525,7 @@ class WorkflowRun:
         return self._patches[patch_id]
 
     def now(self) -> datetime:
-        return datetime.fromtimestamp(self.now_ms / 1000, tz=UTC)
+        return datetime_of(self.now_ms)
 
     def uuid4(self) -> uuid.UUID:
         return uuid.UUID(int=self.random.getrandbits(128), version=4)

@@ -11,10 +11,11 @@ import asyncio
 import itertools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from runtime.client import Client
 from runtime.converter import DataConverter
+from runtime.epoch import datetime_of
 from runtime.errors import RPCTimeoutError
 from runtime.events import HistoryEvent
 from runtime.messages import InboxMessage, Reply, ReplyBody, StatusRecord, awaits_outcome
@@ -100,7 +101,7 @@ class WorkflowEnvironment:
             raise RuntimeError("the in-memory service failed") from service.errors[0]
 
     def now(self) -> datetime:
-        return datetime.fromtimestamp(self.service.now_ms / 1000, tz=UTC)
+        return datetime_of(self.service.now_ms)
 
     async def sleep(self, duration: timedelta | float) -> None:
         """Advance virtual time, firing every timer due on the way."""
