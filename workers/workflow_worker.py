@@ -176,7 +176,7 @@ class WorkflowWorker:
             # stops the worker.
             self._producer.flush(5)
 
-    # --- rebalance callbacks: fast, no I/O beyond closing local stores -------------
+    # --- rebalance callbacks: no I/O beyond the committed offsets and local stores --
 
     def _on_assign(self, consumer: Consumer, assigned: list[TopicPartition]) -> None:
         assign_at_committed(consumer, assigned)
@@ -209,7 +209,7 @@ class WorkflowWorker:
         A first batch is waited for as long as nothing else is due. After it, the loop
         keeps taking what arrives until the commit under way is done: records that came in
         while it only waited for the commit used to wait for the step after, a whole
-        transaction later, and under load that wait was most of a workflow's latency.
+        transaction later.
         """
         next_offsets: dict[int, int] = {}
         taken = self._take(self._config.max_batch, self._poll_timeout(), next_offsets)
