@@ -26,15 +26,28 @@ from workers.membership import TRANSACTION_TIMEOUT_MS
 LOOKUP_PATIENCE_S = 120.0
 
 
+class CommittedOffsetsError(RuntimeError):
+    """The committed offsets of a worker's partitions could not be read: the worker stops
+    (a supervisor restarts it) rather than own partitions it cannot read from the right
+    place."""
+
+
 def committed_offsets(
     consumer: Consumer, partitions: list[TopicPartition], patience_s: float = LOOKUP_PATIENCE_S
 ) -> list[TopicPartition]:
     """The group's committed offset of each of ``partitions`` (negative: none committed),
-    asked again while the coordinator answers with a passing error."""
+    asked again while the coordinator answers with a passing error; any other error, or
+    one that lasts past ``patience_s``, raises `CommittedOffsetsError`."""
     wanted = [TopicPartition(tp.topic, tp.partition) for tp in partitions]
     if not wanted:
         return []
-    return retry_transient(lambda: _committed(consumer, wanted), timeout_s=patience_s)
+    try:
+        return retry_transient(lambda: _committed(consumer, wanted), timeout_s=patience_s)
+    except KafkaException as exception:
+        where = ", ".join(f"{tp.topic}[{tp.partition}]" for tp in wanted)
+        raise CommittedOffsetsError(
+            f"cannot read the committed offsets of {where}: {exception.args[0]}"
+        ) from exception
 
 
 def assign_at_committed(consumer: Consumer, assigned: list[TopicPartition]) -> None:

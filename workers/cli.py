@@ -16,6 +16,7 @@ import click
 from runtime.logging import configure_logging
 from topics.errors import KafkaConfigError, TopicsMissingError
 from topics.reachability import KafkaUnreachableError, client_config_from_env
+from workers.assignment import CommittedOffsetsError
 from workers.cli_activity import activity
 from workers.cli_context import CliContext
 from workers.cli_dlq import dlq
@@ -39,8 +40,9 @@ class KafkaUnreachableExit(click.ClickException):
 
 
 class WorkerStoppedExit(click.ClickException):
-    """A worker another process fenced: ``Error: <why>``, exit code 1 (a supervisor
-    restarts it; a second process with the same ``--worker-id`` is the usual cause)."""
+    """A worker another process fenced, or one that could not read where its partitions
+    start: ``Error: <why>``, exit code 1 (a supervisor restarts it; for a fenced one, a
+    second process with the same ``--worker-id`` is the usual cause)."""
 
     exit_code = 1
 
@@ -53,7 +55,7 @@ class ChronikGroup(click.Group):
             return super().invoke(ctx)
         except (KafkaUnreachableError, KafkaConfigError, TopicsMissingError) as exc:
             raise KafkaUnreachableExit(str(exc)) from None
-        except WorkerFencedError as exc:
+        except (WorkerFencedError, CommittedOffsetsError) as exc:
             raise WorkerStoppedExit(str(exc)) from None
 
 

@@ -9,10 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import cast
 
+import click
 import pytest
+from click.testing import CliRunner
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from workers import assignment
+from workers.cli import ChronikGroup
 from workers.fence_offsets import FenceOffsets
 
 
@@ -83,23 +86,22 @@ def test_a_lasting_partition_error_is_raised() -> None:
     a commit would have written that back as the group's position."""
     refused = KafkaError(KafkaError.GROUP_AUTHORIZATION_FAILED)
     consumer = _Consumer([[_Answer("ns.inbox", 0, -1001, refused)]])
-    with pytest.raises(KafkaException):
+    with pytest.raises(assignment.CommittedOffsetsError, match=r"ns\.inbox\[0\]"):
         assignment.committed_offsets(cast(Consumer, consumer), _given(0))
 
 
 def test_a_lasting_error_is_raised_without_asking_again() -> None:
     refused = KafkaError(KafkaError.GROUP_AUTHORIZATION_FAILED)
     consumer = _Consumer([refused, [_Answer("ns.inbox", 0, 1)]])
-    with pytest.raises(KafkaException) as raised:
+    with pytest.raises(assignment.CommittedOffsetsError, match="GROUP_AUTHORIZATION_FAILED"):
         assignment.committed_offsets(cast(Consumer, consumer), _given(0))
-    assert raised.value.args[0].code() == KafkaError.GROUP_AUTHORIZATION_FAILED
     assert consumer.asked == 1
 
 
 def test_a_coordinator_away_past_the_patience_is_raised() -> None:
     away = KafkaError(KafkaError.NOT_COORDINATOR)
     consumer = _Consumer([away] * 100)
-    with pytest.raises(KafkaException):
+    with pytest.raises(assignment.CommittedOffsetsError, match="NOT_COORDINATOR"):
         assignment.committed_offsets(cast(Consumer, consumer), _given(0), patience_s=0.3)
     assert 1 < consumer.asked < 100
 
@@ -126,3 +128,20 @@ def test_the_fence_offset_of_a_partition_with_nothing_committed_is_its_start() -
     fence = FenceOffsets(cast(Consumer, consumer), "ns.inbox")
     fence.learn([0, 1])
     assert fence.offsets == {0: 3, 1: 7}  # partition 0's low watermark
+
+
+def test_a_worker_that_cannot_read_its_offsets_stops_in_one_line() -> None:
+    """As a fenced one does: ``Error: <why>`` and exit code 1, for a supervisor to restart."""
+
+    @click.group(cls=ChronikGroup)
+    def root() -> None: ...
+
+    @root.command()
+    def stuck() -> None:
+        raise assignment.CommittedOffsetsError("cannot read the committed offsets of ns.inbox[0]")
+
+    result = CliRunner().invoke(root, ["stuck"])
+    assert (result.exit_code, result.output) == (
+        1,
+        "Error: cannot read the committed offsets of ns.inbox[0]\n",
+    )
