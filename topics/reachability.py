@@ -16,7 +16,7 @@ import os
 import re
 import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
@@ -119,11 +119,12 @@ def ensure_reachable(
         raise KafkaUnreachableError(bootstrap, failure)
     settings: dict[str, str | int | float | bool] = {**QUIET, "bootstrap.servers": bootstrap}
     settings.update(client_config_from_env() if config is None else config)
-    # librdkafka reports a refused login to the error callback only; the metadata request
-    # itself then fails as a mere "Broker transport failure".
-    refused: list[KafkaError] = []
+    # librdkafka reports a refused login, or a handshake the listener broke off, to the
+    # error callback only; the metadata request itself then fails as a mere "Broker
+    # transport failure".
+    reported: list[KafkaError] = []
     try:
-        probe: dict[str, Any] = {**settings, "error_cb": _keep_authentication(refused)}
+        probe: dict[str, Any] = {**settings, "error_cb": reported.append}
         admin = AdminClient(probe)
     except (KafkaException, ValueError, TypeError) as exc:  # librdkafka refuses a setting
         detail = exc.args[0].str() if isinstance(exc, KafkaException) else str(exc)
@@ -134,28 +135,37 @@ def ensure_reachable(
         admin.list_topics(timeout=max(0.5, deadline - time.monotonic()))
     except KafkaException as exc:
         admin.poll(0)  # serves the error callback
+        refused = [e for e in reported if e.code() in _AUTHENTICATION_ERRORS]
         error = refused[0] if refused else exc.args[0]
         detail = error.str() if hasattr(error, "str") else str(error)
-        hint = _hint(error.code() if isinstance(error, KafkaError) else None, settings)
+        code = error.code() if isinstance(error, KafkaError) else None
+        broken_off = any(e.code() == KafkaError._TRANSPORT for e in reported)
+        hint = _hint(code, settings, broken_off=broken_off, waited_s=timeout)
         raise KafkaUnreachableError(bootstrap, f"no metadata answer: {detail}{hint}") from None
 
 
-def _keep_authentication(refused: list[KafkaError]) -> Callable[[KafkaError], None]:
-    def on_error(error: KafkaError) -> None:
-        if error.code() in _AUTHENTICATION_ERRORS:
-            refused.append(error)
-
-    return on_error
-
-
-def _hint(code: int | None, settings: Mapping[str, object]) -> str:
+def _hint(
+    code: int | None, settings: Mapping[str, object], *, broken_off: bool, waited_s: float
+) -> str:
     """What usually causes the failures librdkafka names only by their symptom.
 
-    A TCP connect succeeded, so something listens there; these say what it likely is.
+    A TCP connect succeeded, so something listens there; these say what it likely is. A
+    transport failure with nothing reported on the way is a listener that took the
+    connection and never answered: one of another protocol (a TLS listener waits for a
+    handshake a plaintext client never sends), or a broker that is paused, overloaded or
+    still starting. Named only as the first, it sent the operator of a stalled broker
+    after a setting.
     """
     protocol = str(settings.get("security.protocol", "plaintext")).upper()
     if code == KafkaError._UNSUPPORTED_FEATURE:
         return " (something answers there, but not a broker's listener: a KRaft controller port?)"
+    if code == KafkaError._TRANSPORT and not broken_off:
+        return (
+            f" (the listener took the connection and answered nothing in {waited_s:g} s: "
+            f"does that listener speak {protocol}? set security.protocol to its protocol, "
+            "with -X or CHRONIK_RDKAFKA_SECURITY_PROTOCOL; or the broker is paused, "
+            "overloaded or still starting)"
+        )
     if code == KafkaError._TRANSPORT:
         return (
             f" (the connection closed in the handshake: does that listener speak {protocol}? "

@@ -5,6 +5,7 @@ Also the CLI's promise for a wrong bootstrap address: one readable line, exit co
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import time
@@ -169,6 +170,20 @@ def test_a_security_protocol_the_listener_does_not_speak_is_named(kafka_bootstra
     assert result.returncode == 2
     assert "does that listener speak SSL?" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_listener_that_never_answers_is_named_as_such() -> None:
+    """A broker stopped (``kill -STOP``), overloaded or still starting takes the connection
+    and answers nothing; librdkafka calls that a transport failure too, and the hint named
+    only a security protocol. A socket that listens and never reads is one."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        port = silent.getsockname()[1]
+        result = _kafka_check("--bootstrap-servers", f"127.0.0.1:{port}")
+    assert result.returncode == 2
+    assert "the listener took the connection and answered nothing in 5 s" in result.stderr
+    assert "or the broker is paused, overloaded or still starting)" in result.stderr
 
 
 def test_a_kraft_controller_port_is_named(local_broker: local_kafka.BrokerConfig | None) -> None:
