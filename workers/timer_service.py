@@ -47,6 +47,7 @@ from workers.assignment import assign_at_committed
 from workers.fence_offsets import FenceOffsets
 from workers.membership import Member, on_consume_error, producer_stopped
 from workers.restore import FRESH_AS_OF_EVERY_MS, mark_caught_up, open_restored
+from workers.transaction import abort_transaction
 
 log = structlog.get_logger(__name__)
 
@@ -213,10 +214,14 @@ class TimerService:
 
     def _abort(self, exception: KafkaException) -> None:
         error: KafkaError = exception.args[0]
+        worker_id = self._config.member.worker_id
         if error.fatal():
-            raise producer_stopped(error, self._config.member.worker_id) from exception
+            raise producer_stopped(error, worker_id) from exception
         log.warning("timer transaction aborted", error=str(error))
-        self._producer.abort_transaction(30)
+        try:
+            abort_transaction(self._producer)
+        except KafkaException as abort_error:
+            raise producer_stopped(abort_error.args[0], worker_id) from exception
         # Nothing was applied: the due timers are still in the index and fire next time.
 
     def _restore_assigned(self) -> None:
