@@ -47,7 +47,6 @@ from workers.assignment import assign_at_committed
 from workers.fence_offsets import FenceOffsets
 from workers.membership import Member, on_consume_error, producer_stopped
 from workers.restore import FRESH_AS_OF_EVERY_MS, mark_caught_up, open_restored
-from workers.transaction import abort_transaction
 
 log = structlog.get_logger(__name__)
 
@@ -219,8 +218,8 @@ class TimerService:
             raise producer_stopped(error, worker_id) from exception
         log.warning("timer transaction aborted", error=str(error))
         try:
-            abort_transaction(self._producer)
-        except KafkaException as abort_error:
+            self._producer.abort_transaction(30)
+        except KafkaException as abort_error:  # stops the service in one line, as fenced
             raise producer_stopped(abort_error.args[0], worker_id) from exception
         # Nothing was applied: the due timers are still in the index and fire next time.
 

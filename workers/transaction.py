@@ -19,13 +19,10 @@ from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, NamedTuple
 
-import structlog
 from confluent_kafka import KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from topics.transient import produce_when_room
 from workers.partition import Outbound
-
-log = structlog.get_logger(__name__)
 
 #: (topic, partition) -> the highest offset Kafka gave a record of the transaction there
 LastOffsets = dict[tuple[str, int], int]
@@ -36,29 +33,6 @@ class Settled(NamedTuple):
 
     records: int
     seconds: float
-
-
-#: How many times an abort that timed out is asked again (each waits up to 30 s).
-ABORT_ATTEMPTS = 4
-
-
-def abort_transaction(producer: Producer, attempts: int = ABORT_ATTEMPTS) -> None:
-    """Abort the producer's failed transaction, asking again while librdkafka says the
-    abort may resume (it timed out: "retry call to resume").
-
-    A broker that stalled for a few seconds failed a transaction's deliveries, and then its
-    abort timed out too; taken as fatal, that stopped a workflow worker that a second
-    call would have kept. Any other error, or the last attempt's, is raised.
-    """
-    for attempt in range(1, attempts + 1):
-        try:
-            producer.abort_transaction(30)
-            return
-        except KafkaException as exception:
-            error: KafkaError = exception.args[0]
-            if attempt == attempts or error.fatal() or not error.retriable():
-                raise
-            log.warning("transaction abort timed out: asking again", error=str(error))
 
 
 class BackgroundTransactions:

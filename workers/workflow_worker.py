@@ -53,7 +53,7 @@ from workers.partition import (
 )
 from workers.restore import FRESH_AS_OF_EVERY_MS, open_restored
 from workers.task_placement import TaskPlacement
-from workers.transaction import BackgroundTransactions, abort_transaction
+from workers.transaction import BackgroundTransactions
 
 log = structlog.get_logger(__name__)
 
@@ -406,7 +406,7 @@ class WorkflowWorker:
             raise producer_stopped(error, worker_id) from exception
         log.warning("transaction aborted", error=str(error))
         try:
-            abort_transaction(self._producer)
+            self._producer.abort_transaction(30)
         except KafkaException as abort_error:
             self._producer_failed = True
             raise producer_stopped(abort_error.args[0], worker_id) from exception
