@@ -50,18 +50,21 @@ def committed_offsets(
         ) from exception
 
 
-def assign_at_committed(consumer: Consumer, assigned: list[TopicPartition]) -> None:
+def assign_at_committed(consumer: Consumer, assigned: list[TopicPartition]) -> list[TopicPartition]:
     """Add ``assigned`` to the consumer's assignment at their committed offsets, or at
-    their start when nothing was committed (the group's ``auto.offset.reset=earliest``).
+    their start when nothing was committed (the group's ``auto.offset.reset=earliest``);
+    the committed offsets looked up (negative: none), for whoever needs them next.
 
     For an ``on_assign`` callback of a cooperative group: having assigned, the callback
     keeps librdkafka from assigning them again without offsets.
     """
+    committed = committed_offsets(consumer, assigned)
     at = [
         TopicPartition(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_BEGINNING)
-        for tp in committed_offsets(consumer, assigned)
+        for tp in committed
     ]
     consumer.incremental_assign(at)
+    return committed
 
 
 def _committed(consumer: Consumer, wanted: list[TopicPartition]) -> list[TopicPartition]:

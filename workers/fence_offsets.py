@@ -31,18 +31,32 @@ class FenceOffsets:
         self.topic = topic
         #: partition -> offset to commit when nothing was consumed from it
         self.offsets: dict[int, int] = {}
+        #: partition -> the committed offset its assignment looked up (negative: none),
+        #: until `learn` takes it
+        self._assigned_at: dict[int, int] = {}
+
+    def assigned(self, committed: Iterable[TopicPartition]) -> None:
+        """The committed offsets the assignment looked up (`assign_at_committed`): `learn`
+        starts from them instead of asking the coordinator a second time."""
+        self._assigned_at.update((tp.partition, tp.offset) for tp in committed)
 
     def learn(self, numbers: Iterable[int]) -> None:
-        """Where each newly owned partition starts: its committed offset, else its start."""
-        wanted = [TopicPartition(self.topic, n) for n in numbers]
-        if not wanted:
-            return
-        for tp in committed_offsets(self._consumer, wanted):
-            offset = tp.offset
-            if offset < 0:
-                low, _ = self._consumer.get_watermark_offsets(tp, timeout=10)
-                offset = low
-            self.offsets[tp.partition] = offset
+        """Where each newly owned partition starts: its committed offset, else its start.
+
+        The offsets its assignment looked up, where there are; the others are looked up.
+        """
+        owned = list(numbers)
+        committed = {n: self._assigned_at.pop(n) for n in owned if n in self._assigned_at}
+        unknown = [TopicPartition(self.topic, n) for n in owned if n not in committed]
+        committed.update(
+            (tp.partition, tp.offset) for tp in committed_offsets(self._consumer, unknown)
+        )
+        for number, offset in committed.items():
+            if offset >= 0:
+                self.offsets[number] = offset
+            else:  # nothing committed: the partition's start
+                where = TopicPartition(self.topic, number)
+                self.offsets[number], _ = self._consumer.get_watermark_offsets(where, timeout=10)
 
     def move(self, number: int, offset: int) -> None:
         """``number`` now starts at ``offset`` (a rewind to the committed offsets)."""
@@ -50,8 +64,9 @@ class FenceOffsets:
             self.offsets[number] = offset
 
     def forget(self, number: int) -> None:
-        """The partition is no longer owned."""
+        """The partition is no longer owned (or was given and taken back before `learn`)."""
         self.offsets.pop(number, None)
+        self._assigned_at.pop(number, None)
 
     def positions(
         self, owned: Iterable[int], consumed: Mapping[int, int] | None = None

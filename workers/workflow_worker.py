@@ -179,7 +179,7 @@ class WorkflowWorker:
     # --- rebalance callbacks: no I/O beyond the committed offsets and local stores --
 
     def _on_assign(self, consumer: Consumer, assigned: list[TopicPartition]) -> None:
-        assign_at_committed(consumer, assigned)
+        self._fence.assigned(assign_at_committed(consumer, assigned))
         self._to_restore.update(tp.partition for tp in assigned)
         log.info("partitions assigned", partitions=sorted(tp.partition for tp in assigned))
 

@@ -40,6 +40,11 @@ def _commit(kafka_config: dict[str, str], group: str, offsets: list[TopicPartiti
         committer.close()
 
 
+def _assign_at_committed(consumer: Consumer, assigned: list[TopicPartition]) -> None:
+    """An ``on_assign`` callback that assigns as the workers' callbacks do."""
+    assign_at_committed(consumer, assigned)
+
+
 def test_each_partition_starts_at_its_committed_offset_or_its_beginning(
     kafka_config: dict[str, str], namespace: str
 ) -> None:
@@ -50,7 +55,7 @@ def test_each_partition_starts_at_its_committed_offset_or_its_beginning(
     consumer = Consumer(member.group_config(group))
     seen: dict[int | None, list[int | None]] = {0: [], 1: []}
     try:
-        consumer.subscribe([inbox], on_assign=assign_at_committed)
+        consumer.subscribe([inbox], on_assign=_assign_at_committed)
         deadline = time.monotonic() + 30
         while (len(seen[0]), len(seen[1])) != (4, 10) and time.monotonic() < deadline:
             for message in consumer.consume(100, 0.5):

@@ -145,3 +145,14 @@ def test_a_worker_that_cannot_read_its_offsets_stops_in_one_line() -> None:
         1,
         "Error: cannot read the committed offsets of ns.inbox[0]\n",
     )
+
+
+def test_the_fence_starts_from_what_the_assignment_looked_up_without_asking_again() -> None:
+    """The assignment looked the committed offsets up a moment before; asking again at the
+    restore cost another round trip to the coordinator for every assignment."""
+    consumer = _Consumer([])  # any committed() lookup would fail: no answer left
+    fence = FenceOffsets(cast(Consumer, consumer), "ns.inbox")
+    fence.assigned([TopicPartition("ns.inbox", 0, 42), TopicPartition("ns.inbox", 1, -1001)])
+    fence.learn([0, 1])
+    assert fence.offsets == {0: 42, 1: 3}  # partition 1: nothing committed, its low watermark
+    assert consumer.asked == 0
