@@ -84,7 +84,7 @@ def not_current_because(described: WorkflowExecutionDescription, token: TaskToke
     while it does."""
     if described.status is not WorkflowStatus.RUNNING:
         return f"the run is {described.status.value}"
-    pending = next((p for p in described.pending_activities if p.seq == token.seq), None)
+    pending = described.pending_activity(token.seq)
     if pending is None:
         return "the activity is closed: the workflow cancelled it, or it completed"
     if pending.attempt > token.attempt:

@@ -285,6 +285,10 @@ class WorkflowExecutionDescription(StatusRecord):
     pending_timers: tuple[PendingTimer, ...] = ()
     pending_children: tuple[PendingChild, ...] = ()
 
+    def pending_activity(self, seq: int) -> PendingActivity | None:
+        """The open activity of sequence number ``seq``; None: no such one is open."""
+        return next((p for p in self.pending_activities if p.seq == seq), None)
+
 
 class WorkflowHandle:
     """A workflow id (and optionally one run of it) to talk to."""

@@ -89,21 +89,20 @@ async def _current_attempt(
 ) -> TaskToken:
     """The open activity ``seq`` of the run, as its owner describes it now."""
     described = await client.get_workflow_handle(workflow_id, run_id=run_id).describe()
-    for pending in described.pending_activities:
-        if pending.seq != seq:
-            continue
-        if pending.state is PendingActivityState.BACKOFF:  # the owner would ignore it
-            raise RequestNotServed(
-                f"activity {seq} of workflow {workflow_id!r} is between attempts: attempt "
-                f"{pending.attempt + 1} is dispatched at {_when(pending.next_attempt_time_ms)}"
-                "; it can be sent to once that attempt runs"
-            )
-        return TaskToken(workflow_id, described.run_id, seq, attempt or pending.attempt)
-    open_ones = ", ".join(str(p.seq) for p in described.pending_activities) or "none"
-    raise RequestNotServed(
-        f"workflow {workflow_id!r} (run {described.run_id}) has no open activity {seq} "
-        f"(open: {open_ones})"
-    )
+    pending = described.pending_activity(seq)
+    if pending is None:
+        open_ones = ", ".join(str(p.seq) for p in described.pending_activities) or "none"
+        raise RequestNotServed(
+            f"workflow {workflow_id!r} (run {described.run_id}) has no open activity {seq} "
+            f"(open: {open_ones})"
+        )
+    if pending.state is PendingActivityState.BACKOFF:  # the owner would ignore it
+        raise RequestNotServed(
+            f"activity {seq} of workflow {workflow_id!r} is between attempts: attempt "
+            f"{pending.attempt + 1} is dispatched at {_when(pending.next_attempt_time_ms)}"
+            "; it can be sent to once that attempt runs"
+        )
+    return TaskToken(workflow_id, described.run_id, seq, attempt or pending.attempt)
 
 
 def _when(epoch_ms: int | None) -> str:
